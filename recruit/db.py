@@ -1,0 +1,137 @@
+"""Where the database is and how to open it.
+
+SQLite (a file in the working folder) is the default so a practice needs no server; PostgreSQL
+serves multi-practice work. Failures are turned into one plain sentence (DatabaseUnavailable)
+because practice staff, not programmers, read them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from recruit.errors import DatabaseUnavailable
+
+ENV_VAR = "RECRUIT_DATABASE_URL"
+DEFAULT_FILENAME = "recruit.db"
+
+
+def resolve_url(db: str | None = None) -> str:
+    """The --db option wins, then RECRUIT_DATABASE_URL, then recruit.db in the working folder."""
+    if db:
+        return db
+    if os.environ.get(ENV_VAR):
+        return os.environ[ENV_VAR]
+    return f"sqlite:///{Path.cwd() / DEFAULT_FILENAME}"
+
+
+def parse_url(url: str) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise DatabaseUnavailable(
+            f"'{url}' is not a database address. Use a file such as sqlite:///recruit.db "
+            "or a server such as postgresql+psycopg://user@host:5432/dbname."
+        ) from None
+
+
+def describe(url: str | URL) -> str:
+    """A printable form of the address: the SQLite file path, or the server URL without password."""
+    u = parse_url(url) if isinstance(url, str) else url
+    if u.get_backend_name() == "sqlite":
+        return str(sqlite_path(u) or "an in-memory SQLite database")
+    return u.render_as_string(hide_password=True)
+
+
+def sqlite_path(u: URL) -> Path | None:
+    if not u.database or u.database == ":memory:" or u.database.startswith("file:"):
+        return None
+    return Path(u.database).resolve()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    # Foreign keys are off by default in SQLite; WAL lets a reader run beside a load.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+def make_engine(url: str | None = None, *, create_folder: bool = False) -> Engine:
+    """Open (lazily) the database at url; checks that can be made before connecting are made here."""
+    u = parse_url(resolve_url(url))
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        path = sqlite_path(u)
+        if path is not None:
+            _check_sqlite_folder(path, create_folder=create_folder)
+    try:
+        engine = create_engine(u, future=True)
+    except NoSuchModuleError:
+        raise DatabaseUnavailable(
+            f"recruit does not know the database kind '{u.drivername}' in '{describe(u)}'. "
+            "Use sqlite:///FILE or postgresql+psycopg://…"
+        ) from None
+    except (ImportError, ModuleNotFoundError) as exc:
+        raise DatabaseUnavailable(
+            f"The driver for '{u.drivername}' is not installed ({exc.name}). "
+            "For PostgreSQL install recruit with: pip install 'recruit[postgres]'"
+        ) from None
+    except ArgumentError as exc:
+        raise DatabaseUnavailable(f"The database address '{describe(u)}' is not valid: {exc}") from None
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _check_sqlite_folder(path: Path, *, create_folder: bool) -> None:
+    folder = path.parent
+    if not folder.exists():
+        if not create_folder:
+            raise DatabaseUnavailable(f"The folder {folder} does not exist, so {path.name} cannot be opened.")
+        try:
+            folder.mkdir(parents=True)
+        except OSError as exc:
+            raise DatabaseUnavailable(f"Cannot create the folder {folder}: {exc.strerror}.") from None
+    if path.exists():
+        if not os.access(path, os.R_OK):
+            raise DatabaseUnavailable(f"The database file {path} cannot be read (permission denied).")
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        raise DatabaseUnavailable(
+            f"Cannot create the database {path}: the folder {folder} is read-only. "
+            "Run recruit from a folder you can write to, or give --db."
+        )
+
+
+def check_connection(engine: Engine) -> None:
+    """Connect once, turning driver errors into one sentence."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        raise unavailable(engine, exc) from None
+
+
+def unavailable(engine: Engine, exc: BaseException) -> DatabaseUnavailable:
+    """Explain a database failure without a traceback and without any password."""
+    where = describe(engine.url)
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc) else ""
+    low = detail.lower()
+    if "readonly" in low or "read-only" in low or "read only" in low:
+        return DatabaseUnavailable(f"The database {where} is read-only, so recruit cannot write to it.")
+    if "unable to open database file" in low:
+        return DatabaseUnavailable(f"Cannot open the database file {where}.")
+    if "connection refused" in low or "could not connect" in low or "connection failed" in low:
+        return DatabaseUnavailable(
+            f"Cannot reach the database server at {where}: is it running, and is the address right?"
+        )
+    if "does not exist" in low and "database" in low:
+        return DatabaseUnavailable(f"The database named in {where} does not exist on that server.")
+    if "authentication" in low or "password" in low:
+        return DatabaseUnavailable(f"The database server at {where} refused the user name or password.")
+    return DatabaseUnavailable(f"Database problem with {where}: {detail}")
