@@ -1,0 +1,27 @@
+"""The code stays lint-clean and formatted (ruff), checked with the rest of the suite."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ruff() -> list[str]:
+    exe = Path(sys.executable).with_name("ruff")
+    if exe.exists():
+        return [str(exe)]
+    if shutil.which("ruff"):
+        return ["ruff"]
+    pytest.skip("ruff is not installed (it comes with the test extra: pip install -e '.[test]')")
+
+
+@pytest.mark.parametrize("args", [["check", "."], ["format", "--check", "."]])
+def test_ruff(args):
+    result = subprocess.run([*_ruff(), *args], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
