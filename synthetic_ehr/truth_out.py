@@ -1,0 +1,124 @@
+"""The ground truth, written to DIR/truth/ and never mixed with the extract.
+
+truth.csv has one row per patient; employment_spells.csv has the dated work history. Patient
+ids and NHS numbers link to the extract for scoring a search; nothing here is record data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from .people import Person, Practice
+from .record import Record
+from .truth import IN_WORK, Truth, eligible_ips
+from .util import iso
+
+TRUTH_HEADER = [
+    "patient_id",
+    "nhs_number",
+    "practice_ods",
+    "deprivation_quintile",
+    "sex",
+    "birth_date",
+    "age_at_extract",
+    "alive",
+    "death_date",
+    "death_coded",
+    "registered",
+    "registration_start",
+    "deregistration_date",
+    "ghost_since",
+    "chronic_pain",
+    "pain_onset",
+    "pain_severity",
+    "pain_coded",
+    "employment_at_extract",
+    "employment_since",
+    "in_work_at_extract",
+    "employment_coded",
+    "cancer",
+    "dementia",
+    "palliative_care",
+    "research_opt_out",
+    "accessible_need",
+    "opioid_long_term",
+    "opioid_issue_last_12m",
+    "eligible_ips",
+    "eligible_ips_strict",
+]
+SPELL_HEADER = ["patient_id", "start", "end", "state"]
+
+
+def _b(x: bool) -> str:
+    return "true" if x else "false"
+
+
+def _d(x: int | None) -> str:
+    return iso(x) if x is not None else ""
+
+
+def header_bytes(name: str) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(TRUTH_HEADER if name == "truth" else SPELL_HEADER)
+    return buf.getvalue().encode("utf-8")
+
+
+class TruthChunk:
+    def __init__(self, extract: int) -> None:
+        self.extract = extract
+        self.truth_buf = io.StringIO()
+        self.spell_buf = io.StringIO()
+        self.tw = csv.writer(self.truth_buf, lineterminator="\n")
+        self.sw = csv.writer(self.spell_buf, lineterminator="\n")
+
+    def add(self, person: Person, practice: Practice, t: Truth, rec: Record) -> None:
+        cur = t.spells[-1] if t.spells else None
+        year_ago = self.extract - 365
+        opioid_12m = any(i.date > year_ago and i.group not in _NON_OPIOID for i in rec.issues)
+        self.tw.writerow(
+            [
+                person.id,
+                person.nhs_number,
+                practice.ods,
+                practice.deprivation,
+                person.sex,
+                iso(person.birth),
+                person.age,
+                _b(person.death is None),
+                _d(person.death),
+                _b(person.death_coded),
+                _b(person.death is None and person.dereg is None),
+                iso(person.reg_start),
+                _d(person.dereg),
+                _d(person.ghost_since),
+                _b(t.pain),
+                _d(t.pain_onset),
+                ("high" if t.pain_high else "low") if t.pain else "",
+                _b(rec.pain_coded),
+                cur.state if cur else "",
+                _d(cur.start) if cur else "",
+                _b(cur is not None and cur.state in IN_WORK),
+                _b(rec.employment_coded),
+                _d(t.cancer),
+                _d(t.dementia),
+                _d(t.palliative),
+                _d(t.opt_out),
+                t.access_need or "",
+                _b(rec.opioid_long_term),
+                _b(opioid_12m),
+                _b(eligible_ips(person, t, self.extract)),
+                _b(eligible_ips(person, t, self.extract, strict=True)),
+            ]
+        )
+        for s in t.spells:
+            self.sw.writerow([person.id, iso(s.start), iso(s.end), s.state])
+
+    def bytes(self) -> dict[str, bytes]:
+        return {
+            "truth/truth.csv": self.truth_buf.getvalue().encode("utf-8"),
+            "truth/employment_spells.csv": self.spell_buf.getvalue().encode("utf-8"),
+        }
+
+
+_NON_OPIOID = frozenset({"hypertension", "type2_diabetes", "asthma", "depression", "ppi", "nsaid"})

@@ -1,0 +1,88 @@
+"""Small shared helpers: per-patient random streams, dates as ordinals, weighted choice."""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import hashlib
+import math
+import random
+from collections.abc import Sequence
+from functools import lru_cache
+from itertools import accumulate
+
+DAYS_PER_YEAR = 365.25
+
+
+def stream(seed: int, *keys: int | str) -> random.Random:
+    """An independent random stream for (seed, *keys), e.g. (seed, practice, patient).
+
+    Deriving every patient's stream from its own key (not from a shared generator) is what makes
+    the output identical whatever the chunking or number of workers.
+    """
+    material = "/".join(str(k) for k in (seed, *keys)).encode()
+    digest = hashlib.blake2b(material, digest_size=16).digest()
+    return random.Random(int.from_bytes(digest, "big"))
+
+
+@lru_cache(maxsize=65536)
+def iso(ordinal: int) -> str:
+    """ISO date for a proleptic Gregorian ordinal (cached: dates repeat a lot)."""
+    return dt.date.fromordinal(ordinal).isoformat()
+
+
+@lru_cache(maxsize=65536)
+def uk_date(ordinal: int) -> str:
+    """dd/mm/yyyy, as UK GP system reports print dates."""
+    d = dt.date.fromordinal(ordinal)
+    return f"{d.day:02d}/{d.month:02d}/{d.year:04d}"
+
+
+def years(n: float) -> int:
+    """Whole days in n years."""
+    return int(round(n * DAYS_PER_YEAR))
+
+
+def age_on(birth: int, on: int) -> int:
+    """Completed years of age on a day (both ordinals)."""
+    b = dt.date.fromordinal(birth)
+    d = dt.date.fromordinal(on)
+    return d.year - b.year - ((d.month, d.day) < (b.month, b.day))
+
+
+class Weighted:
+    """Fast repeated weighted choice over a fixed list (cumulative weights + bisect)."""
+
+    __slots__ = ("items", "cum", "total")
+
+    def __init__(self, items: Sequence, weights: Sequence[float]) -> None:
+        pairs = [(i, w) for i, w in zip(items, weights, strict=True) if w > 0]
+        if not pairs:
+            raise ValueError("no item has positive weight")
+        self.items = [i for i, _ in pairs]
+        self.cum = list(accumulate(w for _, w in pairs))
+        self.total = self.cum[-1]
+
+    def pick(self, rng: random.Random):
+        return self.items[bisect.bisect_right(self.cum, rng.random() * self.total)]
+
+
+def band_of(age: int, bands: Sequence[str]) -> str:
+    """The 'lo-hi' band label containing age (bands like '16-34'); last band if above all."""
+    for b in bands:
+        lo, hi = b.split("-")
+        if int(lo) <= age <= int(hi):
+            return b
+    return bands[-1] if age > int(bands[-1].split("-")[1]) else bands[0]
+
+
+def poisson(rng: random.Random, lam: float) -> int:
+    """Poisson draw (Knuth); lam is small here."""
+    if lam <= 0:
+        return 0
+    limit = math.exp(-lam)
+    k, p = 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
