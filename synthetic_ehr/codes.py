@@ -225,6 +225,9 @@ def load_codes(codelists_dir: str | Path | None = None) -> CodeSet:
         if (r.get("dmd_type") or "VMP").strip().upper() not in {"VMP", ""}:
             continue
         term = c.term
+        form = (r.get("form") or "").strip().lower()
+        if form and form not in {"tablet", "capsule", "patch"}:
+            continue
         if not _USABLE_FORM.search(term) or _UNUSABLE.search(term):
             continue
         drug = _opioid_drug(r)
@@ -261,9 +264,10 @@ def load_codes(codelists_dir: str | Path | None = None) -> CodeSet:
             if r["system"] in SYSTEM_URI:
                 _add(excl, cat, _code(r))
     opt: dict = {}
-    for r in _rows(root / "research_opt_out.csv"):
-        if r["system"] in SYSTEM_URI:
-            _add(opt, "opt_out", _code(r))
+    opt_rows = [r for r in _rows(root / "research_opt_out.csv") if r["system"] in SYSTEM_URI]
+    type1 = [r for r in opt_rows if (r.get("category") or "") == "type1_opt_out"]
+    for r in type1 or opt_rows:  # prefer the type 1 opt-out codes when the list says which
+        _add(opt, "opt_out", _code(r))
     # The shared reference layout keeps these in one exclusions.csv; use it only for gaps.
     legacy = {"palliative_end_of_life": "palliative_care", "dementia": "dementia", "cancer": "cancer"}
     legacy_rows = [r for r in _rows(root / "exclusions.csv") if r["system"] in SYSTEM_URI]

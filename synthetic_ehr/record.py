@@ -70,9 +70,12 @@ class RecordModel:
         w = self._products.get(key)
         if w is None:
             prods = [p for p in self.codes.opioids[drug] if not (acute and p.patch)]
-            # Plain single-ingredient presentations are the usual choice.
+            # Generic names ("Co-codamol 30mg/500mg tablets") over brands, and plain over
+            # modified-release or combination products: the usual GP choice.
             weights = [
-                1.0 if (" / " in p.code.term or "modified-release" in p.code.term) else 3.0 for p in prods
+                (5.0 if p.code.term.lower().startswith(drug) else 1.0)
+                * (0.3 if (" / " in p.code.term or "modified-release" in p.code.term) else 1.0)
+                for p in prods
             ]
             w = Weighted(prods, weights)
             self._products[key] = w

@@ -122,7 +122,7 @@ def make_truth(
         # Employment spells, walking back from the extract date.
         level = (2 if t.pain_high else 1) if t.pain else 0
         window_start = max(adult_from, extract - years(params.recording.employment_history_years))
-        end = extract
+        end = person.death if person.death is not None else extract  # no work after death
         state = emp_model.dist(age, level).pick(rng)
         spells: list[Spell] = []
         while end >= window_start:
