@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 
 from .codes import load_codes
-from .nhs_number import in_reserved_test_range, is_valid
+from .nhs_number import RESERVED_CAPACITY, in_reserved_test_range, is_valid
 from .params import Params, load_params
 from .postcode import is_valid_postcode
 from .util import band_of
@@ -59,13 +59,16 @@ def consistency_problems(out: Path, params: Params | None = None, limit: int = 5
         if not is_valid(nhs) or nhs in seen_nhs:
             problems.append(f"{pat['id']}: bad or duplicate NHS number {nhs}")
         seen_nhs.add(nhs)
+        if len(truth) <= RESERVED_CAPACITY and not in_reserved_test_range(nhs):
+            problems.append(f"{pat['id']}: NHS number {nhs} outside the reserved test range")
         if nhs != t["nhs_number"]:
             problems.append(f"{pat['id']}: NHS number differs from truth")
         if not is_valid_postcode(pat["address"][0]["postalCode"]):
             problems.append(f"{pat['id']}: bad postcode {pat['address'][0]['postalCode']}")
-        if "deceasedDateTime" in pat:
-            if t["alive"] == "true" or _d(pat["deceasedDateTime"]) != _d(t["death_date"]):
-                problems.append(f"{pat['id']}: coded death without matching true death")
+        if "deceasedDateTime" in pat and (
+            t["alive"] == "true" or _d(pat["deceasedDateTime"]) != _d(t["death_date"])
+        ):
+            problems.append(f"{pat['id']}: coded death without matching true death")
         birth = _d(pat["birthDate"])
         if birth != _d(t["birth_date"]):
             problems.append(f"{pat['id']}: birth date differs from truth")
