@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,6 +23,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Create, update and check recruit's database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+quarantine_app = typer.Typer(help="See the records a load could not use, and why.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
 
 out = Console()
 err = Console(stderr=True)
@@ -89,6 +93,163 @@ def db_status(db: DbOption = None) -> None:
         out.print(f"Revision: {current} (up to date)")
     else:
         out.print(f"Revision: {current}; this recruit expects {head}. Run `recruit db upgrade` to update.")
+
+
+def _ready_engine(db: str | None):  # type: ignore[no-untyped-def]
+    """An engine on an up-to-date database (created if need be), so commands just work."""
+    from recruit.migrate import current_revision, head_revision, upgrade
+
+    engine = make_engine(db, create_folder=True)
+    if current_revision(engine) != head_revision():
+        upgrade(engine)
+    return engine
+
+
+def _bar(description: str, total: int | None):  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    task = progress.add_task(description, total=total)
+    return progress, lambda n: progress.advance(task, n)
+
+
+@app.command("synth")
+def synth(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the made-up extract into.")],
+    practices: Annotated[int, typer.Option(help="How many practices.", min=1)] = 1,
+    patients: Annotated[int, typer.Option(help="How many patients in all.", min=1)] = 1000,
+    seed: Annotated[int, typer.Option(help="Same seed, same output.")] = 0,
+    config: Annotated[Path | None, typer.Option(help="YAML or JSON file overriding rates.")] = None,
+    formats: Annotated[
+        str, typer.Option("--formats", help="Comma-separated: ndjson, bundles, csv.")
+    ] = "ndjson,bundles,csv",
+) -> None:
+    """Make realistic practice records for made-up people, with the hidden truth kept apart."""
+    import synthetic_ehr
+
+    progress, advance = _bar("Making patients", patients)
+    with progress:
+        summary = synthetic_ehr.generate(
+            out_dir,
+            practices=practices,
+            patients=patients,
+            seed=seed,
+            config=config,
+            formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
+            progress=advance,
+        )
+    out.print(f"Made {summary.patients:,} patients in {summary.practices} practice(s) in {out_dir}")
+    for kind, n in summary.counts.items():
+        out.print(f"  {kind}: {n:,}")
+    out.print(f"The hidden truth (never load it as records) is in {out_dir / 'truth'}")
+
+
+@app.command("load")
+def load(
+    paths: Annotated[list[Path], typer.Argument(help="Extract files or folders.", show_default=False)],
+    format: Annotated[
+        str | None, typer.Option("--format", help="fhir or csv (default: worked out from the files).")
+    ] = None,
+    mapping: Annotated[
+        Path | None, typer.Option(help="YAML mapping for a CSV export (see rules/mappings/).")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Also check every FHIR resource fully (slower).")
+    ] = False,
+    extract_date: Annotated[
+        str | None, typer.Option(help="When the extract was taken, YYYY-MM-DD (default: today).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Load a practice extract (FHIR or CSV); records that cannot be used are quarantined."""
+    from recruit.errors import RecruitError
+    from recruit.load import load_extract
+
+    when = None
+    if extract_date:
+        try:
+            when = dt.date.fromisoformat(extract_date)
+        except ValueError:
+            raise RecruitError(f"--extract-date '{extract_date}' is not a date like 2026-11-01.") from None
+    engine = _ready_engine(db)
+    total = sum(
+        f.stat().st_size
+        for p in paths
+        if p.exists()
+        for f in ([p] if p.is_file() else p.rglob("*"))
+        if f.is_file()
+    )
+    progress, advance = _bar("Loading", total)
+    with progress:
+        summary = load_extract(
+            engine, paths, format=format, mapping=mapping, extract_date=when, progress=advance, strict=strict
+        )
+    if summary.already_loaded:
+        out.print(f"This extract was loaded before (extract {summary.extract_id}); nothing changed.")
+        return
+    out.print(
+        f"Extract {summary.extract_id} loaded for practice(s) {', '.join(summary.practices) or '(none)'}"
+    )
+    out.print(f"  records read:        {summary.read:,}")
+    out.print(f"  loaded:              {summary.loaded:,}")
+    out.print(f"  repaired on the way: {summary.repaired:,} (dates without a time zone, read as UK time)")
+    out.print(f"  quarantined:         {summary.quarantined:,}")
+    for reason, n in summary.quarantined_by_reason.most_common():
+        out.print(f"    {reason}: {n:,}")
+    if summary.not_used:
+        out.print(f"  not needed by recruit: {sum(summary.not_used.values()):,}")
+        for what, n in summary.not_used.most_common():
+            out.print(f"    {what}: {n:,}")
+    if summary.quarantined:
+        out.print("See them with: recruit quarantine list")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    extract: Annotated[int | None, typer.Option(help="Only this extract.")] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many.")] = 50,
+    db: DbOption = None,
+) -> None:
+    """Show quarantined records: where each one is and what is wrong with it."""
+    from rich.table import Table
+
+    from recruit.load.quarantine import quarantine_counts, quarantine_rows
+
+    engine = _ready_engine(db)
+    counts = quarantine_counts(engine, extract)
+    if not counts:
+        out.print("No records are quarantined.")
+        return
+    for extract_id, reason, n in counts:
+        out.print(f"extract {extract_id}: {reason}: {n:,}")
+    table = Table("file", "line", "record", "field", "what is wrong")
+    for row in quarantine_rows(engine, extract, limit):
+        record = " ".join(str(v) for v in (row["resource_type"], row["resource_id"]) if v)
+        table.add_row(
+            Path(row["file"]).name, str(row["line"] or ""), record, row["field"] or "", row["reason"]
+        )
+    out.print(table)
+
+
+@quarantine_app.command("export")
+def quarantine_export(
+    out_file: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    extract: Annotated[int | None, typer.Option(help="Only this extract.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Write every quarantined record (where and why, no record contents) to a CSV file."""
+    from recruit.load.quarantine import export_quarantine
+
+    n = export_quarantine(_ready_engine(db), out_file, extract)
+    out.print(f"Wrote {n:,} quarantined records to {out_file}")
 
 
 def main() -> None:

@@ -1,0 +1,575 @@
+"""Reads the fields recruit uses from FHIR resources (R4, and GP Connect STU3 where they agree).
+
+fhir.resources validates a resource in about 1 ms, far too slow for a whole practice, so this
+module reads plain dicts and checks only what the engine uses; `--strict` adds full R4B
+validation elsewhere. Every problem becomes Invalid naming the field, so the record can be
+quarantined with a reason instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from recruit.load.codes import DMD, SNOMED, normalise_code, system_name
+from recruit.load.rows import EventRow, MedicationRow, MedicineRow, OrgRow, PatientRow, PractitionerRow
+from recruit.load.values import DateReader, Invalid, clean_nhs_number, clean_postcode
+
+NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+ODS_SYSTEMS = ("https://fhir.nhs.uk/Id/ods-organization-code", "https://fhir.nhs.uk/Id/ods-site-code")
+PROFESSIONAL_SYSTEMS = (
+    "https://fhir.hl7.org.uk/Id/gmc-number",
+    "https://fhir.hl7.org.uk/Id/gmp-number",
+    "https://fhir.nhs.uk/Id/sds-user-id",
+)
+STU3_PROFILE_MARK = "/STU3/"
+
+# Resource types recruit reads; anything else is counted as "not used", never silently lost.
+USED_TYPES = (
+    "Organization",
+    "Practitioner",
+    "Patient",
+    "Medication",
+    "Condition",
+    "Observation",
+    "MedicationRequest",
+    "MedicationStatement",
+)
+
+
+class NotUsed(Exception):
+    """A well-formed record recruit has no use for (for example a prescription authorisation)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+@dataclass
+class Parsed:
+    """What one resource contributes to the load."""
+
+    patients: list[PatientRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    medications: list[MedicationRow] = field(default_factory=list)
+    medicines: list[MedicineRow] = field(default_factory=list)
+    orgs: list[OrgRow] = field(default_factory=list)
+    practitioners: list[PractitionerRow] = field(default_factory=list)
+    stu3: bool = False
+
+
+def _list(res: dict[str, Any], name: str) -> list[Any]:
+    value = res.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise Invalid("wrong_type", f"'{name}' should be a list", name)
+    return value
+
+
+def _dict(value: Any, name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Invalid("wrong_type", f"'{name}' should be an object", name)
+    return value
+
+
+def _str(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Invalid("wrong_type", f"'{name}' should be text", name)
+    return value
+
+
+def reference_keys(ref: Any, name: str) -> list[str]:
+    """The keys a Reference can be matched by: Type/id, a urn: fullUrl, or an identifier."""
+    ref = _dict(ref, name)
+    keys: list[str] = []
+    target = _str(ref.get("reference"), f"{name}.reference")
+    if target:
+        if target.startswith(("urn:uuid:", "urn:oid:", "#")):
+            keys.append(target)
+        else:
+            parts = target.split("/_history/")[0].rstrip("/").split("/")
+            if len(parts) >= 2:
+                keys.append(f"{parts[-2]}/{parts[-1]}")
+    ident = _dict(ref.get("identifier"), f"{name}.identifier")
+    system, value = ident.get("system"), ident.get("value")
+    if isinstance(value, str) and value:
+        if system in ODS_SYSTEMS:
+            keys.append(f"ods:{value.strip().upper()}")
+        elif system == NHS_NUMBER_SYSTEM:
+            keys.append(f"nhs:{value.replace(' ', '')}")
+    return keys
+
+
+def own_keys(res: dict[str, Any], full_url: str | None) -> list[str]:
+    keys = []
+    rid = res.get("id")
+    if isinstance(rid, str) and rid:
+        keys.append(f"{res['resourceType']}/{rid}")
+    if full_url:
+        if full_url.startswith(("urn:uuid:", "urn:oid:")):
+            keys.append(full_url)
+        else:
+            parts = full_url.rstrip("/").split("/")
+            if len(parts) >= 2:
+                key = f"{parts[-2]}/{parts[-1]}"
+                if key not in keys:
+                    keys.append(key)
+    return keys
+
+
+def codings(concept: Any, name: str) -> Iterator[tuple[str, str, str | None]]:
+    """Every coding of a CodeableConcept in a system recruit knows, as (system, code, term)."""
+    concept = _dict(concept, name)
+    text = concept.get("text") if isinstance(concept.get("text"), str) else None
+    for i, coding in enumerate(_list(concept, "coding")):
+        coding = _dict(coding, f"{name}.coding[{i}]")
+        system = system_name(coding.get("system"))
+        code = coding.get("code")
+        if system is None or not isinstance(code, str):
+            continue
+        clean = normalise_code(system, code)
+        if clean is None:
+            raise Invalid(
+                "code_malformed",
+                f"'{code[:30]}' is not a well-formed {system} code",
+                f"{name}.coding[{i}].code",
+            )
+        display = coding.get("display") if isinstance(coding.get("display"), str) else text
+        yield system, clean, (display or None) and display[:255]
+
+
+def _is_stu3(res: dict[str, Any]) -> bool:
+    meta = res.get("meta")
+    if isinstance(meta, dict):
+        for profile in meta.get("profile") or []:
+            if isinstance(profile, str) and STU3_PROFILE_MARK in profile:
+                return True
+    return False
+
+
+class FhirReader:
+    """Turns one resource into rows; `dates` carries the extract date and counts repairs."""
+
+    def __init__(self, dates: DateReader) -> None:
+        self.dates = dates
+
+    def read(self, res: Any, full_url: str | None = None) -> Parsed:
+        if not isinstance(res, dict):
+            raise Invalid("not_a_resource", "the record is not a JSON object", None)
+        rtype = res.get("resourceType")
+        if not isinstance(rtype, str):
+            raise Invalid("not_a_resource", "the record has no resourceType", "resourceType")
+        rid = res.get("id")
+        if rid is not None and not isinstance(rid, str):
+            raise Invalid("wrong_type", "'id' should be text", "id")
+        method = getattr(self, f"_read_{rtype}", None)
+        if method is None or rtype not in USED_TYPES:
+            raise NotUsed(f"{rtype} (a resource type recruit does not use)")
+        out = Parsed(stu3=_is_stu3(res))
+        method(res, full_url, out)
+        return out
+
+    # --- reference data -------------------------------------------------------------------
+
+    def _read_Organization(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
+        ods = None
+        for i, ident in enumerate(_list(res, "identifier")):
+            ident = _dict(ident, f"identifier[{i}]")
+            if ident.get("system") in ODS_SYSTEMS and isinstance(ident.get("value"), str):
+                ods = ident["value"].strip().upper()
+                break
+        if not ods:
+            raise Invalid("ods_code_missing", "the organisation has no ODS code identifier", "identifier")
+        lines, postcode = _address(_list(res, "address"))
+        phone = None
+        for i, telecom in enumerate(_list(res, "telecom")):
+            telecom = _dict(telecom, f"telecom[{i}]")
+            if telecom.get("system") == "phone" and isinstance(telecom.get("value"), str):
+                phone = telecom["value"][:40]
+                break
+        out.orgs.append(
+            OrgRow(
+                keys=[*own_keys(res, full_url), f"ods:{ods}"],
+                ods_code=ods,
+                name=(_str(res.get("name"), "name") or ods)[:200],
+                address=lines,
+                postcode=postcode,
+                telephone=phone,
+            )
+        )
+
+    def _read_Practitioner(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
+        title, given, family = _human_name(_list(res, "name"))
+        code = None
+        for i, ident in enumerate(_list(res, "identifier")):
+            ident = _dict(ident, f"identifier[{i}]")
+            if ident.get("system") in PROFESSIONAL_SYSTEMS and isinstance(ident.get("value"), str):
+                code = ident["value"][:20]
+                break
+        if not (family or given):
+            raise Invalid("name_missing", "the practitioner has no name to sign letters with", "name")
+        keys = own_keys(res, full_url)
+        if not keys:
+            raise Invalid("id_missing", "the practitioner has no id to be referred to by", "id")
+        out.practitioners.append(
+            PractitionerRow(
+                keys=keys,
+                source_id=str(res.get("id") or full_url),
+                title=title,
+                given_name=given,
+                family_name=family,
+                professional_code=code,
+            )
+        )
+
+    def _read_Medication(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
+        code = _medicine_code(res.get("code"), "code")
+        keys = own_keys(res, full_url)
+        if code is None or not keys:
+            raise Invalid("code_unknown_system", "the medication has no dm+d code", "code")
+        out.medicines.extend(MedicineRow(key, *code) for key in keys)
+
+    # --- the patient ----------------------------------------------------------------------
+
+    def _read_Patient(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
+        nhs = None
+        for i, ident in enumerate(_list(res, "identifier")):
+            ident = _dict(ident, f"identifier[{i}]")
+            if ident.get("system") == NHS_NUMBER_SYSTEM:
+                nhs = clean_nhs_number(ident.get("value"), f"identifier[{i}].value")
+                break
+        if nhs is None:
+            raise Invalid("nhs_number_missing", "the patient has no NHS number", "identifier")
+        keys = own_keys(res, full_url)
+        if not keys:
+            raise Invalid("id_missing", "the patient has no id", "id")
+        dob = self.dates.read(res.get("birthDate"), "birthDate")
+        assert dob is not None
+        title, given, family = _human_name(_list(res, "name"))
+        lines, postcode = _address(_list(res, "address"))
+        gender = res.get("gender")
+        sex = gender if gender in ("female", "male", "other", "unknown") else "unknown"
+
+        death = None
+        if "deceasedDateTime" in res:
+            death = self.dates.read(res["deceasedDateTime"], "deceasedDateTime")
+        elif res.get("deceasedBoolean") is True:
+            # Known dead, date unknown: the extract date is the latest it can be.
+            death = self.dates.latest
+            self.dates.repaired += 1
+
+        practice_refs: list[str] = []
+        gp_refs: list[str] = []
+        for i, ref in enumerate(_list(res, "generalPractitioner")):
+            keys_i = reference_keys(ref, f"generalPractitioner[{i}]")
+            rtype = _dict(ref, "generalPractitioner").get("type")
+            if rtype == "Practitioner" or any(k.startswith("Practitioner/") for k in keys_i):
+                gp_refs.extend(keys_i)
+            else:
+                practice_refs.extend(keys_i)
+        if "managingOrganization" in res:
+            practice_refs.extend(reference_keys(res["managingOrganization"], "managingOrganization"))
+
+        reg_start, reg_end = self._registration(res)
+        if res.get("active") is False and reg_end is None:
+            reg_end = self.dates.latest  # an inactive record is no longer registered
+
+        interpreter, language = _communication(res)
+        out.patients.append(
+            PatientRow(
+                keys=[*keys, f"nhs:{nhs}"],
+                source_id=str(res.get("id") or full_url),
+                nhs_number=nhs,
+                title=title,
+                given_name=given,
+                family_name=family,
+                date_of_birth=dob,
+                sex=sex,
+                address=lines,
+                postcode=postcode,
+                practice_ref=practice_refs[0] if practice_refs else None,
+                gp_ref=gp_refs[0] if gp_refs else None,
+                registration_start=reg_start,
+                registration_end=reg_end,
+                date_of_death=death,
+                needs_interpreter=interpreter,
+                language=language,
+            )
+        )
+
+    def _registration(self, res: dict[str, Any]) -> tuple[dt.date | None, dt.date | None]:
+        """Registration period from the UK registration-details extension (any version)."""
+        for i, ext in enumerate(_list(res, "extension")):
+            ext = _dict(ext, f"extension[{i}]")
+            url = ext.get("url") or ""
+            if not isinstance(url, str) or "registration" not in url.lower():
+                continue
+            period = ext.get("valuePeriod")
+            for j, sub in enumerate(_list(ext, "extension")):
+                sub = _dict(sub, f"extension[{i}].extension[{j}]")
+                if "period" in str(sub.get("url", "")).lower():
+                    period = sub.get("valuePeriod")
+            if period is not None:
+                period = _dict(period, f"extension[{i}].valuePeriod")
+                start = self.dates.read(period.get("start"), "registration.start", required=False)
+                end = period.get("end")
+                # An end date after the extract date is a planned deregistration: still registered.
+                end_date = None
+                if end:
+                    try:
+                        end_date = self.dates.read(end, "registration.end", required=False)
+                    except Invalid as exc:
+                        if exc.code != "date_in_future":
+                            raise
+                return start, end_date
+        return None, None
+
+    # --- what the record says ---------------------------------------------------------------
+
+    def _subject(self, res: dict[str, Any]) -> str:
+        ref = res.get("subject", res.get("patient"))
+        if ref is None:
+            raise Invalid("patient_missing", "the record does not say which patient it belongs to", "subject")
+        keys = reference_keys(ref, "subject")
+        if not keys:
+            raise Invalid("patient_missing", "the patient reference is empty", "subject")
+        return keys[0]
+
+    def _events(
+        self, res: dict[str, Any], date: dt.date, concepts: list[tuple[Any, str]], out: Parsed
+    ) -> None:
+        patient = self._subject(res)
+        rid = res.get("id")
+        value, unit = _quantity(res.get("valueQuantity"))
+        seen: set[tuple[str, str]] = set()
+        for concept, name in concepts:
+            for system, code, term in codings(concept, name):
+                if (system, code) in seen:
+                    continue
+                seen.add((system, code))
+                out.events.append(EventRow(patient, date, system, code, term, value, unit, rid))
+        if not seen:
+            raise Invalid(
+                "code_unknown_system",
+                "no code in a system recruit reads (SNOMED CT, Read v2 or CTV3)",
+                concepts[0][1] if concepts else "code",
+            )
+
+    def _read_Condition(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
+        status = _dict(res.get("verificationStatus"), "verificationStatus")
+        if any(c.get("code") in ("entered-in-error", "refuted") for c in _list(status, "coding")):
+            raise NotUsed("Condition entered in error or refuted")
+        onset_period = _dict(res.get("onsetPeriod"), "onsetPeriod")
+        raw, name = _first(
+            (res.get("onsetDateTime"), "onsetDateTime"),
+            (onset_period.get("start"), "onsetPeriod.start"),
+            (res.get("recordedDate"), "recordedDate"),
+            (res.get("assertedDate"), "assertedDate"),  # STU3
+        )
+        date = self.dates.read(raw, name or "onsetDateTime")
+        assert date is not None
+        self._events(res, date, [(res.get("code"), "code")], out)
+
+    def _read_Observation(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
+        if res.get("status") == "entered-in-error":
+            raise NotUsed("Observation entered in error")
+        period = _dict(res.get("effectivePeriod"), "effectivePeriod")
+        raw, name = _first(
+            (res.get("effectiveDateTime"), "effectiveDateTime"),
+            (period.get("start"), "effectivePeriod.start"),
+            (res.get("issued"), "issued"),
+        )
+        date = self.dates.read(raw, name or "effectiveDateTime")
+        assert date is not None
+        concepts = [(res.get("code"), "code")]
+        for i, comp in enumerate(_list(res, "component")):
+            concepts.append((_dict(comp, f"component[{i}]").get("code"), f"component[{i}].code"))
+        self._events(res, date, concepts, out)
+
+    def _read_MedicationRequest(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
+        if res.get("intent") in ("plan", "proposal"):
+            raise NotUsed("MedicationRequest authorisation (intent plan), not an issue")
+        if res.get("status") in ("entered-in-error", "draft"):
+            raise NotUsed(f"MedicationRequest with status {res.get('status')}")
+        date = self.dates.read(res.get("authoredOn"), "authoredOn")
+        self._medication(res, date, _course(res), out)
+
+    def _read_MedicationStatement(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
+        if res.get("status") == "entered-in-error":
+            raise NotUsed("MedicationStatement entered in error")
+        period = _dict(res.get("effectivePeriod"), "effectivePeriod")
+        raw, name = _first(
+            (res.get("effectiveDateTime"), "effectiveDateTime"),
+            (period.get("start"), "effectivePeriod.start"),
+            (res.get("dateAsserted"), "dateAsserted"),
+        )
+        date = self.dates.read(raw, name or "effectiveDateTime")
+        self._medication(res, date, _course(res), out)
+
+    def _medication(self, res: dict[str, Any], date: dt.date | None, course: str, out: Parsed) -> None:
+        assert date is not None
+        patient = self._subject(res)
+        quantity = None
+        dispense = _dict(res.get("dispenseRequest"), "dispenseRequest")
+        q = _dict(dispense.get("quantity"), "dispenseRequest.quantity")
+        if isinstance(q.get("value"), int | float) and not isinstance(q.get("value"), bool):
+            quantity = float(q["value"])
+        code = None
+        medication_ref = None
+        if "medicationCodeableConcept" in res:
+            code = _medicine_code(res["medicationCodeableConcept"], "medicationCodeableConcept")
+            if code is None:
+                raise Invalid(
+                    "code_unknown_system", "the medicine has no dm+d code", "medicationCodeableConcept"
+                )
+        elif "medicationReference" in res:
+            keys = reference_keys(res["medicationReference"], "medicationReference")
+            if not keys:
+                raise Invalid("reference_invalid", "the medication reference is empty", "medicationReference")
+            if keys[0].startswith("#"):
+                code = self._contained_medicine(res, keys[0][1:])
+            else:
+                medication_ref = keys[0]
+        else:
+            raise Invalid("code_missing", "the prescription does not say which medicine", "medication[x]")
+        system, value, term = code if code else (None, None, None)
+        out.medications.append(
+            MedicationRow(patient, date, system, value, term, quantity, course, res.get("id"), medication_ref)
+        )
+
+    def _contained_medicine(self, res: dict[str, Any], local_id: str) -> tuple[str, str, str | None]:
+        for i, contained in enumerate(_list(res, "contained")):
+            contained = _dict(contained, f"contained[{i}]")
+            if contained.get("resourceType") == "Medication" and contained.get("id") == local_id:
+                code = _medicine_code(contained.get("code"), f"contained[{i}].code")
+                if code:
+                    return code
+        raise Invalid(
+            "reference_dangling",
+            f"the contained medication #{local_id} is missing or has no dm+d code",
+            "medicationReference",
+        )
+
+
+def _first(*candidates: tuple[Any, str]) -> tuple[Any, str | None]:
+    for value, name in candidates:
+        if value not in (None, ""):
+            return value, name
+    return None, None
+
+
+def _medicine_code(concept: Any, name: str) -> tuple[str, str, str | None] | None:
+    for system, code, term in codings(concept, name):
+        if system in (DMD, SNOMED):
+            return DMD, code, term
+    return None
+
+
+def _course(res: dict[str, Any]) -> str:
+    concept = _dict(res.get("courseOfTherapyType"), "courseOfTherapyType")
+    for coding in _list(concept, "coding"):
+        code = _dict(coding, "courseOfTherapyType.coding").get("code")
+        if code == "acute":
+            return "acute"
+        if isinstance(code, str) and code.startswith("continuous"):
+            return "repeat"
+    for ext in _list(res, "extension"):  # GP Connect STU3 PrescriptionType
+        ext = _dict(ext, "extension")
+        if "PrescriptionType" in str(ext.get("url", "")):
+            for coding in _list(_dict(ext.get("valueCodeableConcept"), "extension"), "coding"):
+                code = _dict(coding, "extension.coding").get("code")
+                if code == "acute":
+                    return "acute"
+                if isinstance(code, str) and code.startswith("repeat"):
+                    return "repeat"
+    return "unknown"
+
+
+def _quantity(raw: Any) -> tuple[float | None, str | None]:
+    q = _dict(raw, "valueQuantity")
+    value = q.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None, None
+    unit = q.get("unit") if isinstance(q.get("unit"), str) else None
+    return float(value), unit and unit[:40]
+
+
+def _human_name(names: list[Any]) -> tuple[str | None, str | None, str | None]:
+    """Title, given names and family name, preferring the official or usual name."""
+    chosen: dict[str, Any] | None = None
+    for i, name in enumerate(names):
+        name = _dict(name, f"name[{i}]")
+        if (
+            chosen is None
+            or name.get("use") in ("official", "usual")
+            and chosen.get("use")
+            not in (
+                "official",
+                "usual",
+            )
+        ):
+            chosen = name
+    if not chosen:
+        return None, None, None
+    prefix = [p for p in _list(chosen, "prefix") if isinstance(p, str)]
+    given = [g for g in _list(chosen, "given") if isinstance(g, str)]
+    family = _str(chosen.get("family"), "name.family")
+    return (
+        " ".join(prefix)[:40] or None,
+        " ".join(given)[:100] or None,
+        family[:100] if family else None,
+    )
+
+
+def _address(addresses: list[Any]) -> tuple[str | None, str | None]:
+    """The home address as newline-joined lines, and its postcode."""
+    chosen: dict[str, Any] | None = None
+    for i, address in enumerate(addresses):
+        address = _dict(address, f"address[{i}]")
+        if address.get("use") in ("old", "temp") and chosen is not None:
+            continue
+        if chosen is None or address.get("use") == "home":
+            chosen = address
+    if not chosen:
+        return None, None
+    lines = [line for line in _list(chosen, "line") if isinstance(line, str) and line.strip()]
+    for part in ("city", "district"):
+        value = chosen.get(part)
+        if isinstance(value, str) and value.strip() and value not in lines:
+            lines.append(value)
+    return "\n".join(lines) or None, clean_postcode(chosen.get("postalCode"))
+
+
+def _communication(res: dict[str, Any]) -> tuple[bool, str | None]:
+    """Whether an interpreter is needed, and the preferred language (if not English)."""
+    interpreter = False
+    language = None
+    for i, comm in enumerate(_list(res, "communication")):
+        comm = _dict(comm, f"communication[{i}]")
+        lang = _dict(comm.get("language"), f"communication[{i}].language")
+        for coding in _list(lang, "coding"):
+            code = _dict(coding, "language.coding").get("code")
+            if isinstance(code, str) and not code.lower().startswith("en"):
+                language = (_dict(coding, "coding").get("display") or code)[:40]
+        for ext in _list(comm, "extension"):
+            ext = _dict(ext, "communication.extension")
+            if "interpreter" in str(ext.get("url", "")).lower() and ext.get("valueBoolean") is True:
+                interpreter = True
+    for ext in _list(res, "extension"):
+        ext = _dict(ext, "extension")
+        url = str(ext.get("url", "")).lower()
+        if "interpreterrequired" in url and ext.get("valueBoolean") is True:
+            interpreter = True
+        if "nhscommunication" in url:
+            for sub in _list(ext, "extension"):
+                sub = _dict(sub, "extension.extension")
+                if "interpreter" in str(sub.get("url", "")).lower() and sub.get("valueBoolean") is True:
+                    interpreter = True
+    return interpreter, language

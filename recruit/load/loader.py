@@ -1,0 +1,730 @@
+"""Loading an extract: read every record, stage it, resolve it in SQL, commit whole or not at all.
+
+Every record read ends up loaded, quarantined with a reason, or counted as "not used" (a resource
+type or kind recruit has no use for); loaded + quarantined = read. A newer extract of a practice
+replaces that practice's events and prescriptions and updates its patients in place, so the
+workflow history (runs, reviews, invitations) still points at the same patients.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from recruit.db import unavailable
+from recruit.errors import RecruitError
+from recruit.load import stage as S
+from recruit.load.fhir import FhirReader, NotUsed, Parsed
+from recruit.load.files import FHIR_SUFFIXES, Record, find_files, fingerprint, read_fhir
+from recruit.load.rows import OrgRow, PractitionerRow
+from recruit.load.values import DateReader, Invalid
+from recruit.models import (
+    ClinicalEvent,
+    Extract,
+    MedicationIssue,
+    Patient,
+    Practice,
+    Practitioner,
+    Quarantine,
+)
+
+REASONS = {
+    "reference_dangling": "refers to a patient who is not in this extract",
+    "patient_quarantined": "its patient was quarantined, so it cannot be placed",
+    "before_birth": "is dated before the patient was born",
+    "duplicate_id": "has the same id as an earlier record of this extract",
+    "duplicate_nhs_number": "has the same NHS number as an earlier patient of this practice",
+    "practice_unknown": "does not say which practice the patient is registered with",
+    "medication_dangling": "refers to a Medication that is not in this extract",
+}
+
+
+@dataclass
+class LoadSummary:
+    """What a load did, in numbers a person can check: loaded + quarantined = read."""
+
+    extract_id: int | None
+    fingerprint: str
+    files: int
+    read: int = 0
+    loaded: int = 0
+    repaired: int = 0
+    quarantined: int = 0
+    quarantined_by_reason: Counter[str] = field(default_factory=Counter)
+    not_used: Counter[str] = field(default_factory=Counter)
+    already_loaded: bool = False
+    practices: list[str] = field(default_factory=list)
+    stu3_records: int = 0
+
+
+Progress = Callable[[int], None]
+
+
+def load_extract(
+    engine: Engine,
+    paths: Iterable[Path],
+    *,
+    format: str | None = None,
+    mapping: Path | None = None,
+    extract_date: dt.date | None = None,
+    progress: Progress | None = None,
+    strict: bool = False,
+) -> LoadSummary:
+    """Load an extract (FHIR files, or CSV exports with a mapping) in one transaction.
+
+    strict: also validate every FHIR resource with fhir.resources R4B (slow; uses all cores).
+    """
+    paths = [Path(p) for p in paths]
+    fmt = format or guess_format(paths)
+    source = None
+    if fmt == "csv":
+        from recruit.load.csv_extract import CsvSource
+
+        source = CsvSource(paths, mapping or default_mapping())
+        files, print_ = source.files, source.fingerprint
+    elif fmt == "fhir":
+        files = find_files(paths, FHIR_SUFFIXES)
+        print_ = fingerprint(files)
+        extract_date = extract_date or manifest_date(paths)
+    else:
+        raise RecruitError(f"Unknown extract format '{fmt}': use fhir or csv.")
+    try:
+        with engine.begin() as conn:
+            existing = conn.execute(
+                select(Extract.id).where(Extract.fingerprint == print_)
+            ).scalar_one_or_none()
+            if existing is not None:
+                return LoadSummary(existing, print_, len(files), already_loaded=True)
+            job = _Load(conn, files, print_, fmt, extract_date or dt.date.today(), progress)
+            if source is None:
+                if strict:
+                    from recruit.load.strict import strict_failures
+
+                    job.strict_failures = strict_failures(files)
+                job.stage_fhir()
+            else:
+                job.stage_rows(source.records(job.dates))
+            return job.finish()
+    except SQLAlchemyError as exc:
+        raise unavailable(engine, exc) from None
+
+
+def guess_format(paths: list[Path]) -> str:
+    """CSV when the inputs are .csv files (or a folder holding only those), else FHIR."""
+    names = [p for path in paths for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()]
+    suffixes = {p.suffix.lower() for p in names}
+    return "csv" if suffixes and suffixes <= {".csv"} else "fhir"
+
+
+def default_mapping() -> Path:
+    """The mapping for recruit synth's CSV extract, from rules/mappings/."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = base / "rules" / "mappings" / "synthetic_ehr.yaml"
+        if candidate.is_file():
+            return candidate
+    raise RecruitError("No CSV mapping given: use --mapping FILE (see rules/mappings/ for examples).")
+
+
+def manifest_date(paths: list[Path]) -> dt.date | None:
+    """A Bulk Data manifest's transactionTime is when the extract was taken."""
+    for path in paths:
+        manifest = path / "manifest.json" if path.is_dir() else None
+        if manifest and manifest.is_file():
+            try:
+                data = orjson.loads(manifest.read_bytes())
+                return dt.datetime.fromisoformat(str(data["transactionTime"]).replace("Z", "+00:00")).date()
+            except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
+                return None
+    return None
+
+
+class _Load:
+    def __init__(
+        self,
+        conn: Connection,
+        files: list[Path],
+        print_: str,
+        fmt: str,
+        extract_date: dt.date,
+        progress: Progress | None,
+    ) -> None:
+        self.conn = conn
+        self.files = files
+        self.dates = DateReader(extract_date)
+        self.progress = progress
+        self.summary = LoadSummary(None, print_, len(files))
+        self.extract_id = conn.execute(
+            insert(Extract)
+            .values(
+                fingerprint=print_,
+                format=fmt,
+                source_paths=[str(p) for p in files],
+                extract_date=extract_date,
+            )
+            .returning(Extract.id)
+        ).scalar_one()
+        self.summary.extract_id = self.extract_id
+        S.create_staging(conn)
+        self.writer = S.BulkWriter(conn)
+        for i, path in enumerate(files):
+            self.writer.add(S.ld_file, (i, str(path)))
+        self.quarantine_rows: list[dict[str, Any]] = []
+        self.orgs: dict[str, OrgRow] = {}
+        self.practitioners: dict[str, PractitionerRow] = {}
+        self.seq = 0
+        self.reader = FhirReader(self.dates)
+        self.strict_failures: dict[tuple[int, int | None, int | None], str] = {}
+
+    # --- reading --------------------------------------------------------------------------
+
+    def stage_fhir(self) -> None:
+        for file_no, path in enumerate(self.files):
+            for record in read_fhir(path, file_no):
+                self._stage_record(record)
+            if self.progress:
+                self.progress(path.stat().st_size)
+
+    def stage_rows(self, items: Iterator[tuple[Record, Parsed | Exception]]) -> None:
+        """Records already turned into rows by another reader (the CSV reader)."""
+        for record, parsed in items:
+            self._stage_parsed(record, parsed)
+
+    def _stage_record(self, record: Record) -> None:
+        if record.error is not None:
+            self._stage_parsed(record, Invalid("unreadable", record.error, None))
+            return
+        try:
+            parsed: Parsed | Exception = self.reader.read(record.resource, record.full_url)
+        except (Invalid, NotUsed) as exc:
+            parsed = exc
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            parsed = Invalid("malformed", f"the record's structure is not as FHIR R4 describes ({exc})")
+        if self.strict_failures and isinstance(parsed, Parsed):
+            problem = self.strict_failures.get((record.file_no, record.line, record.entry))
+            if problem:
+                field_, _, message = problem.partition(": ")
+                parsed = Invalid("fhir_invalid", f"fails full FHIR R4 validation: {message}", field_)
+        self._stage_parsed(record, parsed)
+
+    def _stage_parsed(self, record: Record, parsed: Parsed | Exception) -> None:
+        if isinstance(parsed, NotUsed):
+            self.summary.not_used[parsed.what] += 1
+            return
+        self.summary.read += 1
+        self.seq += 1
+        seq = self.seq
+        res = record.resource if isinstance(record.resource, dict) else {}
+        rtype = res.get("resourceType") if isinstance(res.get("resourceType"), str) else None
+        rid = res.get("id") if isinstance(res.get("id"), str) else None
+        if isinstance(parsed, Exception):
+            assert isinstance(parsed, Invalid)
+            self._quarantine(record, rtype, rid, parsed.field, parsed.code, parsed.reason)
+            return
+        if parsed.stu3:
+            self.summary.stu3_records += 1
+        w, fno, line = self.writer, record.file_no, record.line
+        for org in parsed.orgs:
+            for key in org.keys:
+                self.orgs[key] = org
+        for prac in parsed.practitioners:
+            for key in prac.keys:
+                self.practitioners[key] = prac
+        for med in parsed.medicines:
+            w.add(S.ld_medicine, med)
+        for p in parsed.patients:
+            w.add(S.ld_patient, (seq, fno, line, rid, *p[1:], None, None, None, None))
+            for key in dict.fromkeys(p.keys):
+                w.add(S.ld_patient_key, (key, seq))
+        for e in parsed.events:
+            w.add(S.ld_event, (seq, fno, line, rtype, e.resource_id, e.patient_ref, *e[1:7]))
+        for m in parsed.medications:
+            w.add(S.ld_med, (seq, fno, line, rtype, m.resource_id, m.patient_ref, *m[1:7], m.medication_ref))
+
+    def _quarantine(
+        self,
+        record: Record,
+        rtype: str | None,
+        rid: str | None,
+        field_: str | None,
+        code: str,
+        reason: str,
+    ) -> None:
+        raw = record.raw
+        snippet = raw.decode("utf-8", "replace")[:300] if raw else None
+        self.quarantine_rows.append(
+            {
+                "extract_id": self.extract_id,
+                "file": str(self.files[record.file_no]),
+                "line": record.line,
+                "resource_type": rtype,
+                "resource_id": rid
+                if rid
+                else (f"entry[{record.entry}]" if record.entry is not None else None),
+                "field": field_,
+                "reason_code": code,
+                "reason": reason,
+                "raw_snippet": snippet,
+            }
+        )
+        self.summary.quarantined_by_reason[code] += 1
+        if len(self.quarantine_rows) >= 2000:
+            self._flush_quarantine()
+
+    def _flush_quarantine(self) -> None:
+        if self.quarantine_rows:
+            self.conn.execute(insert(Quarantine), self.quarantine_rows)
+            self.quarantine_rows = []
+
+    # --- resolving ------------------------------------------------------------------------
+
+    def finish(self) -> LoadSummary:
+        self.writer.flush()
+        self._flush_quarantine()
+        if self.summary.read == 0 and not self.summary.not_used:
+            raise RecruitError("The extract holds no records: the files are empty.")
+        practice_ids = self._practices()
+        self._resolve_patients(practice_ids)
+        gp_ids = self._practitioners(practice_ids)
+        self._quarantine_staged_patients()
+        self._replace_practice_records(practice_ids)
+        self._upsert_patients()
+        self._resolve_records()
+        self._insert_events_and_medications()
+        self._finish_practices(practice_ids, gp_ids)
+        S.drop_staging(self.conn)
+        s = self.summary
+        s.repaired = self.dates.repaired
+        s.quarantined = sum(s.quarantined_by_reason.values())
+        s.loaded = s.read - s.quarantined
+        self.conn.execute(
+            update(Extract)
+            .where(Extract.id == self.extract_id)
+            .values(
+                records_read=s.read,
+                records_loaded=s.loaded,
+                records_repaired=s.repaired,
+                records_quarantined=s.quarantined,
+                practice_ods_code=s.practices[0] if len(s.practices) == 1 else None,
+            )
+        )
+        return s
+
+    def _practices(self) -> dict[str, int]:
+        """Upsert the practices named by Organization records or by ODS code; map key -> id."""
+        c = self.conn
+        referenced = {
+            r for (r,) in c.execute(select(S.ld_patient.c.practice_ref).distinct()) if r is not None
+        }
+        orgs: dict[str, OrgRow] = dict(self.orgs)
+        for key in referenced:
+            if key.startswith("ods:") and key not in orgs:
+                ods = key[4:]
+                orgs[key] = OrgRow([key], ods, f"Practice {ods}", None, None, None)
+        key_to_id: dict[str, int] = {}
+        by_ods: dict[str, int] = {}
+        for key, org in sorted(orgs.items()):
+            if org.ods_code not in by_ods:
+                found = c.execute(select(Practice.id).where(Practice.ods_code == org.ods_code)).scalar()
+                values = {
+                    "name": org.name,
+                    "address": org.address,
+                    "postcode": org.postcode,
+                    "telephone": org.telephone,
+                }
+                if found is None:
+                    found = c.execute(
+                        insert(Practice).values(ods_code=org.ods_code, **values).returning(Practice.id)
+                    ).scalar_one()
+                elif org.address is not None or not org.name.startswith("Practice "):
+                    c.execute(update(Practice).where(Practice.id == found).values(**values))
+                by_ods[org.ods_code] = found
+            key_to_id[key] = by_ods[org.ods_code]
+        if key_to_id:
+            c.execute(insert(S.ld_ref), [{"key": k, "target_id": v} for k, v in key_to_id.items()])
+        return key_to_id
+
+    def _resolve_patients(self, practice_ids: dict[str, int]) -> None:
+        c, p = self.conn, S.ld_patient
+        c.execute(
+            update(p).values(
+                practice_id=select(S.ld_ref.c.target_id)
+                .where(S.ld_ref.c.key == p.c.practice_ref)
+                .scalar_subquery()
+            )
+        )
+        only = set(practice_ids.values())
+        if len(only) == 1:  # one practice in the extract: patients that do not say are its own
+            c.execute(update(p).where(p.c.practice_ref.is_(None)).values(practice_id=only.pop()))
+
+    def _practitioners(self, practice_ids: dict[str, int]) -> dict[int, list[int]]:
+        """Practitioners belong to the practices whose patients name them as usual GP."""
+        c, p = self.conn, S.ld_patient
+        wanted = {
+            (practice_id, key)
+            for practice_id, key in c.execute(
+                select(p.c.practice_id, p.c.gp_ref)
+                .where(p.c.gp_ref.is_not(None), p.c.practice_id.is_not(None))
+                .distinct()
+            )
+            if key in self.practitioners
+        }
+        practices = set(practice_ids.values())
+        if len(practices) == 1:  # one practice: every practitioner in the extract works there
+            wanted |= {(next(iter(practices)), key) for key in self.practitioners}
+        ids: dict[tuple[int, str], int] = {}
+        rows = []
+        for practice_id, key in sorted(wanted):
+            prac = self.practitioners[key]
+            if (practice_id, prac.source_id) not in ids:
+                ids[(practice_id, prac.source_id)] = self._upsert_practitioner(practice_id, prac)
+            gp_id = ids[(practice_id, prac.source_id)]
+            rows.append({"practice_id": practice_id, "key": key, "practitioner_id": gp_id})
+        if rows:
+            c.execute(insert(S.ld_gp), rows)
+        c.execute(
+            update(p).values(
+                usual_gp_id=select(S.ld_gp.c.practitioner_id)
+                .where(S.ld_gp.c.practice_id == p.c.practice_id, S.ld_gp.c.key == p.c.gp_ref)
+                .scalar_subquery()
+            )
+        )
+        gp_ids: dict[int, list[int]] = {}
+        for (practice_id, _), gp_id in sorted(ids.items()):
+            gp_ids.setdefault(practice_id, []).append(gp_id)
+        return gp_ids
+
+    def _upsert_practitioner(self, practice_id: int, prac: PractitionerRow) -> int:
+        c = self.conn
+        values = {
+            "title": prac.title,
+            "given_name": prac.given_name,
+            "family_name": prac.family_name,
+            "professional_code": prac.professional_code,
+            "role": "GP",
+        }
+        found = c.execute(
+            select(Practitioner.id).where(
+                Practitioner.practice_id == practice_id, Practitioner.source_id == prac.source_id
+            )
+        ).scalar()
+        if found is None:
+            return c.execute(
+                insert(Practitioner)
+                .values(practice_id=practice_id, source_id=prac.source_id, **values)
+                .returning(Practitioner.id)
+            ).scalar_one()
+        c.execute(update(Practitioner).where(Practitioner.id == found).values(**values))
+        return found
+
+    def _quarantine_staged_patients(self) -> None:
+        c, p = self.conn, S.ld_patient
+        c.execute(update(p).where(p.c.practice_id.is_(None)).values(status="practice_unknown"))
+        earlier = p.alias("earlier")
+        c.execute(
+            update(p)
+            .where(
+                p.c.status.is_(None),
+                exists().where(
+                    earlier.c.source_id == p.c.source_id,
+                    earlier.c.practice_id == p.c.practice_id,
+                    earlier.c.seq < p.c.seq,
+                ),
+            )
+            .values(status="duplicate_id")
+        )
+        c.execute(
+            update(p)
+            .where(
+                p.c.status.is_(None),
+                exists().where(
+                    earlier.c.nhs_number == p.c.nhs_number,
+                    earlier.c.practice_id == p.c.practice_id,
+                    earlier.c.status.is_(None),
+                    earlier.c.seq < p.c.seq,
+                ),
+            )
+            .values(status="duplicate_nhs_number")
+        )
+        c.execute(update(p).where(p.c.status.is_(None)).values(status="ok"))
+        self._quarantine_from(
+            select(
+                p.c.file_no,
+                p.c.line,
+                literal("Patient"),
+                p.c.resource_id,
+                case(
+                    (p.c.status == "practice_unknown", literal("generalPractitioner")),
+                    (p.c.status == "duplicate_nhs_number", literal("identifier")),
+                    else_=literal("id"),
+                ),
+                p.c.status,
+            ).where(p.c.status != "ok"),
+            "Patient",
+        )
+
+    def _replace_practice_records(self, practice_ids: dict[str, int]) -> None:
+        ids = sorted(set(practice_ids.values()))
+        if not ids:
+            return
+        self.conn.execute(delete(ClinicalEvent).where(ClinicalEvent.practice_id.in_(ids)))
+        self.conn.execute(delete(MedicationIssue).where(MedicationIssue.practice_id.in_(ids)))
+
+    def _upsert_patients(self) -> None:
+        c, p = self.conn, S.ld_patient
+        cols = [
+            "nhs_number",
+            "title",
+            "given_name",
+            "family_name",
+            "date_of_birth",
+            "sex",
+            "address",
+            "postcode",
+            "usual_gp_id",
+            "registration_start",
+            "registration_end",
+            "date_of_death",
+            "needs_interpreter",
+            "language",
+        ]
+        ok = p.c.status == "ok"
+        match = and_(Patient.practice_id == p.c.practice_id, Patient.source_id == p.c.source_id, ok)
+        c.execute(
+            update(Patient)
+            .where(match)
+            .values({**{col: p.c[col] for col in cols}, "extract_id": self.extract_id})
+        )
+        c.execute(
+            insert(Patient).from_select(
+                ["practice_id", "source_id", "extract_id", *cols],
+                select(
+                    p.c.practice_id, p.c.source_id, literal(self.extract_id), *[p.c[col] for col in cols]
+                ).where(
+                    ok,
+                    ~exists().where(
+                        Patient.practice_id == p.c.practice_id, Patient.source_id == p.c.source_id
+                    ),
+                ),
+            )
+        )
+        c.execute(
+            update(p)
+            .where(ok)
+            .values(
+                patient_id=select(Patient.id)
+                .where(Patient.practice_id == p.c.practice_id, Patient.source_id == p.c.source_id)
+                .scalar_subquery()
+            )
+        )
+
+    def _resolve_records(self) -> None:
+        """For every staged event or prescription record: its patient, or why it has none."""
+        c, r, k, p = self.conn, S.ld_record, S.ld_patient_key, S.ld_patient
+        for kind, table in (("event", S.ld_event), ("med", S.ld_med)):
+            first = select(func.min(k.c.seq)).where(k.c.key == table.c.patient_ref).scalar_subquery()
+            c.execute(
+                insert(r).from_select(
+                    ["seq", "kind", "patient_seq"],
+                    select(table.c.seq, literal(kind), func.min(first)).group_by(table.c.seq),
+                )
+            )
+        ok_patient = select(p.c.seq).where(p.c.seq == r.c.patient_seq, p.c.status == "ok")
+        c.execute(update(r).where(r.c.patient_seq.is_(None)).values(status="reference_dangling"))
+        c.execute(
+            update(r).where(r.c.status.is_(None), ~ok_patient.exists()).values(status="patient_quarantined")
+        )
+        # Medication references must resolve to a Medication of this extract.
+        m, med = S.ld_med, S.ld_medicine
+        c.execute(
+            update(r)
+            .where(
+                r.c.status.is_(None),
+                r.c.kind == "med",
+                exists().where(
+                    m.c.seq == r.c.seq,
+                    m.c.code.is_(None),
+                    ~exists().where(med.c.key == m.c.medication_ref),
+                ),
+            )
+            .values(status="medication_dangling")
+        )
+        for table, date_col in ((S.ld_event, S.ld_event.c.event_date), (S.ld_med, S.ld_med.c.issue_date)):
+            c.execute(
+                update(r)
+                .where(
+                    r.c.status.is_(None),
+                    exists().where(
+                        table.c.seq == r.c.seq,
+                        p.c.seq == r.c.patient_seq,
+                        date_col < p.c.date_of_birth,
+                    ),
+                )
+                .values(status="before_birth")
+            )
+        # The same resource twice (same type and id): keep the first.
+        for table in (S.ld_event, S.ld_med):
+            earlier = table.alias("earlier")
+            c.execute(
+                update(r)
+                .where(
+                    r.c.status.is_(None),
+                    exists().where(
+                        table.c.seq == r.c.seq,
+                        table.c.resource_id.is_not(None),
+                        earlier.c.resource_type == table.c.resource_type,
+                        earlier.c.resource_id == table.c.resource_id,
+                        earlier.c.seq < table.c.seq,
+                    ),
+                )
+                .values(status="duplicate_id")
+            )
+        c.execute(update(r).where(r.c.status.is_(None)).values(status="ok"))
+        for kind, table, field_ in (("event", S.ld_event, "subject"), ("med", S.ld_med, "subject")):
+            first_row = (
+                select(
+                    table.c.seq,
+                    func.min(table.c.file_no).label("file_no"),
+                    func.min(table.c.line).label("line"),
+                    func.min(table.c.resource_type).label("rtype"),
+                    func.min(table.c.resource_id).label("rid"),
+                )
+                .group_by(table.c.seq)
+                .subquery()
+            )
+            self._quarantine_from(
+                select(
+                    first_row.c.file_no,
+                    first_row.c.line,
+                    first_row.c.rtype,
+                    first_row.c.rid,
+                    case(
+                        (r.c.status == "before_birth", literal("date")),
+                        (r.c.status == "medication_dangling", literal("medicationReference")),
+                        (r.c.status == "duplicate_id", literal("id")),
+                        else_=literal(field_),
+                    ),
+                    r.c.status,
+                )
+                .join(first_row, first_row.c.seq == r.c.seq)
+                .where(r.c.kind == kind, r.c.status != "ok"),
+                None,
+            )
+
+    def _quarantine_from(self, rows: Any, rtype: str | None) -> None:
+        """Copy staged problems into the quarantine table with their reasons, and count them."""
+        c = self.conn
+        found = c.execute(rows).all()
+        paths = {i: str(p) for i, p in enumerate(self.files)}
+        batch = []
+        for file_no, line, resource_type, rid, field_, status in found:
+            batch.append(
+                {
+                    "extract_id": self.extract_id,
+                    "file": paths.get(file_no, "?"),
+                    "line": line,
+                    "resource_type": resource_type or rtype,
+                    "resource_id": rid,
+                    "field": field_,
+                    "reason_code": status,
+                    "reason": f"This {resource_type or rtype or 'record'} {REASONS.get(status, status)}.",
+                    "raw_snippet": None,
+                }
+            )
+            self.summary.quarantined_by_reason[status] += 1
+        for start in range(0, len(batch), 2000):
+            c.execute(insert(Quarantine), batch[start : start + 2000])
+
+    def _insert_events_and_medications(self) -> None:
+        c, r, p = self.conn, S.ld_record, S.ld_patient
+        e = S.ld_event
+        c.execute(
+            insert(ClinicalEvent).from_select(
+                [
+                    "patient_id",
+                    "practice_id",
+                    "event_date",
+                    "code_system",
+                    "code",
+                    "term",
+                    "value",
+                    "unit",
+                    "source_resource_id",
+                ],
+                select(
+                    p.c.patient_id,
+                    p.c.practice_id,
+                    e.c.event_date,
+                    e.c.code_system,
+                    e.c.code,
+                    e.c.term,
+                    e.c.value,
+                    e.c.unit,
+                    e.c.resource_id,
+                )
+                .join(r, and_(r.c.seq == e.c.seq, r.c.status == "ok"))
+                .join(p, p.c.seq == r.c.patient_seq)
+                .order_by(e.c.seq),
+            )
+        )
+        m, med = S.ld_med, S.ld_medicine
+        c.execute(
+            insert(MedicationIssue).from_select(
+                [
+                    "patient_id",
+                    "practice_id",
+                    "issue_date",
+                    "code_system",
+                    "code",
+                    "term",
+                    "quantity",
+                    "course",
+                    "source_resource_id",
+                ],
+                select(
+                    p.c.patient_id,
+                    p.c.practice_id,
+                    m.c.issue_date,
+                    func.coalesce(m.c.code_system, med.c.code_system),
+                    func.coalesce(m.c.code, med.c.code),
+                    func.coalesce(m.c.term, med.c.term),
+                    m.c.quantity,
+                    m.c.course,
+                    m.c.resource_id,
+                )
+                .join(r, and_(r.c.seq == m.c.seq, r.c.status == "ok"))
+                .join(p, p.c.seq == r.c.patient_seq)
+                .outerjoin(med, and_(m.c.code.is_(None), med.c.key == m.c.medication_ref))
+                .order_by(m.c.seq),
+            )
+        )
+
+    def _finish_practices(self, practice_ids: dict[str, int], gp_ids: dict[int, list[int]]) -> None:
+        ids = sorted(set(practice_ids.values()))
+        if ids:
+            self.conn.execute(update(Practice).where(Practice.id.in_(ids)).values(extract_id=self.extract_id))
+        self.summary.practices = sorted(
+            self.conn.execute(select(Practice.ods_code).where(Practice.id.in_(ids))).scalars()
+        )
+
+
+__all__ = ["LoadSummary", "load_extract"]

@@ -1,0 +1,183 @@
+"""Staging tables: rows land here first, then set-based SQL resolves references and moves them in.
+
+Staging makes the load independent of record order (an observation may come before its patient)
+and keeps memory flat: nothing per patient is held in Python. The tables are temporary, on the
+load's own connection, inside its one transaction, so a failed or killed load leaves nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Date,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+staging = MetaData()
+
+
+def _temp(name: str, *cols: Any) -> Table:
+    return Table(name, staging, *cols, prefixes=["TEMPORARY"])
+
+
+ld_file = _temp("ld_file", Column("file_no", Integer, primary_key=True), Column("path", Text))
+
+ld_patient = _temp(
+    "ld_patient",
+    Column("seq", Integer, primary_key=True),
+    Column("file_no", Integer),
+    Column("line", Integer),
+    Column("resource_id", String(200)),
+    Column("source_id", String(200)),
+    Column("nhs_number", String(10)),
+    Column("title", String(40)),
+    Column("given_name", String(100)),
+    Column("family_name", String(100)),
+    Column("date_of_birth", Date),
+    Column("sex", String(8)),
+    Column("address", Text),
+    Column("postcode", String(10)),
+    Column("practice_ref", String(250)),
+    Column("gp_ref", String(250)),
+    Column("registration_start", Date),
+    Column("registration_end", Date),
+    Column("date_of_death", Date),
+    Column("needs_interpreter", Boolean),
+    Column("language", String(40)),
+    Column("practice_id", Integer),
+    Column("usual_gp_id", Integer),
+    Column("patient_id", Integer),
+    Column("status", String(40)),  # NULL while unresolved, 'ok', or a quarantine reason code
+    Index("ix_ld_patient_source", "source_id", "practice_id"),
+    Index("ix_ld_patient_nhs", "nhs_number", "practice_id"),
+)
+ld_patient_key = _temp(
+    "ld_patient_key",
+    Column("key", String(250)),
+    Column("seq", Integer),
+    Index("ix_ld_patient_key", "key"),
+)
+ld_event = _temp(
+    "ld_event",
+    Column("seq", Integer),
+    Column("file_no", Integer),
+    Column("line", Integer),
+    Column("resource_type", String(40)),
+    Column("resource_id", String(200)),
+    Column("patient_ref", String(250)),
+    Column("event_date", Date),
+    Column("code_system", String(10)),
+    Column("code", String(20)),
+    Column("term", String(255)),
+    Column("value", Float),
+    Column("unit", String(40)),
+    Index("ix_ld_event_seq", "seq"),
+    Index("ix_ld_event_resource", "resource_type", "resource_id"),
+)
+ld_med = _temp(
+    "ld_med",
+    Column("seq", Integer),
+    Column("file_no", Integer),
+    Column("line", Integer),
+    Column("resource_type", String(40)),
+    Column("resource_id", String(200)),
+    Column("patient_ref", String(250)),
+    Column("issue_date", Date),
+    Column("code_system", String(10)),
+    Column("code", String(20)),
+    Column("term", String(255)),
+    Column("quantity", Float),
+    Column("course", String(8)),
+    Column("medication_ref", String(250)),
+    Index("ix_ld_med_seq", "seq"),
+    Index("ix_ld_med_resource", "resource_type", "resource_id"),
+)
+ld_medicine = _temp(
+    "ld_medicine",
+    Column("key", String(250), primary_key=True),
+    Column("code_system", String(10)),
+    Column("code", String(20)),
+    Column("term", String(255)),
+)
+# Per record (seq) of events and prescriptions: which patient it resolved to, or why not.
+ld_record = _temp(
+    "ld_record",
+    Column("seq", Integer, primary_key=True),
+    Column("kind", String(8)),  # event or med
+    Column("patient_seq", Integer),
+    Column("status", String(40)),
+)
+ld_ref = _temp(
+    "ld_ref",
+    Column("key", String(250), primary_key=True),
+    Column("target_id", Integer),
+)
+ld_gp = _temp(
+    "ld_gp",
+    Column("practice_id", Integer, primary_key=True),
+    Column("key", String(250), primary_key=True),
+    Column("practitioner_id", Integer),
+)
+
+
+def create_staging(conn: Connection) -> None:
+    staging.drop_all(conn, checkfirst=True)
+    staging.create_all(conn)
+
+
+def drop_staging(conn: Connection) -> None:
+    staging.drop_all(conn, checkfirst=True)
+
+
+class BulkWriter:
+    """Buffers rows per table and writes them in batches through the DBAPI's executemany.
+
+    This is the hot path of a load: SQLAlchemy's per-row parameter processing costs more than
+    SQLite's insert itself, so rows go as plain tuples, dates as ISO text for SQLite.
+    """
+
+    def __init__(self, conn: Connection, batch: int = 5000) -> None:
+        self.conn = conn
+        self.batch = batch
+        self.buffers: dict[str, list[Sequence[Any]]] = {}
+        self.sql: dict[str, str] = {}
+        self.sqlite = conn.dialect.name == "sqlite"
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        for table in staging.tables.values():
+            names = [c.name for c in table.columns]
+            self.sql[table.name] = (
+                f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
+            )
+            self.buffers[table.name] = []
+
+    def add(self, table: Table, row: Sequence[Any]) -> None:
+        buffer = self.buffers[table.name]
+        buffer.append(row)
+        if len(buffer) >= self.batch:
+            self.flush(table.name)
+
+    def flush(self, name: str | None = None) -> None:
+        for table_name in [name] if name else list(self.buffers):
+            rows = self.buffers[table_name]
+            if not rows:
+                continue
+            if self.sqlite:
+                rows = [tuple(_iso(v) for v in row) for row in rows]
+            self.conn.exec_driver_sql(self.sql[table_name], rows)
+            self.buffers[table_name] = []
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value

@@ -1,0 +1,127 @@
+"""Checks and repairs for the values the engine relies on: NHS numbers, dates, codes.
+
+Each check returns the clean value or raises Invalid with a sentence a person can act on. A value
+that was fixed rather than rejected (a dateTime with no time zone) is reported through `repaired`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from zoneinfo import ZoneInfo
+
+LONDON = ZoneInfo("Europe/London")
+
+
+class Invalid(ValueError):
+    """A value that cannot be used; `code` groups the reasons in summaries."""
+
+    def __init__(self, code: str, reason: str, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.field = field
+
+
+def nhs_number_is_valid(value: str) -> bool:
+    """Modulus 11: weights 10..2 on the first nine digits; 11 - (sum mod 11) is the check digit."""
+    if len(value) != 10 or not value.isdigit():
+        return False
+    total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1), strict=True))
+    check = 11 - total % 11
+    if check == 11:
+        check = 0
+    return check != 10 and check == int(value[9])
+
+
+def clean_nhs_number(raw: object, field: str) -> str:
+    if not isinstance(raw, str | int):
+        raise Invalid("nhs_number_invalid", "the NHS number is not text", field)
+    value = re.sub(r"[\s-]", "", str(raw))
+    if not nhs_number_is_valid(value):
+        raise Invalid(
+            "nhs_number_invalid",
+            f"the NHS number '{_short(raw)}' fails its check digit (Modulus 11) or is not 10 digits",
+            field,
+        )
+    return value
+
+
+_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+_DATETIME = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:\d{2})?$"
+)
+
+
+class DateReader:
+    """Parses FHIR date and dateTime values to a calendar date in England.
+
+    A dateTime with a time zone is moved to Europe/London before the date is taken (23:30 UTC
+    on 30 June is 1 July in England). One without a time zone is read as London time and
+    counted as repaired. Partial dates (a year, or year and month) take the first day.
+    """
+
+    def __init__(self, latest: dt.date) -> None:
+        self.latest = latest
+        self.repaired = 0
+
+    def read(self, raw: object, field: str, *, required: bool = True) -> dt.date | None:
+        if raw is None or raw == "":
+            if required:
+                raise Invalid("date_missing", "the date is missing", field)
+            return None
+        if not isinstance(raw, str):
+            raise Invalid("date_invalid", f"the date {_short(raw)!r} is not text", field)
+        value = self._parse(raw.strip(), field)
+        if value > self.latest:
+            raise Invalid(
+                "date_in_future",
+                f"the date {value.isoformat()} is after the extract date {self.latest.isoformat()}",
+                field,
+            )
+        if value.year < 1880:
+            raise Invalid("date_invalid", f"the date {value.isoformat()} is implausibly early", field)
+        return value
+
+    def _parse(self, raw: str, field: str) -> dt.date:
+        m = _DATE.match(raw)
+        try:
+            if m:
+                year, month, day = m.group(1), m.group(2) or "1", m.group(3) or "1"
+                return dt.date(int(year), int(month), int(day))
+            m = _DATETIME.match(raw)
+            if m:
+                y, mo, d, h, mi, s, tz = m.groups()
+                naive = dt.datetime(int(y), int(mo), int(d), int(h), int(mi), int(s or 0))
+                if tz is None:
+                    self.repaired += 1
+                    return naive.date()
+                offset = dt.timedelta(0) if tz == "Z" else _offset(tz)
+                aware = naive.replace(tzinfo=dt.timezone(offset))
+                return aware.astimezone(LONDON).date()
+        except ValueError:
+            pass
+        raise Invalid("date_invalid", f"'{_short(raw)}' is not a date", field)
+
+
+def _offset(tz: str) -> dt.timedelta:
+    sign = -1 if tz[0] == "-" else 1
+    hours, minutes = int(tz[1:3]), int(tz[4:6])
+    return sign * dt.timedelta(hours=hours, minutes=minutes)
+
+
+def _short(raw: object, limit: int = 40) -> str:
+    text = str(raw)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?) ?([0-9][A-Z]{2})$")
+
+
+def clean_postcode(raw: object) -> str | None:
+    """UK postcodes in their standard spaced form; anything else is kept as written (trimmed)."""
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    text = raw.strip().upper()
+    m = _POSTCODE.match(text)
+    return f"{m.group(1)} {m.group(2)}" if m else text[:10]
