@@ -50,3 +50,9 @@ def test_unknown_key_rejected(tmp_path: Path) -> None:
 
 def test_keyword_overrides() -> None:
     assert load_params(chunk_size=7).chunk_size == 7
+
+
+def test_readme_documents_every_parameter() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "synthetic_ehr" / "README.md").read_text()
+    for name, _default, _desc in iter_param_docs():
+        assert f"`{name}`" in readme, f"{name} missing from synthetic_ehr/README.md"
