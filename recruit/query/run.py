@@ -1,0 +1,410 @@
+"""Run a rule set inside the database and record the run.
+
+Every patient's pass or fail at every step goes into one temporary table (a 0/1 column per
+step, plus the bitmask stored in search_result.step_mask), from which the flow counts come in
+one aggregate query and the results in one INSERT ... SELECT: no per-patient Python loop.
+Because each step's pass is stored on its own, the flow for another step order, and how many
+people each step costs, come from the stored masks without re-running (recruit.query.flow).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from functools import reduce
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    insert,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+from recruit import __version__
+from recruit.codelists import Codelist, available_codelists, default_directory, load_codelist
+from recruit.errors import RecruitError
+from recruit.models import Codelist as CodelistRow
+from recruit.models import CodelistCode, Extract, Practice, SearchResult, SearchRun, StepCount, utcnow
+from recruit.query.compiler import Compiler, code_matches_by_prefix
+from recruit.rules.model import RuleSet, load_rule_set
+
+RUN = SearchRun.__table__
+STEP_COUNT = StepCount.__table__
+RESULT = SearchResult.__table__
+CODELIST = CodelistRow.__table__
+CODES = CodelistCode.__table__
+PRACTICE = Practice.__table__
+EXTRACT = Extract.__table__
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def codelist_directory(rules_path: Path, rule_set: RuleSet | None = None) -> Path:
+    """The rule set's codelist_directory (relative to the file), else codelists/ beside it."""
+    if rule_set is not None and rule_set.codelist_directory:
+        return (rules_path.parent / rule_set.codelist_directory).resolve()
+    beside = rules_path.parent / "codelists"
+    if (beside / "codelists.yaml").is_file():
+        return beside
+    return default_directory()
+
+
+def load_search(rules_path: str | Path) -> tuple[RuleSet, dict[str, Codelist], str]:
+    """The rule set, every codelist it names (loaded and checked), and the file's text."""
+    path = Path(rules_path)
+
+    def known(rule_set: RuleSet) -> set[str]:
+        return set(available_codelists(codelist_directory(path, rule_set)))
+
+    rule_set = load_rule_set(path, known_codelists=known)
+    directory = codelist_directory(path, rule_set)
+    codelists = {name: load_codelist(name, directory) for name in rule_set.codelist_names()}
+    return rule_set, codelists, path.read_text(encoding="utf-8")
+
+
+def run_search(
+    engine: Engine,
+    rules_path: str | Path,
+    index_date: dt.date | None = None,
+    practice: str | None = None,
+) -> int:
+    """Run the rule file against the database (optionally one practice by ODS code); the run id."""
+    rule_set, codelists, text = load_search(rules_path)
+    return run_rule_set(engine, rule_set, codelists, index_date or dt.date.today(), practice, text)
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def run_rule_set(
+    engine: Engine,
+    rule_set: RuleSet,
+    codelists: Mapping[str, Codelist],
+    index_date: dt.date,
+    practice: str | None = None,
+    rule_set_text: str | None = None,
+) -> int:
+    """Run an already loaded rule set; records search_run, step_count and search_result."""
+    missing = [name for name in rule_set.codelist_names() if name not in codelists]
+    if missing:
+        raise RecruitError(f"rule set {rule_set.name!r} needs codelists that were not loaded: {missing}")
+    with engine.begin() as conn:
+        practice_id = _practice_id(conn, practice)
+        run_id = conn.execute(
+            insert(RUN)
+            .values(
+                rule_set_name=rule_set.name,
+                rule_set_version=rule_set.version,
+                rule_set_fingerprint=rule_set.fingerprint(),
+                rule_set_text=rule_set_text,
+                codelist_fingerprints={
+                    name: codelists[name].fingerprint for name in rule_set.codelist_names()
+                },
+                extract_fingerprints=_extract_fingerprints(conn, practice_id),
+                steps=[
+                    {"index": i, "id": s.id, "kind": s.kind, "reason": s.reason}
+                    for i, s in enumerate(rule_set.steps)
+                ],
+                practice_ods_code=practice,
+                index_date=index_date,
+                recruit_version=__version__,
+                started_at=utcnow(),
+                status="running",
+            )
+            .returning(RUN.c.id)
+        ).scalar_one()
+    try:
+        with engine.begin() as conn:
+            execute_run(conn, run_id, rule_set, codelists, index_date, practice_id)
+    except Exception as exc:
+        with engine.begin() as conn:
+            conn.execute(
+                update(RUN)
+                .where(RUN.c.id == run_id)
+                .values(status="failed", error=str(exc)[:2000], finished_at=utcnow())
+            )
+        raise
+    return run_id
+
+
+def _practice_id(conn: Connection, ods_code: str | None) -> int | None:
+    if ods_code is None:
+        return None
+    found = conn.execute(select(PRACTICE.c.id).where(PRACTICE.c.ods_code == ods_code)).scalar()
+    if found is None:
+        raise RecruitError(f"No practice with ODS code {ods_code} has been loaded.")
+    return found
+
+
+def _extract_fingerprints(conn: Connection, practice_id: int | None) -> list[str]:
+    query = select(EXTRACT.c.fingerprint).join(PRACTICE, PRACTICE.c.extract_id == EXTRACT.c.id).distinct()
+    if practice_id is not None:
+        query = query.where(PRACTICE.c.id == practice_id)
+    return sorted(conn.execute(query).scalars())
+
+
+def store_codelists(conn: Connection, codelists: Mapping[str, Codelist]) -> dict[str, int]:
+    """codelist and codelist_code rows for these lists, reusing a stored list with the same fingerprint."""
+    ids: dict[str, int] = {}
+    for name, codelist in codelists.items():
+        found = conn.execute(
+            select(CODELIST.c.id).where(
+                CODELIST.c.name == name, CODELIST.c.fingerprint == codelist.fingerprint
+            )
+        ).scalar()
+        if found is None:
+            found = conn.execute(
+                insert(CODELIST)
+                .values(
+                    name=name,
+                    version=codelist.version or None,
+                    fingerprint=codelist.fingerprint,
+                    source="\n".join(codelist.sources) or None,
+                )
+                .returning(CODELIST.c.id)
+            ).scalar_one()
+            rows = [
+                {
+                    "codelist_id": found,
+                    "code_system": str(code.system),
+                    "code": code.code,
+                    "term": (code.term or None) and code.term[:255],
+                    "category": code.category,
+                    "match_prefix": code_matches_by_prefix(code.attrs),
+                }
+                for code in codelist.codes
+            ]
+            if rows:
+                conn.execute(insert(CODES), rows)
+        ids[name] = found
+    return ids
+
+
+def _text(value: str) -> ColumnElement[str]:
+    # A typed parameter: PostgreSQL cannot infer the type of a bare parameter in `$1 || x`.
+    return cast(literal(value), String)
+
+
+def _concat(*parts: ColumnElement[Any]) -> ColumnElement[str]:
+    return reduce(lambda a, b: a.concat(b), parts)
+
+
+def _json_string(column: ColumnElement[Any]) -> ColumnElement[str]:
+    escaped: ColumnElement[Any] = cast(column, String)
+    for old, new in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+        escaped = func.replace(escaped, _text(old), _text(new), type_=String)
+    return case((column.is_(None), _text("null")), else_=_concat(_text('"'), escaped, _text('"')))
+
+
+def evidence_json(ev: Any) -> ColumnElement[str]:
+    """{"code","date","system","term"} as JSON text built in SQL (keys sorted like JSONText)."""
+    return _concat(
+        _text('{"code":'),
+        _json_string(ev.c.ev_code),
+        _text(',"date":'),
+        _json_string(ev.c.ev_date),
+        _text(',"system":'),
+        _json_string(ev.c.ev_system),
+        _text(',"term":'),
+        _json_string(ev.c.ev_term),
+        _text("}"),
+    )
+
+
+def evidence_words(ev: Any) -> ColumnElement[str]:
+    """': term (system code) on date', naming the record that decided."""
+    return _concat(
+        _text(": "),
+        func.coalesce(ev.c.ev_term, ev.c.ev_code),
+        _text(" ("),
+        ev.c.ev_system,
+        _text(" "),
+        ev.c.ev_code,
+        _text(") on "),
+        cast(ev.c.ev_date, String),
+    )
+
+
+def execute_run(
+    conn: Connection,
+    run_id: int,
+    rule_set: RuleSet,
+    codelists: Mapping[str, Codelist],
+    index_date: dt.date,
+    practice_id: int | None = None,
+) -> None:
+    """Materialise every criterion, then write step counts and results for run_id."""
+    codelist_ids = store_codelists(conn, {n: codelists[n] for n in rule_set.codelist_names()})
+    compiler = Compiler(conn, rule_set, index_date, codelist_ids, codelists, practice_id)
+    try:
+        passes = _pass_table(compiler)
+        _write_step_counts(conn, run_id, rule_set, passes)
+        _write_results(conn, run_id, rule_set, compiler, passes)
+        conn.execute(update(RUN).where(RUN.c.id == run_id).values(status="finished", finished_at=utcnow()))
+    finally:
+        compiler.drop()
+
+
+def _pass_table(compiler: Compiler) -> Any:
+    """One row per patient: pass_i (0/1) for every step on its own, first_fail, mask, score."""
+    rule_set = compiler.rule_set
+    pop = compiler.population
+    steps = rule_set.steps
+    sets = [compiler.patients(step.criterion).alias(f"s{i}") for i, step in enumerate(steps)]
+    scores = [compiler.patients(c.criterion).alias(f"c{j}") for j, c in enumerate(rule_set.score)]
+    one, zero = literal_column("1"), literal_column("0")
+    pass_cols = []
+    for step, table in zip(steps, sets, strict=True):
+        present = table.c.patient_id.is_not(None)
+        pass_cols.append(
+            case((present, one), else_=zero) if step.kind == "include" else case((present, zero), else_=one)
+        )
+    mask = reduce(lambda a, b: a + b, (p * literal_column(str(1 << i)) for i, p in enumerate(pass_cols)))
+    first_fail = case(*((p == 0, literal_column(str(i))) for i, p in enumerate(pass_cols)), else_=null())
+    if scores:
+        score: ColumnElement[Any] = reduce(
+            lambda a, b: a + b,
+            (
+                case(
+                    (table.c.patient_id.is_not(None), cast(literal_column(repr(float(c.weight))), Float)),
+                    else_=0.0,
+                )
+                for table, c in zip(scores, rule_set.score, strict=True)
+            ),
+        )
+    else:
+        score = null()
+    query = select(pop.c.patient_id, pop.c.practice_id, *pass_cols, first_fail, mask, score).select_from(pop)
+    for table in [*sets, *scores]:
+        query = query.outerjoin(table, table.c.patient_id == pop.c.patient_id)
+    names = [
+        "patient_id",
+        "practice_id",
+        *(f"pass_{i}" for i in range(len(steps))),
+        "first_fail",
+        "mask",
+        "score",
+    ]
+    table = compiler.temp_table(
+        Column("patient_id", Integer, primary_key=True),
+        Column("practice_id", Integer),
+        *(Column(f"pass_{i}", Integer) for i in range(len(steps))),
+        Column("first_fail", Integer),
+        Column("mask", BigInteger),
+        Column("score", Float),
+    )
+    compiler.conn.execute(table.insert().from_select(names, query))
+    return table
+
+
+def _write_step_counts(conn: Connection, run_id: int, rule_set: RuleSet, passes: Any) -> None:
+    one, zero = literal_column("1"), literal_column("0")
+    columns = []
+    for i in range(len(rule_set.steps)):
+        entering = or_(passes.c.first_fail.is_(None), passes.c.first_fail >= i)
+        columns += [
+            func.sum(case((entering, one), else_=zero)),
+            func.sum(case((passes.c.first_fail == i, one), else_=zero)),
+            func.sum(case((passes.c[f"pass_{i}"] == 0, one), else_=zero)),
+        ]
+    row = conn.execute(select(*columns)).one()
+    values = [int(v or 0) for v in row]
+    rows = []
+    for i, step in enumerate(rule_set.steps):
+        entering, excluded, failing = values[3 * i : 3 * i + 3]
+        rows.append(
+            {
+                "run_id": run_id,
+                "step_index": i,
+                "step_id": step.id,
+                "kind": step.kind,
+                "description": step.reason,
+                "entering": entering,
+                "kept": entering - excluded,
+                "excluded": excluded,
+                "failing_alone": failing,
+            }
+        )
+    conn.execute(insert(STEP_COUNT), rows)
+
+
+def _write_results(conn: Connection, run_id: int, rule_set: RuleSet, compiler: Compiler, passes: Any) -> None:
+    evidence = {}
+    for i, step in enumerate(rule_set.steps):
+        if step.kind == "exclude":
+            table = compiler.evidence(step.criterion)
+            if table is not None:
+                evidence[i] = table.alias(f"e{i}")
+    failed = passes.c.first_fail
+    is_candidate = failed.is_(None)
+    outcome = case((is_candidate, _text("candidate")), else_=_text("excluded"))
+    excluding_step = case(*((failed == i, _text(s.id)) for i, s in enumerate(rule_set.steps)), else_=null())
+    reasons = []
+    for i, step in enumerate(rule_set.steps):
+        text: ColumnElement[str] = _text(step.reason)
+        if i in evidence:
+            ev = evidence[i]
+            text = case(
+                (ev.c.patient_id.is_not(None), _concat(_text(step.reason), evidence_words(ev))), else_=text
+            )
+        reasons.append((failed == i, text))
+    reason = case(*reasons, else_=null())
+    if evidence:
+        ev_json = case(
+            *(
+                (and_(failed == i, ev.c.patient_id.is_not(None)), evidence_json(ev))
+                for i, ev in evidence.items()
+            ),
+            else_=null(),
+        )
+    else:
+        ev_json = null()
+    group = case((is_candidate, literal_column("0")), else_=literal_column("1"))
+    rank = case(
+        (is_candidate, func.rank().over(partition_by=group, order_by=passes.c.score.desc())), else_=null()
+    )
+    query = select(
+        literal_column(str(int(run_id))),
+        passes.c.patient_id,
+        passes.c.practice_id,
+        outcome,
+        excluding_step,
+        reason,
+        ev_json,
+        passes.c.mask,
+        passes.c.score,
+        rank,
+    ).select_from(passes)
+    for ev in evidence.values():
+        query = query.outerjoin(ev, ev.c.patient_id == passes.c.patient_id)
+    columns = [
+        "run_id",
+        "patient_id",
+        "practice_id",
+        "outcome",
+        "excluding_step",
+        "reason",
+        "evidence",
+        "step_mask",
+        "score",
+        "rank",
+    ]
+    conn.execute(RESULT.insert().from_select(columns, query))
