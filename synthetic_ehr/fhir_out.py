@@ -193,9 +193,13 @@ def patient_resources(
     }
 
 
-def bundle_bytes(pid: str, resources: dict[str, list[bytes]]) -> bytes:
-    """A collection Bundle for one patient, assembled from already-serialised resources."""
-    entries = [
+def bundle_bytes(pid: str, resources: dict[str, list[bytes]], context: list[bytes] = ()) -> bytes:
+    """A collection Bundle for one patient, assembled from already-serialised resources.
+
+    Like a GP Connect structured record, it carries the practice Organization and the usual GP's
+    Practitioner (`context`), so a bundle can be loaded on its own.
+    """
+    entries = [b'{"resource":' + r + b"}" for r in context] + [
         b'{"resource":' + r + b"}"
         for rtype in ("Patient", "Condition", "Observation", "MedicationRequest")
         for r in resources[rtype]

@@ -105,7 +105,11 @@ def _work(item: tuple[int, int, int]) -> tuple[dict[str, bytes], dict[str, int]]
                 for t, lines in res.items():
                     nd[t].extend(lines)
             if want_bundles:
-                bundles.append(fhir_out.bundle_bytes(person.id, res))
+                context = [
+                    orjson.dumps(fhir_out.organization(practice)),
+                    orjson.dumps(fhir_out.practitioner(person.gp)),
+                ]
+                bundles.append(fhir_out.bundle_bytes(person.id, res, context))
         if csv_chunk is not None:
             csv_chunk.add(person, practice, rec)
         truth_chunk.add(person, practice, truth, rec)
@@ -200,6 +204,9 @@ def generate(
 
     files = _open_outputs(out, fmt)
     counts: dict[str, int] = dict.fromkeys(FHIR_TYPES, 0)
+    if "bundles" in fmt:
+        counts["Bundle"] = 0
+    counts["patients"] = 0
     try:
         if "ndjson" in fmt:
             for p in pracs:
@@ -251,7 +258,8 @@ def generate(
                 "seed": seed,
                 "practices": practices,
                 "patients": patients,
-                "params": params.model_dump(mode="json"),
+                # chunk_size only changes how work is split, never the output.
+                "params": params.model_dump(mode="json", exclude={"chunk_size"}),
             },
             option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
         )

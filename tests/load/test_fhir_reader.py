@@ -1,0 +1,148 @@
+"""The narrow FHIR reader: UK idioms read right, and bad values become reasons, not crashes."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from recruit.load.fhir import FhirReader, NotUsed
+from recruit.load.values import DateReader, Invalid
+from tests.load import fhir_samples as fx
+
+
+def reader() -> FhirReader:
+    return FhirReader(DateReader(dt.date(2026, 11, 1)))
+
+
+def test_patient_fields_and_references():
+    p = reader().read(fx.patient()).patients[0]
+    assert p.nhs_number == fx.NHS_NUMBERS[0]
+    assert (p.given_name, p.family_name, p.sex) == ("Pat", "Tester", "female")
+    assert p.postcode == "ZZ1 1ZZ"
+    assert p.address == "2 Low Road\nTesttown"
+    assert p.practice_ref == "Organization/org1" and p.gp_ref == "Practitioner/gp1"
+    assert "nhs:" + fx.NHS_NUMBERS[0] in p.keys
+
+
+def test_general_practitioner_as_an_ods_identifier():
+    res = fx.patient(
+        generalPractitioner=[{"identifier": {"system": fx.ODS, "value": "a20047"}, "type": "Organization"}]
+    )
+    assert reader().read(res).patients[0].practice_ref == "ods:A20047"
+
+
+def test_registration_period_and_death():
+    ext = [
+        {
+            "url": "https://fhir.nhs.uk/STU3/StructureDefinition/Extension-CareConnect-GPC-RegistrationDetails-1",
+            "extension": [
+                {"url": "registrationPeriod", "valuePeriod": {"start": "2001-01-02", "end": "2020-03-04"}}
+            ],
+        }
+    ]
+    p = reader().read(fx.patient(extension=ext, deceasedDateTime="2020-03-04T10:00:00+00:00")).patients[0]
+    assert p.registration_start == dt.date(2001, 1, 2)
+    assert p.registration_end == dt.date(2020, 3, 4)
+    assert p.date_of_death == dt.date(2020, 3, 4)
+
+
+def test_deceased_boolean_takes_the_extract_date():
+    r = reader()
+    assert r.read(fx.patient(deceasedBoolean=True)).patients[0].date_of_death == dt.date(2026, 11, 1)
+
+
+def test_datetime_without_zone_is_repaired_and_utc_is_moved_to_london():
+    r = reader()
+    c = r.read(fx.condition(onsetDateTime="2024-06-30T23:30:00")).events[0]
+    assert c.event_date == dt.date(2024, 6, 30) and r.dates.repaired == 1
+    c = r.read(fx.condition(onsetDateTime="2024-06-30T23:30:00Z")).events[0]
+    assert c.event_date == dt.date(2024, 7, 1)  # British Summer Time
+    c = r.read(fx.condition(onsetDateTime="2024-01-31T23:30:00Z")).events[0]
+    assert c.event_date == dt.date(2024, 1, 31)  # GMT
+
+
+def test_any_coding_counts_and_read_v2_term_codes_are_trimmed():
+    concept = {
+        "coding": [
+            {"system": "https://EMISWeb/A82038", "code": "LOCAL1"},
+            {"system": "http://read.info/readv2", "code": "1M52.00"},
+            {"system": fx.SCT, "code": "82423001"},
+        ]
+    }
+    events = reader().read(fx.condition(code=None) | {"code": concept}).events
+    assert {(e.code_system, e.code) for e in events} == {("readv2", "1M52."), ("snomedct", "82423001")}
+
+
+def test_observation_components_are_read():
+    obs = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2024-01-01",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "93025-5"}]},
+        "component": [{"code": {"coding": [{"system": fx.SCT, "code": "73438004"}]}}],
+    }
+    assert [e.code for e in reader().read(obs).events] == ["73438004"]
+
+
+@pytest.mark.parametrize("uri", ["https://dmd.nhs.uk", "https://dmd.nhs.uk/", "http://snomed.info/sct"])
+def test_dmd_under_any_of_its_uris(uri):
+    res = fx.med_request(medicationCodeableConcept={"coding": [{"system": uri, "code": "322341003"}]})
+    m = reader().read(res).medications[0]
+    assert (m.code_system, m.code, m.course, m.quantity) == ("dmd", "322341003", "repeat", 100.0)
+
+
+def test_contained_and_referenced_medication():
+    contained = fx.med_request(
+        medicationCodeableConcept=None,
+        medicationReference={"reference": "#med"},
+        contained=[
+            {
+                "resourceType": "Medication",
+                "id": "med",
+                "code": {"coding": [{"system": fx.SCT, "code": "322341003"}]},
+            }
+        ],
+    )
+    del contained["medicationCodeableConcept"]
+    assert reader().read(contained).medications[0].code == "322341003"
+    referenced = fx.med_request(medicationReference={"reference": "Medication/x"})
+    del referenced["medicationCodeableConcept"]
+    m = reader().read(referenced).medications[0]
+    assert m.code is None and m.medication_ref == "Medication/x"
+
+
+def test_authorisations_are_not_issues():
+    with pytest.raises(NotUsed):
+        reader().read(fx.med_request(intent="plan"))
+
+
+@pytest.mark.parametrize(
+    "res, code, field",
+    [
+        (
+            fx.patient(identifier=[{"system": fx.NHS, "value": "9990000019"}]),
+            "nhs_number_invalid",
+            "identifier[0].value",
+        ),
+        (fx.patient(identifier=[]), "nhs_number_missing", "identifier"),
+        (fx.patient(birthDate="2099-01-01"), "date_in_future", "birthDate"),
+        (fx.patient(birthDate=19800501), "date_invalid", "birthDate"),
+        (fx.patient(name="Pat Tester"), "wrong_type", "name"),
+        (fx.condition(onsetDateTime="31/02/2024"), "date_invalid", "onsetDateTime"),
+        (
+            fx.condition(code={"coding": [{"system": "http://loinc.org", "code": "1-8"}]}),
+            "code_unknown_system",
+            "code",
+        ),
+        (fx.condition(subject=None), "patient_missing", "subject"),
+        (fx.med_request(authoredOn=None), "date_missing", "authoredOn"),
+    ],
+)
+def test_bad_values_name_their_field(res, code, field):
+    with pytest.raises(Invalid) as err:
+        reader().read(res)
+    assert err.value.code == code
+    assert err.value.field == field
