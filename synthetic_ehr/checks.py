@@ -327,6 +327,28 @@ def realised_rates(out: Path, params: Params | None = None) -> list[Rate]:
         )
     )
 
+    # Fit notes per working-age person-year (CSV extract), a calibration target.
+    ev_path = out / "csv" / "events.csv"
+    if ev_path.is_file():
+        codes = load_codes(params.codelists_dir)
+        fit = {c.code for by_sys in codes.fit_note.values() for cs in by_sys.values() for c in cs}
+        wa_nhs = {r["nhs_number"] for r in full}
+        notes = 0
+        with ev_path.open(newline="", encoding="utf-8") as fh:
+            for r in csv.DictReader(fh):
+                if r["Code"] in fit and r["NHS Number"] in wa_nhs:
+                    notes += 1
+        years_ = len(wa_nhs) * params.opioids.lookback_years
+        rates.append(
+            Rate(
+                "fit notes per working-age person-year (s4: ~0.28)",
+                notes / max(years_, 1),
+                0.28,
+                years_,
+                0.05,
+            )
+        )
+
     # Opioid drug mix of acute items (CSV extract), against the normalised acute mix.
     med_path = out / "csv" / "medications.csv"
     if med_path.is_file():
