@@ -500,7 +500,18 @@ def _located(filename: str, root: yaml.Node | None, loc: tuple[Any, ...], messag
 def rule_set_json_schema() -> dict[str, Any]:
     """The JSON Schema editors use to check rule files (published at rules/rule-set.schema.json)."""
     schema = RuleSet.model_json_schema(by_alias=True)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **_allow_ever(schema)}
+
+
+def _allow_ever(node: Any) -> Any:
+    """`window: ever` is shorthand the validator accepts; say so in the schema too."""
+    if isinstance(node, dict):
+        if node.get("$ref") == "#/$defs/Window":
+            return {"anyOf": [{"const": "ever"}, dict(node)]}
+        return {k: _allow_ever(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_allow_ever(v) for v in node]
+    return node
 
 
 def rule_set_json_schema_text() -> str:

@@ -1,0 +1,127 @@
+"""Reading a run: its flow table, and the flow for any other step order, from the stored masks.
+
+Each result's step_mask has bit i set when the patient passes step i on its own, so one
+GROUP BY step_mask gives a small histogram from which every order's flow, and how many people
+each step costs (those it alone keeps out), follow without running the search again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from recruit.errors import RecruitError
+from recruit.models import SearchResult, SearchRun, StepCount
+
+RUN = SearchRun.__table__
+STEP_COUNT = StepCount.__table__
+RESULT = SearchResult.__table__
+
+
+@dataclass(frozen=True)
+class StepFlow:
+    index: int
+    step_id: str
+    kind: str
+    reason: str
+    entering: int
+    kept: int
+    excluded: int
+    failing_alone: int | None
+    cost: int | None = None  # people who would become candidates if this step were dropped
+
+
+def mask_histogram(conn: Connection, run_id: int) -> dict[int, int]:
+    """step_mask -> number of patients, for one run."""
+    rows = conn.execute(
+        select(RESULT.c.step_mask, func.count()).where(RESULT.c.run_id == run_id).group_by(RESULT.c.step_mask)
+    )
+    return {int(mask): int(count) for mask, count in rows}
+
+
+def flow_for_order(histogram: Mapping[int, int], order: Sequence[int]) -> list[dict[str, int]]:
+    """Entering, kept and excluded at each step when the steps run in `order` (step indexes)."""
+    out = []
+    required = 0
+    for step in order:
+        entering = sum(n for mask, n in histogram.items() if mask & required == required)
+        required |= 1 << step
+        kept = sum(n for mask, n in histogram.items() if mask & required == required)
+        out.append({"step_index": step, "entering": entering, "kept": kept, "excluded": entering - kept})
+    return out
+
+
+def step_costs(histogram: Mapping[int, int], n_steps: int) -> list[int]:
+    """For each step, the people it alone keeps out: they pass every other step."""
+    everything = (1 << n_steps) - 1
+    return [histogram.get(everything & ~(1 << i), 0) for i in range(n_steps)]
+
+
+def run_flow(conn: Connection, run_id: int) -> list[StepFlow]:
+    """The stored flow table of a run, with each step's cost."""
+    if conn.execute(select(RUN.c.id).where(RUN.c.id == run_id)).scalar() is None:
+        raise RecruitError(f"There is no search run {run_id}.")
+    rows = conn.execute(
+        select(STEP_COUNT).where(STEP_COUNT.c.run_id == run_id).order_by(STEP_COUNT.c.step_index)
+    ).all()
+    costs = step_costs(mask_histogram(conn, run_id), len(rows))
+    return [
+        StepFlow(
+            index=r.step_index,
+            step_id=r.step_id,
+            kind=r.kind,
+            reason=r.description or "",
+            entering=r.entering,
+            kept=r.kept,
+            excluded=r.excluded,
+            failing_alone=r.failing_alone,
+            cost=costs[r.step_index],
+        )
+        for r in rows
+    ]
+
+
+def format_flow(conn: Connection, run_id: int) -> str:
+    """The flow table as plain text: one line per step, then the number of candidates."""
+    run: Any = conn.execute(select(RUN).where(RUN.c.id == run_id)).one_or_none()
+    if run is None:
+        raise RecruitError(f"There is no search run {run_id}.")
+    flows = run_flow(conn, run_id)
+    where = f" at practice {run.practice_ods_code}" if run.practice_ods_code else ""
+    lines = [
+        f"Search run {run_id}: {run.rule_set_name} {run.rule_set_version}, "
+        f"index date {run.index_date}{where}",
+        "",
+    ]
+    header = ("#", "step", "kind", "entering", "kept", "excluded", "fail alone", "cost", "reason")
+    table = [header] + [
+        (
+            str(f.index + 1),
+            f.step_id,
+            f.kind,
+            str(f.entering),
+            str(f.kept),
+            str(f.excluded),
+            "" if f.failing_alone is None else str(f.failing_alone),
+            "" if f.cost is None else str(f.cost),
+            f.reason,
+        )
+        for f in flows
+    ]
+    widths = [max(len(row[c]) for row in table) for c in range(len(header) - 1)]
+    for row in table:
+        cells = [
+            cell.rjust(w) if c >= 3 or c == 0 else cell.ljust(w)
+            for c, (cell, w) in enumerate(zip(row[:-1], widths, strict=True))
+        ]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    candidates = flows[-1].kept if flows else 0
+    lines += ["", f"Candidates: {candidates}"]
+    lines.append(
+        "fail alone: patients failing the step whatever the order; "
+        "cost: patients who would be candidates if the step were dropped."
+    )
+    return "\n".join(lines)
