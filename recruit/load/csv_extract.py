@@ -239,7 +239,7 @@ class CsvSource:
                 nhs_number=nhs,
                 title=get(c.title),
                 given_name=get(c.given_name),
-                family_name=(get(c.family_name) or "").title() or None,
+                family_name=_name_case(get(c.family_name)),
                 date_of_birth=self._date(row[c.date_of_birth], c.date_of_birth, dates),  # type: ignore[arg-type]
                 sex=sex,
                 address=address,
@@ -329,6 +329,13 @@ def _columns(columns: dict[str, Any]) -> list[str]:
         elif isinstance(value, str):
             out.append(value)
     return out
+
+
+def _name_case(name: str | None) -> str | None:
+    """Reports often export surnames in capitals (BROWN); letters need Brown. Mixed case is kept."""
+    if name and name.isupper():
+        return name.title()
+    return name
 
 
 def _float(raw: str, field: str) -> float | None:
