@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, text
+from sqlalchemy import Connection, Engine, insert, select, text
 
 from recruit.codelists import Code, Codelist, CodeSystem
 from recruit.db import make_engine
@@ -27,6 +27,9 @@ from recruit.models import (
     Study,
 )
 from recruit.models import Codelist as CodelistRow
+from recruit.query.reference import Data, ReferenceRun, run_reference
+from recruit.query.run import run_rule_set
+from recruit.rules.model import RuleSet
 
 INDEX = dt.date(2025, 6, 30)
 
@@ -168,3 +171,98 @@ def load_population(conn: Connection, population: Population) -> None:
     ):
         if rows:
             conn.execute(insert(model.__table__), rows)
+
+
+# --- running a search and checking it against the reference ------------------------------------
+
+
+def rule_set(steps: list[dict[str, Any]], **top: Any) -> RuleSet:
+    """A RuleSet from plain data, for tests: steps as dicts with id, kind, reason, criterion."""
+    data = {"name": "test", "version": "1", "study": "instep", **top, "steps": steps}
+    return RuleSet.model_validate(data)
+
+
+def one_step(criterion: dict[str, Any], kind: str = "include", **top: Any) -> RuleSet:
+    return rule_set([{"id": "only", "kind": kind, "reason": "the step", "criterion": criterion}], **top)
+
+
+@dataclass
+class EngineRun:
+    run_id: int
+    results: dict[int, dict[str, Any]]
+    counts: list[dict[str, Any]]
+
+    def candidates(self) -> set[int]:
+        return {pid for pid, r in self.results.items() if r["outcome"] == "candidate"}
+
+
+def run_engine(
+    engine: Engine,
+    population: Population,
+    rules: RuleSet,
+    codelists: Mapping[str, Codelist],
+    index: dt.date = INDEX,
+    practice: str | None = None,
+    reload: bool = True,
+) -> EngineRun:
+    if reload:
+        with engine.begin() as conn:
+            clear(conn)
+            load_population(conn, population)
+    run_id = run_rule_set(engine, rules, codelists, index, practice)
+    with engine.connect() as conn:
+        rows = conn.execute(select(SearchResult.__table__).where(SearchResult.run_id == run_id)).mappings()
+        results = {r["patient_id"]: dict(r) for r in rows}
+        counts = [
+            dict(r)
+            for r in conn.execute(
+                select(StepCount.__table__).where(StepCount.run_id == run_id).order_by(StepCount.step_index)
+            ).mappings()
+        ]
+    return EngineRun(run_id, results, counts)
+
+
+def reference_run(
+    population: Population, rules: RuleSet, codelists: Mapping[str, Codelist], index: dt.date = INDEX
+) -> ReferenceRun:
+    data = Data(
+        population.patients,
+        population.events,
+        population.medications,
+        population.invitations,
+        population.studies,
+    )
+    return run_reference(rules, codelists, data, index)
+
+
+def assert_agrees(engine_run: EngineRun, reference: ReferenceRun) -> None:
+    """Patient by patient and count by count."""
+    assert set(engine_run.results) == set(reference.results)
+    for pid, expected in reference.results.items():
+        got = engine_run.results[pid]
+        assert (got["outcome"], got["excluding_step"], got["step_mask"]) == (
+            expected.outcome,
+            expected.excluding_step,
+            expected.step_mask,
+        ), f"patient {pid}"
+        assert got["evidence"] == expected.evidence, f"patient {pid}"
+        assert got["score"] == expected.score, f"patient {pid}"
+        assert got["rank"] == expected.rank, f"patient {pid}"
+    got_counts = [
+        {k: c[k] for k in ("step_id", "entering", "kept", "excluded", "failing_alone")}
+        for c in engine_run.counts
+    ]
+    assert got_counts == reference.counts
+
+
+def check(
+    engine: Engine,
+    population: Population,
+    rules: RuleSet,
+    codelists: Mapping[str, Codelist],
+    index: dt.date = INDEX,
+) -> EngineRun:
+    """Run on the engine, insist it agrees with the reference, and return the engine's run."""
+    got = run_engine(engine, population, rules, codelists, index)
+    assert_agrees(got, reference_run(population, rules, codelists, index))
+    return got
