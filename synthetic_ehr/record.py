@@ -70,12 +70,13 @@ class RecordModel:
         w = self._products.get(key)
         if w is None:
             prods = [p for p in self.codes.opioids[drug] if not (acute and p.patch)]
-            # Generic names ("Co-codamol 30mg/500mg tablets") over brands, and plain over
-            # modified-release or combination products: the usual GP choice.
+            # GPs prescribe generically ("Co-codamol 30mg/500mg tablets"): keep generic names
+            # when the list has any (brands such as OTC codeine combinations otherwise swamp
+            # the choice), and prefer plain over modified-release or combination products.
+            generic = [p for p in prods if p.code.term.lower().startswith(drug)]
+            prods = generic or prods
             weights = [
-                (5.0 if p.code.term.lower().startswith(drug) else 1.0)
-                * (0.3 if (" / " in p.code.term or "modified-release" in p.code.term) else 1.0)
-                for p in prods
+                0.3 if (" / " in p.code.term or "modified-release" in p.code.term) else 1.0 for p in prods
             ]
             w = Weighted(prods, weights)
             self._products[key] = w
