@@ -197,7 +197,7 @@ class CsvSource:
                     continue
                 yield line, dict(zip(header, values, strict=True)), None
 
-    def _date(self, raw: str, field: str, dates: DateReader, required: bool = True) -> dt.date | None:
+    def _date(self, raw: str, field: str, dates: DateReader, required: bool = True) -> str | None:
         raw = raw.strip()
         if not raw:
             if required:
@@ -259,7 +259,7 @@ class CsvSource:
         )
         return out
 
-    def _end_date(self, row: dict[str, str], column: str | None, dates: DateReader) -> dt.date | None:
+    def _end_date(self, row: dict[str, str], column: str | None, dates: DateReader) -> str | None:
         if not column:
             return None
         try:

@@ -8,7 +8,6 @@ quarantined with a reason instead of failing the run.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -262,7 +261,7 @@ class FhirReader:
             death = self.dates.read(res["deceasedDateTime"], "deceasedDateTime")
         elif res.get("deceasedBoolean") is True:
             # Known dead, date unknown: the extract date is the latest it can be.
-            death = self.dates.latest
+            death = self.dates.latest_iso
             self.dates.repaired += 1
 
         practice_refs: list[str] = []
@@ -279,7 +278,7 @@ class FhirReader:
 
         reg_start, reg_end = self._registration(res)
         if res.get("active") is False and reg_end is None:
-            reg_end = self.dates.latest  # an inactive record is no longer registered
+            reg_end = self.dates.latest_iso  # an inactive record is no longer registered
 
         interpreter, language = _communication(res)
         out.patients.append(
@@ -304,7 +303,7 @@ class FhirReader:
             )
         )
 
-    def _registration(self, res: dict[str, Any]) -> tuple[dt.date | None, dt.date | None]:
+    def _registration(self, res: dict[str, Any]) -> tuple[str | None, str | None]:
         """Registration period from the UK registration-details extension (any version)."""
         for i, ext in enumerate(_list(res, "extension")):
             ext = _dict(ext, f"extension[{i}]")
@@ -342,9 +341,7 @@ class FhirReader:
             raise Invalid("patient_missing", "the patient reference is empty", "subject")
         return keys[0]
 
-    def _events(
-        self, res: dict[str, Any], date: dt.date, concepts: list[tuple[Any, str]], out: Parsed
-    ) -> None:
+    def _events(self, res: dict[str, Any], date: str, concepts: list[tuple[Any, str]], out: Parsed) -> None:
         patient = self._subject(res)
         rid = res.get("id")
         value, unit = _quantity(res.get("valueQuantity"))
@@ -413,7 +410,7 @@ class FhirReader:
         date = self.dates.read(raw, name or "effectiveDateTime")
         self._medication(res, date, _course(res), out)
 
-    def _medication(self, res: dict[str, Any], date: dt.date | None, course: str, out: Parsed) -> None:
+    def _medication(self, res: dict[str, Any], date: str | None, course: str, out: Parsed) -> None:
         assert date is not None
         patient = self._subject(res)
         quantity = None

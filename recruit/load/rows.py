@@ -1,8 +1,10 @@
-"""The rows a loader hands to the database, whatever shape the extract came in (FHIR or CSV)."""
+"""The rows a loader hands to the database, whatever shape the extract came in (FHIR or CSV).
+
+Dates are ISO text (YYYY-MM-DD), as DateReader gives them.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import NamedTuple
 
 
@@ -31,22 +33,22 @@ class PatientRow(NamedTuple):
     title: str | None
     given_name: str | None
     family_name: str | None
-    date_of_birth: dt.date
+    date_of_birth: str
     sex: str
     address: str | None
     postcode: str | None
     practice_ref: str | None
     gp_ref: str | None
-    registration_start: dt.date | None
-    registration_end: dt.date | None
-    date_of_death: dt.date | None
+    registration_start: str | None
+    registration_end: str | None
+    date_of_death: str | None
     needs_interpreter: bool
     language: str | None
 
 
 class EventRow(NamedTuple):
     patient_ref: str
-    event_date: dt.date
+    event_date: str
     code_system: str
     code: str
     term: str | None
@@ -57,7 +59,7 @@ class EventRow(NamedTuple):
 
 class MedicationRow(NamedTuple):
     patient_ref: str
-    issue_date: dt.date
+    issue_date: str
     code_system: str | None
     code: str | None
     term: str | None

@@ -7,7 +7,6 @@ load's own connection, inside its one transaction, so a failed or killed load le
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -145,7 +144,7 @@ class BulkWriter:
     """Buffers rows per table and writes them in batches through the DBAPI's executemany.
 
     This is the hot path of a load: SQLAlchemy's per-row parameter processing costs more than
-    SQLite's insert itself, so rows go as plain tuples, dates as ISO text for SQLite.
+    SQLite's insert itself, so rows go as plain tuples (dates already ISO text).
     """
 
     def __init__(self, conn: Connection, batch: int = 5000) -> None:
@@ -153,7 +152,9 @@ class BulkWriter:
         self.batch = batch
         self.buffers: dict[str, list[Sequence[Any]]] = {}
         self.sql: dict[str, str] = {}
-        self.sqlite = conn.dialect.name == "sqlite"
+        # PostgreSQL's COPY is several times faster than batched INSERTs.
+        self.copy = conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+        self.columns = {t.name: [c.name for c in t.columns] for t in staging.tables.values()}
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         for table in staging.tables.values():
             names = [c.name for c in table.columns]
@@ -173,11 +174,12 @@ class BulkWriter:
             rows = self.buffers[table_name]
             if not rows:
                 continue
-            if self.sqlite:
-                rows = [tuple(_iso(v) for v in row) for row in rows]
-            self.conn.exec_driver_sql(self.sql[table_name], rows)
+            if self.copy:
+                cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                cols = ", ".join(self.columns[table_name])
+                with cursor.copy(f"COPY {table_name} ({cols}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                self.conn.exec_driver_sql(self.sql[table_name], rows)
             self.buffers[table_name] = []
-
-
-def _iso(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, dt.date) else value

@@ -54,7 +54,10 @@ _DATETIME = re.compile(
 
 
 class DateReader:
-    """Parses FHIR date and dateTime values to a calendar date in England.
+    """Parses FHIR date and dateTime values to a calendar date in England, as ISO text.
+
+    ISO text (YYYY-MM-DD) rather than date objects: it is what SQLite stores, PostgreSQL casts
+    it, it compares in date order, and most values arrive in that form already (the fast path).
 
     A dateTime with a time zone is moved to Europe/London before the date is taken (23:30 UTC
     on 30 June is 1 July in England). One without a time zone is read as London time and
@@ -63,24 +66,31 @@ class DateReader:
 
     def __init__(self, latest: dt.date) -> None:
         self.latest = latest
+        self.latest_iso = latest.isoformat()
         self.repaired = 0
 
-    def read(self, raw: object, field: str, *, required: bool = True) -> dt.date | None:
+    def read(self, raw: object, field: str, *, required: bool = True) -> str | None:
         if raw is None or raw == "":
             if required:
                 raise Invalid("date_missing", "the date is missing", field)
             return None
         if not isinstance(raw, str):
             raise Invalid("date_invalid", f"the date {_short(raw)!r} is not text", field)
-        value = self._parse(raw.strip(), field)
-        if value > self.latest:
+        if len(raw) == 10 and raw[4] == "-" and raw[7] == "-":
+            try:
+                value = dt.date.fromisoformat(raw).isoformat()
+            except ValueError:
+                value = self._parse(raw, field).isoformat()
+        else:
+            value = self._parse(raw.strip(), field).isoformat()
+        if value > self.latest_iso:
             raise Invalid(
                 "date_in_future",
-                f"the date {value.isoformat()} is after the extract date {self.latest.isoformat()}",
+                f"the date {value} is after the extract date {self.latest_iso}",
                 field,
             )
-        if value.year < 1880:
-            raise Invalid("date_invalid", f"the date {value.isoformat()} is implausibly early", field)
+        if value < "1880":
+            raise Invalid("date_invalid", f"the date {value} is implausibly early", field)
         return value
 
     def _parse(self, raw: str, field: str) -> dt.date:
