@@ -341,6 +341,12 @@ class OtherParams(_Section):
         f"ASSUMPTION tuned to ~0.28 notes per working-age patient-year ({EPI} s4/s7.8), "
         "concentrated in a minority.",
     )
+    fit_note_frailty_shape: float = P(
+        0.5,
+        "Gamma shape of a per-person multiplier (mean 1) on the fit-note rate, so notes cluster "
+        "in a minority of people.",
+        f"ASSUMPTION ({EPI} s7.8: notes are 'concentrated in a minority of patients').",
+    )
     fit_note_may_be_fit_share: float = P(
         0.069, "Share of fit notes that say 'may be fit for work'.", f"{EPI} s4 (6.9%, Apr-Dec 2018)."
     )

@@ -215,6 +215,8 @@ def make_record(
     window_start = max(extract - years(p.opioids.lookback_years), person.reg_start)
     if truth.spells and age >= 16:
         rates = p.other.fit_notes_per_year
+        shape = p.other.fit_note_frailty_shape
+        frailty = rng.gammavariate(shape, 1 / shape) if shape > 0 else 1.0
         for y in range(p.opioids.lookback_years):
             y_end = extract - years(y)
             y_start = y_end - 365
@@ -227,7 +229,7 @@ def make_record(
                 lam = rates["employed_pain" if has_pain else "employed_no_pain"]
             else:
                 lam = rates.get(state or "other", rates["other"])
-            for _ in range(poisson(rng, lam)):
+            for _ in range(poisson(rng, lam * frailty)):
                 day = rng.randint(y_start, y_end)
                 if day < window_start or day > hi:
                     continue
