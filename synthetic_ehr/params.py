@@ -47,6 +47,11 @@ class PracticeParams(_Section):
         "practices from ~1% to ~30%.",
         f"ASSUMPTION chosen to span the 1%-30% range of the audits in {EPI} s4.",
     )
+    patients_per_gp: int = P(
+        1800,
+        "Registered patients per GP (one Practitioner per this many, at least one, at most 12).",
+        "ASSUMPTION.",
+    )
     legacy_ctv3_share: float = P(
         0.35,
         "Share of practices whose pre-SNOMED entries are CTV3 (TPP-like); the rest use Read v2.",
@@ -164,6 +169,12 @@ class RecordingParams(_Section):
         "Additive change in coding probability per IMD quintile step above the middle.",
         f"{EPI} s7.5 (higher with deprivation); size ASSUMPTION.",
     )
+    pain_code_explicit_share: float = P(
+        0.7,
+        "Share of true-pain codes taken from explicit chronic-pain terms (the rest from the "
+        "list's other pain conditions); false positives use the reverse split.",
+        "ASSUMPTION.",
+    )
     pain_false_positive: float = P(
         0.03,
         "Share of pain-free adults who still carry a chronic-pain code.",
@@ -189,6 +200,9 @@ class RecordingParams(_Section):
         0.04,
         "Probability that a long-term-sick adult has a disability-benefit code.",
         "ASSUMPTION.",
+    )
+    noise_condition_coded_share: float = P(
+        0.9, "Probability that a background condition is coded.", "ASSUMPTION."
     )
     exclusion_coded_share: float = P(
         0.9,
@@ -304,6 +318,9 @@ class OpioidParams(_Section):
         1.51,
         "Lognormal sigma of episode length.",
         f"DERIVED so that 38% of episodes exceed 1 year and ~22% exceed 2 years ({EPI} s2: 38.2%, 23.7%).",
+    )
+    acute_second_issue_share: float = P(
+        0.25, "Share of acute opioid years with a second acute issue.", "ASSUMPTION."
     )
     issue_interval_days: int = P(28, "Days between repeat issues.", "ASSUMPTION (28-day supply).")
     drug_mix: dict[str, float] = P(

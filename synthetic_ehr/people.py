@@ -156,7 +156,7 @@ def make_practices(total: int, practices: int, seed: int, params: Params) -> lis
             n_patients=counts[p],
             offset=offset,
         )
-        n_gps = max(1, min(12, 1 + counts[p] // 1800))
+        n_gps = max(1, min(12, 1 + counts[p] // max(1, pp.patients_per_gp)))
         for g in range(n_gps):
             sex_names = nd.female if rng.random() < 0.55 else nd.male
             prac.gps.append(GP(f"{ods}-gp{g + 1}", rng.choice(sex_names), rng.choice(nd.surnames)))

@@ -165,13 +165,13 @@ def make_record(
             prob += (practice.deprivation - 3) * rp.pain_coded_deprivation_step
             if rng.random() < min(prob, 0.95):
                 day = truth.pain_onset + years(rng.expovariate(1 / rp.pain_code_delay_years_mean))
-                store = cs.pain_explicit if rng.random() < 0.7 else cs.pain_other
+                store = cs.pain_explicit if rng.random() < rp.pain_code_explicit_share else cs.pain_other
                 rec.pain_coded = add_cond(max(day, truth.pain_onset), store, "pain")
         elif rng.random() < rp.pain_false_positive:
             start = max(adult16, extract - years(10))
             if start < hi:
                 day = rng.randint(start, hi)
-                store = cs.pain_other if rng.random() < 0.7 else cs.pain_explicit
+                store = cs.pain_other if rng.random() < rp.pain_code_explicit_share else cs.pain_explicit
                 rec.pain_coded = add_cond(day, store, "pain")
 
     # --- exclusions and background conditions -------------------------------------------
@@ -184,7 +184,7 @@ def make_record(
         if day is not None and rng.random() < share:
             add_cond(day, cs.exclusions.get(kind), kind)
     for name, day in truth.noise.items():
-        if rng.random() < 0.9:
+        if rng.random() < rp.noise_condition_coded_share:
             add_cond(day, {"snomedct": cs.noise_conditions.get(name, [])}, f"noise:{name}")
 
     # --- employment, benefits, fit notes ------------------------------------------------
@@ -309,7 +309,7 @@ def _opioids(
         y_start = max(y_end - 365, start)
         if y_start > min(y_end, end) or rng.random() >= acute_p:
             continue
-        for _ in range(2 if rng.random() < 0.25 else 1):
+        for _ in range(2 if rng.random() < op.acute_second_issue_share else 1):
             day = rng.randint(y_start, min(y_end, end))
             drug = model.acute_drugs.pick(rng)
             product = model.product(rng, drug, acute=True)
