@@ -199,7 +199,7 @@ class Compiler:
                 asked = and_(asked, INVITATION.c.study_id == (study_id if study_id is not None else -1))
             return self._invited(asked)
         if kind == "all_":
-            tables = [self.patients(child) for child in body]
+            tables = [t.alias(f"a{i}") for i, t in enumerate(self.patients(child) for child in body)]
             query = select(tables[0].c.patient_id)
             for table in tables[1:]:
                 query = query.join(table, table.c.patient_id == tables[0].c.patient_id)
@@ -420,7 +420,8 @@ class Compiler:
             ).where(ranked.c.rn == 1)
         else:  # all / any: the first child, in file order, that holds and has evidence
             held = self.patients(criterion)
-            children = [t for t in (self.evidence(child) for child in body) if t is not None]
+            found = [t for t in (self.evidence(child) for child in body) if t is not None]
+            children = [t.alias(f"e{i}") for i, t in enumerate(found)]
             query = select(held.c.patient_id)
             for table in children:
                 query = query.outerjoin(table, table.c.patient_id == held.c.patient_id)
