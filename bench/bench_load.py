@@ -88,7 +88,9 @@ def main() -> None:
         )
     if not args.keep:
         shutil.rmtree(work)
-    print(f"benchmark process peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+    print(
+        f"benchmark process peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB"
+    )
 
 
 if __name__ == "__main__":
