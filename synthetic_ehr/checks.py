@@ -21,6 +21,7 @@ from .codes import load_codes
 from .nhs_number import RESERVED_CAPACITY, in_reserved_test_range, is_valid
 from .params import Params, load_params
 from .postcode import is_valid_postcode
+from .record import STRONG
 from .util import band_of
 
 
@@ -354,8 +355,9 @@ def realised_rates(out: Path, params: Params | None = None) -> list[Rate]:
     if med_path.is_file():
         codes = load_codes(params.codelists_dir)
         drug_of = {p.code.code: d for d, prods in codes.opioids.items() for p in prods}
+        strong_f = params.opioids.acute_strong_factor
         mix = {
-            k: v
+            k: v * (strong_f if k in STRONG else 1.0)
             for k, v in params.opioids.drug_mix.items()
             if codes.opioids.get(k) and any(not p.patch for p in codes.opioids[k])
         }
@@ -371,6 +373,22 @@ def realised_rates(out: Path, params: Params | None = None) -> list[Rate]:
                 n_acute += 1
         for drug, w in sorted(mix.items()):
             rates.append(_rate(f"acute opioid items: {drug}", counts[drug], n_acute, w / total))
+        # All items (acute + repeat) against the s7.6 suggested mix, a calibration target.
+        all_counts: dict[str, int] = defaultdict(int)
+        with med_path.open(newline="", encoding="utf-8") as fh:
+            for r in csv.DictReader(fh):
+                drug = drug_of.get(r["dm+d Code"])
+                if drug is not None:
+                    all_counts[drug] += 1
+        n_all = sum(all_counts.values())
+        full_mix = {k: v for k, v in params.opioids.drug_mix.items() if codes.opioids.get(k)}
+        mix_total = sum(full_mix.values())
+        for drug, w in sorted(full_mix.items()):
+            rates.append(
+                _rate(
+                    f"all opioid items (s7.6 mix): {drug}", all_counts[drug], n_all, w / mix_total, tol=0.03
+                )
+            )
     return rates
 
 

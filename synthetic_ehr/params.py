@@ -319,6 +319,11 @@ class OpioidParams(_Section):
         "Lognormal sigma of episode length.",
         f"DERIVED so that 38% of episodes exceed 1 year and ~22% exceed 2 years ({EPI} s2: 38.2%, 23.7%).",
     )
+    acute_strong_factor: float = P(
+        0.5,
+        "Multiplier on strong opioids (morphine, oxycodone) in acute one-off issues.",
+        f"ASSUMPTION, tuned so overall item shares match {EPI} s7.6 (morphine 8-10%, oxycodone 4-6%).",
+    )
     acute_second_issue_share: float = P(
         0.25, "Share of acute opioid years with a second acute issue.", "ASSUMPTION."
     )

@@ -59,7 +59,11 @@ class RecordModel:
         mix = {d: w for d, w in params.opioids.drug_mix.items() if codes.opioids.get(d)}
         self.acute_drugs = Weighted(
             [d for d in mix if any(not p.patch for p in codes.opioids[d])],
-            [w for d, w in mix.items() if any(not p.patch for p in codes.opioids[d])],
+            [
+                w * (params.opioids.acute_strong_factor if d in STRONG else 1.0)
+                for d, w in mix.items()
+                if any(not p.patch for p in codes.opioids[d])
+            ],
         )
         boost = params.opioids.long_term_strong_boost
         self.lt_drugs = Weighted(list(mix), [w * (boost if d in STRONG else 1) for d, w in mix.items()])
