@@ -83,7 +83,7 @@ class Population:
     def add_event(self, pid: int, day: dt.date, system: str, code: str, term: str | None = None) -> None:
         self.events.append(
             {
-                "id": len(self.events) + 1,
+                "id": max((e["id"] for e in self.events), default=0) + 1,
                 "patient_id": pid,
                 "practice_id": self._practice(pid),
                 "event_date": day,
@@ -98,7 +98,7 @@ class Population:
     ) -> None:
         self.medications.append(
             {
-                "id": len(self.medications) + 1,
+                "id": max((m["id"] for m in self.medications), default=0) + 1,
                 "patient_id": pid,
                 "practice_id": self._practice(pid),
                 "issue_date": day,

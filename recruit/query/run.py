@@ -71,12 +71,20 @@ def load_search(rules_path: str | Path) -> tuple[RuleSet, dict[str, Codelist], s
     """The rule set, every codelist it names (loaded and checked), and the file's text."""
     path = Path(rules_path)
 
-    def known(rule_set: RuleSet) -> set[str]:
-        return set(available_codelists(codelist_directory(path, rule_set)))
+    codelists: dict[str, Codelist] = {}
+
+    def known(rule_set: RuleSet) -> dict[str, set[str] | None]:
+        directory = codelist_directory(path, rule_set)
+        available = set(available_codelists(directory))
+        for name in rule_set.codelist_names():
+            if name in available:
+                codelists[name] = load_codelist(name, directory)
+        out: dict[str, set[str] | None] = {name: None for name in available}
+        for name, codelist in codelists.items():
+            out[name] = {c.category for c in codelist.codes if c.category}
+        return out
 
     rule_set = load_rule_set(path, known_codelists=known)
-    directory = codelist_directory(path, rule_set)
-    codelists = {name: load_codelist(name, directory) for name in rule_set.codelist_names()}
     return rule_set, codelists, path.read_text(encoding="utf-8")
 
 

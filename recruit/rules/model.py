@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,11 @@ from recruit.errors import RecruitError
 
 SCHEMA_PATH = Path("rules") / "rule-set.schema.json"
 MAX_STEPS = 62  # bit i of a signed 64-bit step_mask is step i
+
+
+# Given the parsed rule set: the codelist names that exist, or a mapping of name -> the values of
+# its category column (None when it has none), which also lets categories be checked.
+KnownCodelists = Callable[["RuleSet"], "Collection[str] | Mapping[str, Collection[str] | None]"]
 
 
 class RuleSetError(RecruitError):
@@ -353,7 +358,7 @@ def _codelist_refs(criterion: Criterion, path: tuple[str | int, ...]) -> Iterato
 # --- loading ---------------------------------------------------------------------------------
 
 
-def load_rule_set(path: str | Path, known_codelists: Callable[[RuleSet], set[str]] | None = None) -> RuleSet:
+def load_rule_set(path: str | Path, known_codelists: KnownCodelists | None = None) -> RuleSet:
     """Read and check a rule file; RuleSetError lists every problem with file, line and field.
 
     known_codelists, given the parsed rule set, returns the codelist names that exist, so that a
@@ -368,7 +373,7 @@ def load_rule_set(path: str | Path, known_codelists: Callable[[RuleSet], set[str
 
 
 def parse_rule_set(
-    text: str, filename: str = "<rules>", known_codelists: Callable[[RuleSet], set[str]] | None = None
+    text: str, filename: str = "<rules>", known_codelists: KnownCodelists | None = None
 ) -> RuleSet:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -402,7 +407,7 @@ def _message(err: dict[str, Any]) -> str:
 
 
 def _check_references(
-    rule_set: RuleSet, filename: str, root: yaml.Node, known_codelists: Callable[[RuleSet], set[str]] | None
+    rule_set: RuleSet, filename: str, root: yaml.Node, known_codelists: KnownCodelists | None
 ) -> list[str]:
     problems: list[str] = []
     known = known_codelists(rule_set) if known_codelists else None
@@ -425,6 +430,8 @@ def _check_references(
             for name, ref_path in _codelist_refs(criterion, path):
                 if name not in known:
                     problems.append(_located(filename, root, ref_path, f"unknown codelist {name!r}"))
+            if isinstance(known, Mapping):
+                problems += _check_categories(criterion, path, known, filename, root)
     cycle = _definition_cycle(rule_set)
     if cycle:
         problems.append(
@@ -435,6 +442,44 @@ def _check_references(
                 "definitions refer to each other in a loop: " + " -> ".join(cycle),
             )
         )
+    return problems
+
+
+def _check_categories(
+    criterion: Criterion,
+    path: tuple[str | int, ...],
+    known: Mapping[str, Collection[str] | None],
+    filename: str,
+    root: yaml.Node,
+) -> list[str]:
+    """A category no listed codelist has would silently match nothing: report it."""
+    problems = []
+    for sub_path, node in walk(criterion, path):
+        body, kind = node.body, node.kind
+        groups: list[tuple[tuple[str, ...], list[str] | None, tuple]] = []
+        if kind in ("has_code", "medication_count"):
+            groups.append((body.names, body.categories, (*sub_path, kind, "categories")))
+        elif kind in ("latest_code_among", "likely_in_work"):
+            field = "sources" if kind == "latest_code_among" else "evidence"
+            for i, source in enumerate(getattr(body, field)):
+                groups.append(
+                    ((source.codelist,), source.categories, (*sub_path, kind, field, i, "categories"))
+                )
+        for names, categories, where in groups:
+            have: set[str] = set()
+            for name in names:
+                have |= set(known.get(name) or ())
+            for i, category in enumerate(categories or ()):
+                if category not in have:
+                    listed = ", ".join(sorted(have)) or "none: no category column"
+                    problems.append(
+                        _located(
+                            filename,
+                            root,
+                            (*where, i),
+                            f"no row of {', '.join(names)} has category {category!r} (categories: {listed})",
+                        )
+                    )
     return problems
 
 
