@@ -94,6 +94,9 @@ def _work(item: tuple[int, int, int]) -> tuple[dict[str, bytes], dict[str, int]]
     csv_chunk = csv_out.CsvChunk() if want_csv else None
     truth_chunk = truth_out.TruthChunk(st.extract)
     ages = st.ages[p_index]
+    # Bundles repeat the practice and GP resources; serialise each once per chunk.
+    org_bytes = orjson.dumps(fhir_out.organization(practice))
+    gp_cache: dict[str, bytes] = {}
     for i in range(start, stop):
         rng = stream(st.seed, p_index, i)
         person = make_person(rng, practice, i, params, ages, st.extract)
@@ -105,10 +108,10 @@ def _work(item: tuple[int, int, int]) -> tuple[dict[str, bytes], dict[str, int]]
                 for t, lines in res.items():
                     nd[t].extend(lines)
             if want_bundles:
-                context = [
-                    orjson.dumps(fhir_out.organization(practice)),
-                    orjson.dumps(fhir_out.practitioner(person.gp)),
-                ]
+                gp_bytes = gp_cache.get(person.gp.id)
+                if gp_bytes is None:
+                    gp_bytes = gp_cache[person.gp.id] = orjson.dumps(fhir_out.practitioner(person.gp))
+                context = [org_bytes, gp_bytes]
                 bundles.append(fhir_out.bundle_bytes(person.id, res, context))
         if csv_chunk is not None:
             csv_chunk.add(person, practice, rec)

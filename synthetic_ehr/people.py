@@ -12,7 +12,7 @@ from .codes import DATA_DIR
 from .nhs_number import nhs_number_for_index
 from .params import Params
 from .postcode import make_postcode
-from .util import Weighted, stream, years
+from .util import Weighted, band_of, stream, years
 
 PRACTICE_WORDS = ("Health Centre", "Medical Practice", "Surgery", "Family Practice", "Medical Centre")
 
@@ -217,11 +217,7 @@ def make_person(
         reg_start = extract - 1
 
     death = None
-    band = next(
-        (b for b in d.death_5y_by_age if int(b.split("-")[0]) <= age <= int(b.split("-")[1])),
-        list(d.death_5y_by_age)[-1],
-    )
-    if rng.random() < d.death_5y_by_age[band]:
+    if rng.random() < d.death_5y_by_age[band_of(age, d.death_5y_by_age)]:
         death = extract - rng.randrange(0, years(5))
         death = max(death, reg_start + 1, birth + 1)
         if death > extract:

@@ -7,7 +7,7 @@ import datetime as dt
 import hashlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from itertools import accumulate
 
@@ -67,13 +67,25 @@ class Weighted:
         return self.items[bisect.bisect_right(self.cum, rng.random() * self.total)]
 
 
-def band_of(age: int, bands: Sequence[str]) -> str:
-    """The 'lo-hi' band label containing age (bands like '16-34'); last band if above all."""
-    for b in bands:
-        lo, hi = b.split("-")
-        if int(lo) <= age <= int(hi):
-            return b
-    return bands[-1] if age > int(bands[-1].split("-")[1]) else bands[0]
+_BAND_TABLES: dict[tuple[str, ...], list[str]] = {}
+_MAX_AGE = 130
+
+
+def band_of(age: int, bands: Iterable[str]) -> str:
+    """The 'lo-hi' band label containing age (bands like '16-34'); the last band above all,
+    the first below all. Tables are built once per set of bands (this is on the hot path)."""
+    key = tuple(bands)
+    table = _BAND_TABLES.get(key)
+    if table is None:
+        parsed = [(int(b.split("-")[0]), int(b.split("-")[1]), b) for b in key]
+        table = []
+        for a in range(_MAX_AGE + 1):
+            label = next((b for lo, hi, b in parsed if lo <= a <= hi), None)
+            if label is None:
+                label = key[-1] if a > parsed[-1][1] else key[0]
+            table.append(label)
+        _BAND_TABLES[key] = table
+    return table[min(max(age, 0), _MAX_AGE)]
 
 
 def poisson(rng: random.Random, lam: float) -> int:
