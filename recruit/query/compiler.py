@@ -92,7 +92,7 @@ class Compiler:
         return table
 
     def _patient_set(self, query: Select) -> Table:
-        table = self.temp_table(Column("patient_id", Integer, primary_key=True))
+        table = self.temp_table(Column("patient_id", Integer, primary_key=True, autoincrement=False))
         self.conn.execute(table.insert().from_select(["patient_id"], query))
         return table
 
@@ -103,7 +103,8 @@ class Compiler:
 
     def _make_population(self) -> Table:
         table = self.temp_table(
-            Column("patient_id", Integer, primary_key=True), Column("practice_id", Integer, nullable=False)
+            Column("patient_id", Integer, primary_key=True, autoincrement=False),
+            Column("practice_id", Integer, nullable=False),
         )
         query = select(PATIENT.c.id, PATIENT.c.practice_id)
         if self.practice_id is not None:
@@ -335,7 +336,7 @@ class Compiler:
             .label("rn"),
         ).subquery()
         table = self.temp_table(
-            Column("patient_id", Integer, primary_key=True),
+            Column("patient_id", Integer, primary_key=True, autoincrement=False),
             Column("ev_date", Date),
             Column("ev_system", String(10)),
             Column("ev_code", String(20)),
@@ -431,7 +432,7 @@ class Compiler:
                 picked.append(case(*whens, else_=null()).label(name))
             query = query.add_columns(*picked).where(or_(*(t.c.patient_id.is_not(None) for t in children)))
         table = self.temp_table(
-            Column("patient_id", Integer, primary_key=True),
+            Column("patient_id", Integer, primary_key=True, autoincrement=False),
             Column("ev_date", Date),
             Column("ev_system", String(10)),
             Column("ev_code", String(20)),

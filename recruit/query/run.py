@@ -312,7 +312,7 @@ def _pass_table(compiler: Compiler) -> Any:
         "score",
     ]
     table = compiler.temp_table(
-        Column("patient_id", Integer, primary_key=True),
+        Column("patient_id", Integer, primary_key=True, autoincrement=False),
         Column("practice_id", Integer),
         *(Column(f"pass_{i}", Integer) for i in range(len(steps))),
         Column("first_fail", Integer),

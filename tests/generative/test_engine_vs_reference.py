@@ -2,9 +2,10 @@
 
 Hypothesis draws small populations (patients, coded events, prescriptions, invitations), small
 codelists (some Read v2 rows matched by prefix) and rule sets built from every criterion, nested
-with all / any / not and named definitions. On each database the engine must agree with the
-plain-Python reference patient by patient (outcome, first excluding step, step mask, evidence,
-score, rank) and count by count. Flow properties are checked on the same runs.
+with all / any / not and named definitions. On each database (SQLite, PostgreSQL, and DuckDB
+when duckdb-engine is installed) the engine must agree with the plain-Python reference patient
+by patient (outcome, first excluding step, step mask, evidence, score, rank) and count by count.
+Flow properties are checked on the same runs.
 
 One schema per database serves the whole module (tables are emptied between examples).
 """
@@ -28,6 +29,8 @@ from tests.conftest import postgres_base_url
 from tests.search_helpers import (
     Population,
     assert_agrees,
+    duckdb_available,
+    duckdb_engine_for_tests,
     fresh_engine,
     make_codelist,
     reference_run,
@@ -91,9 +94,25 @@ def postgres_engine():
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module")
+def duckdb_engine(tmp_path_factory):
+    engine = duckdb_engine_for_tests(str(tmp_path_factory.mktemp("gen") / "gen.duckdb"))
+    yield engine
+    engine.dispose()
+
+
+NO_DUCKDB = pytest.mark.skipif(not duckdb_available(), reason="duckdb-engine is not installed")
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("duckdb", marks=NO_DUCKDB),
+    ]
+)
 def engine(request):
-    return request.getfixturevalue("sqlite_engine" if request.param == "sqlite" else "postgres_engine")
+    return request.getfixturevalue(f"{request.param}_engine")
 
 
 # --- strategies ------------------------------------------------------------------------------------

@@ -10,7 +10,17 @@ import datetime as dt
 
 import pytest
 
-from tests.search_helpers import INDEX, Population, check, fresh_engine, make_codelist, one_step, rule_set
+from tests.search_helpers import (
+    INDEX,
+    Population,
+    check,
+    duckdb_available,
+    duckdb_engine_for_tests,
+    fresh_engine,
+    make_codelist,
+    one_step,
+    rule_set,
+)
 
 D = dt.date
 CODELISTS = {
@@ -32,9 +42,22 @@ CODELISTS = {
 }
 
 
-@pytest.fixture
-def engine(db_url):
-    engine = fresh_engine(db_url)
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param(
+            "duckdb", marks=pytest.mark.skipif(not duckdb_available(), reason="duckdb-engine not installed")
+        ),
+    ]
+)
+def engine(request, tmp_path):
+    if request.param == "duckdb":
+        engine = duckdb_engine_for_tests(str(tmp_path / "search.duckdb"))
+    else:
+        engine = fresh_engine(
+            request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+        )
     yield engine
     engine.dispose()
 
