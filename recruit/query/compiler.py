@@ -91,7 +91,7 @@ class Compiler:
         self.tables.append(table)
         return table
 
-    def _patient_set(self, query: Select) -> Table:
+    def patient_set(self, query: Select) -> Table:
         table = self.temp_table(Column("patient_id", Integer, primary_key=True, autoincrement=False))
         self.conn.execute(table.insert().from_select(["patient_id"], query))
         return table
@@ -127,7 +127,7 @@ class Compiler:
         criterion = self.resolve(criterion)
         key = self.key(criterion)
         if key not in self._sets:
-            self._sets[key] = self._patient_set(self._patients_query(criterion))
+            self._sets[key] = self.patient_set(self._patients_query(criterion))
         return self._sets[key]
 
     def _patients_query(self, criterion: Criterion) -> Select:
@@ -162,8 +162,7 @@ class Compiler:
         if kind == "has_code":
             start, end = window_bounds(body.window, index)
             if body.occurrence == "any":
-                m = self._matches(EVENT, body.names, body.categories, start, end).subquery()
-                return select(m.c.patient_id).distinct()
+                return self._matches(EVENT, body.names, body.categories, start, end, patient_only=True)
             m = self._matches(EVENT, body.names, body.categories, None, index).subquery()
             edge = func.min(m.c.date) if body.occurrence == "first" else func.max(m.c.date)
             having = [edge <= end] + ([edge >= start] if start is not None else [])
@@ -249,11 +248,14 @@ class Compiler:
         start: dt.date | None,
         end: dt.date,
         course: str = "any",
+        patients: Table | None = None,
+        patient_only: bool = False,
     ) -> Select:
-        """Distinct records (id, patient_id, date, system, code, term) with a code from the lists."""
+        """Distinct records (id, patient_id, date, system, code, term) with a code from the lists,
+        of patients in the population (or in `patients`, a subset of it)."""
         date_col = records.c.event_date if records is EVENT else records.c.issue_date
         ids = [self.codelist_ids[name] for name in names]
-        pop = self.population
+        pop = self.population if patients is None else patients
         where: list[ColumnElement[bool]] = [CODES.c.codelist_id.in_(ids), date_col <= end]
         if start is not None:
             where.append(date_col >= start)
@@ -262,20 +264,27 @@ class Compiler:
         if course != "any":
             where.append(records.c.course == course)
         columns = (
-            records.c.id,
-            records.c.patient_id,
-            date_col.label("date"),
-            records.c.code_system.label("system"),
-            records.c.code,
-            records.c.term,
+            (records.c.patient_id,)
+            if patient_only
+            else (
+                records.c.id,
+                records.c.patient_id,
+                date_col.label("date"),
+                records.c.code_system.label("system"),
+                records.c.code,
+                records.c.term,
+            )
         )
+        # Every patient is in the population unless one practice is searched: skip that join.
+        restrict = patients is not None or self.practice_id is not None
         exact = (
             select(*columns)
             .select_from(records)
             .join(CODES, and_(CODES.c.code_system == records.c.code_system, CODES.c.code == records.c.code))
-            .join(pop, pop.c.patient_id == records.c.patient_id)
             .where(*where, CODES.c.match_prefix == false())
         )
+        if restrict:
+            exact = exact.join(pop, pop.c.patient_id == records.c.patient_id)
         if not any(self._has_prefix_rows(name) for name in names):
             return exact.distinct()
         stem = func.rtrim(CODES.c.code, ".")
@@ -289,9 +298,10 @@ class Compiler:
                     func.substr(records.c.code, 1, func.length(stem)) == stem,
                 ),
             )
-            .join(pop, pop.c.patient_id == records.c.patient_id)
             .where(*where, CODES.c.match_prefix == true())
         )
+        if restrict:
+            prefixed = prefixed.join(pop, pop.c.patient_id == records.c.patient_id)
         return union(exact, prefixed)
 
     def _has_prefix_rows(self, name: str) -> bool:
@@ -364,23 +374,31 @@ class Compiler:
             return any(self.can_have_evidence(child) for child in criterion.body)
         return False
 
-    def evidence(self, criterion: Criterion) -> Table | None:
-        """patient_id -> the record that made the criterion hold, for patients it holds for."""
+    def evidence(self, criterion: Criterion, among: Table) -> Table | None:
+        """patient_id -> the record that made the criterion hold, for the patients in `among`
+        it holds for (only those a step excluded need evidence, so only they are looked up)."""
         criterion = self.resolve(criterion)
         if not self.can_have_evidence(criterion):
             return None
-        key = self.key(criterion)
+        key = f"{among.name}:{self.key(criterion)}"
         if key not in self._evidence:
-            self._evidence[key] = self._evidence_table(criterion)
+            self._evidence[key] = self._evidence_table(criterion, among)
         return self._evidence[key]
 
-    def _evidence_table(self, criterion: Criterion) -> Table:
+    def _held_among(self, criterion: Criterion, among: Table) -> Table:
+        """Patients in `among` for whom the criterion holds."""
+        held = self.patients(criterion)
+        return self.patient_set(
+            select(among.c.patient_id).join(held, held.c.patient_id == among.c.patient_id)
+        )
+
+    def _evidence_table(self, criterion: Criterion, among: Table) -> Table:
         kind, body, index = criterion.kind, criterion.body, self.index_date
         columns = ["patient_id", "ev_date", "ev_system", "ev_code", "ev_term"]
+        held = self._held_among(criterion, among)
         if kind in ("latest_code_among", "likely_in_work"):
             latest = body if kind == "latest_code_among" else body.as_latest()
             deciding = self._deciding(latest)
-            held = self.patients(criterion)
             query = select(
                 deciding.c.patient_id,
                 deciding.c.ev_date,
@@ -389,7 +407,6 @@ class Compiler:
                 deciding.c.ev_term,
             ).join(held, held.c.patient_id == deciding.c.patient_id)
         elif kind in ("has_code", "medication_count"):
-            held = self.patients(criterion)
             start, end = window_bounds(body.window, index)
             records = EVENT if kind == "has_code" else MEDICATION
             course = body.course if kind == "medication_count" else "any"
@@ -397,31 +414,27 @@ class Compiler:
             if kind == "has_code" and body.occurrence != "any":
                 newest_first = body.occurrence == "last"
                 start = None
-            m = self._matches(records, body.names, body.categories, start, end, course=course).subquery()
-            ranked = (
-                select(
-                    m,
-                    func.row_number()
-                    .over(
-                        partition_by=m.c.patient_id,
-                        order_by=(
-                            m.c.date.desc() if newest_first else m.c.date.asc(),
-                            m.c.system,
-                            m.c.code,
-                            func.coalesce(m.c.term, ""),
-                        ),
-                    )
-                    .label("rn"),
+            m = self._matches(records, body.names, body.categories, start, end, course, patients=held)
+            m = m.subquery()
+            ranked = select(
+                m,
+                func.row_number()
+                .over(
+                    partition_by=m.c.patient_id,
+                    order_by=(
+                        m.c.date.desc() if newest_first else m.c.date.asc(),
+                        m.c.system,
+                        m.c.code,
+                        func.coalesce(m.c.term, ""),
+                    ),
                 )
-                .join(held, held.c.patient_id == m.c.patient_id)
-                .subquery()
-            )
+                .label("rn"),
+            ).subquery()
             query = select(
                 ranked.c.patient_id, ranked.c.date, ranked.c.system, ranked.c.code, ranked.c.term
             ).where(ranked.c.rn == 1)
         else:  # all / any: the first child, in file order, that holds and has evidence
-            held = self.patients(criterion)
-            found = [t for t in (self.evidence(child) for child in body) if t is not None]
+            found = [t for t in (self.evidence(child, held) for child in body) if t is not None]
             children = [t.alias(f"e{i}") for i, t in enumerate(found)]
             query = select(held.c.patient_id)
             for table in children:

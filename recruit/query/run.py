@@ -357,8 +357,9 @@ def _write_step_counts(conn: Connection, run_id: int, rule_set: RuleSet, passes:
 def _write_results(conn: Connection, run_id: int, rule_set: RuleSet, compiler: Compiler, passes: Any) -> None:
     evidence = {}
     for i, step in enumerate(rule_set.steps):
-        if step.kind == "exclude":
-            table = compiler.evidence(step.criterion)
+        if step.kind == "exclude" and compiler.can_have_evidence(step.criterion):
+            excluded_here = compiler.patient_set(select(passes.c.patient_id).where(passes.c.first_fail == i))
+            table = compiler.evidence(step.criterion, excluded_here)
             if table is not None:
                 evidence[i] = table.alias(f"e{i}")
     failed = passes.c.first_fail
