@@ -41,7 +41,7 @@ from recruit import __version__
 from recruit.codelists import Codelist, available_codelists, default_directory, load_codelist
 from recruit.errors import RecruitError
 from recruit.models import Codelist as CodelistRow
-from recruit.models import CodelistCode, Extract, Practice, SearchResult, SearchRun, StepCount, utcnow
+from recruit.models import CodelistCode, Extract, Practice, SearchResult, SearchRun, StepCount, Study, utcnow
 from recruit.query.compiler import Compiler, code_matches_by_prefix
 from recruit.rules.model import RuleSet, load_rule_set
 
@@ -52,6 +52,7 @@ CODELIST = CodelistRow.__table__
 CODES = CodelistCode.__table__
 PRACTICE = Practice.__table__
 EXTRACT = Extract.__table__
+STUDY = Study.__table__
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -116,9 +117,13 @@ def run_rule_set(
         raise RecruitError(f"rule set {rule_set.name!r} needs codelists that were not loaded: {missing}")
     with engine.begin() as conn:
         practice_id = _practice_id(conn, practice)
+        study_id = None
+        if rule_set.study:
+            study_id = conn.execute(select(STUDY.c.id).where(STUDY.c.code == rule_set.study)).scalar()
         run_id = conn.execute(
             insert(RUN)
             .values(
+                study_id=study_id,
                 rule_set_name=rule_set.name,
                 rule_set_version=rule_set.version,
                 rule_set_fingerprint=rule_set.fingerprint(),
@@ -368,7 +373,9 @@ def _write_results(conn: Connection, run_id: int, rule_set: RuleSet, compiler: C
     excluding_step = case(*((failed == i, _text(s.id)) for i, s in enumerate(rule_set.steps)), else_=null())
     reasons = []
     for i, step in enumerate(rule_set.steps):
-        text: ColumnElement[str] = _text(step.reason)
+        # An inclusion's reason says what is required, so say it was not met.
+        words = step.reason if step.kind == "exclude" else f"Not met: {step.reason}"
+        text: ColumnElement[str] = _text(words)
         if i in evidence:
             ev = evidence[i]
             text = case(

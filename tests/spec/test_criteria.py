@@ -301,3 +301,31 @@ def test_all_any_not_and_definitions(engine):
         (5, 4, 1, 1),
         (4, 1, 3, 4),
     ]
+
+
+def test_reasons_and_a_failed_run_is_recorded(engine, monkeypatch):
+    from sqlalchemy import select
+
+    from recruit.models import SearchRun
+    from recruit.query import run as run_module
+    from tests.search_helpers import run_engine
+
+    pop = Population()
+    pop.add_patient(1, date_of_birth=D(1950, 1, 1))
+    run = run_engine(engine, pop, one_step({"age_between": {"min": 18, "max": 64}}), CODELISTS)
+    assert run.results[1]["reason"] == "Not met: the step"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(run_module, "_write_results", broken)
+    with pytest.raises(RuntimeError):
+        run_engine(engine, pop, one_step({"alive": {}}), CODELISTS, reload=False)
+    with engine.connect() as conn:
+        # (Only these columns: DuckDB needs pytz to read a timestamp with a time zone.)
+        last = conn.execute(
+            select(SearchRun.status, SearchRun.error, SearchRun.finished_at.is_not(None).label("finished"))
+            .order_by(SearchRun.id.desc())
+            .limit(1)
+        ).one()
+    assert tuple(last) == ("failed", "disk full", True)
