@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from recruit.codelists import Codelist
+from recruit.codelists import Code, Codelist, CodeSystem
 from recruit.errors import RecruitError
 from recruit.models import ClinicalEvent, CodelistCode, Invitation, MedicationIssue, Patient, Study
 from recruit.query.dates import months_before, window_bounds, years_before
@@ -306,7 +306,7 @@ class Compiler:
 
     def _has_prefix_rows(self, name: str) -> bool:
         codelist = self.codelists.get(name)
-        return codelist is not None and any(code_matches_by_prefix(code.attrs) for code in codelist.codes)
+        return codelist is not None and any(code_matches_by_prefix(code) for code in codelist.codes)
 
     def _deciding(self, latest: LatestCodeAmong) -> Table:
         """Per patient, the most recent code among the sources in the window (and its status)."""
@@ -455,6 +455,7 @@ class Compiler:
         return table
 
 
-def code_matches_by_prefix(attrs: Mapping[str, str]) -> bool:
-    """A codelist row says it matches by prefix with a `match` column of `prefix`."""
-    return attrs.get("match", "").strip().lower() == "prefix"
+def code_matches_by_prefix(code: Code) -> bool:
+    """A Read v2 row matches by prefix (its code without trailing dots, so N24.. matches N2411)
+    when its `match` column says `prefix`. Read v2 is the only hierarchy spelt out in its codes."""
+    return code.system == CodeSystem.READV2 and code.attrs.get("match", "").strip().lower() == "prefix"

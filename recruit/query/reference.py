@@ -54,7 +54,7 @@ def _code_matches(codelist: Codelist, categories: Sequence[str] | None, system: 
             continue
         if str(row.system) != system:
             continue
-        if row.attrs.get("match", "").strip().lower() == "prefix":
+        if system == "readv2" and row.attrs.get("match", "").strip().lower() == "prefix":
             if code.startswith(row.code.rstrip(".")):
                 return True
         elif row.code == code:

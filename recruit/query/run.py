@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import reduce
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
+import yaml
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -38,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from recruit import __version__
-from recruit.codelists import Codelist, available_codelists, default_directory, load_codelist
+from recruit.codelists import Codelist, CodeSystem, available_codelists, default_directory, load_codelist
 from recruit.errors import RecruitError
 from recruit.models import Codelist as CodelistRow
 from recruit.models import CodelistCode, Extract, Practice, SearchResult, SearchRun, StepCount, Study, utcnow
@@ -79,7 +82,7 @@ def load_search(rules_path: str | Path) -> tuple[RuleSet, dict[str, Codelist], s
         available = set(available_codelists(directory))
         for name in rule_set.codelist_names():
             if name in available:
-                codelists[name] = load_codelist(name, directory)
+                codelists[name] = _with_manifest_match(load_codelist(name, directory), directory)
         out: dict[str, set[str] | None] = {name: None for name in available}
         for name, codelist in codelists.items():
             out[name] = {c.category for c in codelist.codes if c.category}
@@ -87,6 +90,24 @@ def load_search(rules_path: str | Path) -> tuple[RuleSet, dict[str, Codelist], s
 
     rule_set = load_rule_set(path, known_codelists=known)
     return rule_set, codelists, path.read_text(encoding="utf-8")
+
+
+def _with_manifest_match(codelist: Codelist, directory: Path) -> Codelist:
+    """`match: prefix` on a codelist's manifest entry makes all its Read v2 rows match by prefix."""
+    try:
+        manifest = yaml.safe_load((directory / "codelists.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return codelist
+    entry = next((e for e in manifest.get("codelists") or [] if e.get("name") == codelist.name), {})
+    if str(entry.get("match", "exact")).lower() != "prefix":
+        return codelist
+    codes = tuple(
+        replace(code, attrs=MappingProxyType({**code.attrs, "match": "prefix"}))
+        if code.system == CodeSystem.READV2 and "match" not in code.attrs
+        else code
+        for code in codelist.codes
+    )
+    return replace(codelist, codes=codes)
 
 
 def run_search(
@@ -201,7 +222,7 @@ def store_codelists(conn: Connection, codelists: Mapping[str, Codelist]) -> dict
                     "code": code.code,
                     "term": (code.term or None) and code.term[:255],
                     "category": code.category,
-                    "match_prefix": code_matches_by_prefix(code.attrs),
+                    "match_prefix": code_matches_by_prefix(code),
                 }
                 for code in codelist.codes
             ]
