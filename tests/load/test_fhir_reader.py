@@ -146,3 +146,31 @@ def test_bad_values_name_their_field(res, code, field):
         reader().read(res)
     assert err.value.code == code
     assert err.value.field == field
+
+
+def test_gp_connect_stu3_records_are_recognised_and_read():
+    profile = "https://fhir.nhs.uk/STU3/StructureDefinition/CareConnect-GPC-ProblemHeader-Condition-1"
+    res = fx.condition(meta={"profile": [profile]}, assertedDate="2019-05-06")
+    del res["onsetDateTime"]
+    parsed = reader().read(res)
+    assert parsed.stu3 and parsed.events[0].event_date == "2019-05-06"
+    statement = {
+        "resourceType": "MedicationStatement",
+        "id": "ms1",
+        "meta": {
+            "profile": ["https://fhir.nhs.uk/STU3/StructureDefinition/CareConnect-GPC-MedicationStatement-1"]
+        },
+        "status": "active",
+        "taken": "unk",
+        "subject": {"reference": "Patient/p1"},
+        "effectivePeriod": {"start": "2020-01-02"},
+        "medicationReference": {"reference": "Medication/m1"},
+        "extension": [
+            {
+                "url": "https://fhir.nhs.uk/STU3/StructureDefinition/Extension-CareConnect-GPC-PrescriptionType-1",
+                "valueCodeableConcept": {"coding": [{"code": "repeat"}]},
+            }
+        ],
+    }
+    m = reader().read(statement).medications[0]
+    assert (m.issue_date, m.course, m.medication_ref) == ("2020-01-02", "repeat", "Medication/m1")
