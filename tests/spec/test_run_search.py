@@ -90,3 +90,30 @@ def test_run_search_from_files(db_url, tmp_path):
         {"step_index": 0, "entering": 3, "kept": 1, "excluded": 2},
     ]
     engine.dispose()
+
+
+def test_codelist_usage_finds_lists_that_never_match(db_url):
+    from recruit.query.usage import codelist_usage
+    from tests.search_helpers import make_codelist
+
+    pop = Population()
+    pop.add_patient(1)
+    pop.add_patient(2)
+    pop.add_event(1, dt.date(2024, 1, 1), "readv2", "N2411")
+    pop.add_event(2, dt.date(2024, 1, 1), "readv2", "N2412")
+    pop.add_event(2, dt.date(2024, 2, 1), "readv2", "N2412")
+    pop.add_issue(1, dt.date(2024, 1, 1), "2000001")
+    engine = fresh_engine(db_url)
+    with engine.begin() as conn:
+        clear(conn)
+        load_population(conn, pop)
+    lists = {
+        "pain": make_codelist("pain", [("readv2", "N24..", "", "prefix"), ("readv2", "N2411")]),
+        "drugs": make_codelist("drugs", [("dmd", "2000001"), ("dmd", "2000009")]),
+        "wrong_system": make_codelist("wrong_system", [("ctv3", "N2411")]),
+    }
+    usage = {u.name: u for u in codelist_usage(engine, lists)}
+    assert (usage["pain"].records, usage["pain"].patients, usage["pain"].codes_matched) == (3, 2, 2)
+    assert (usage["drugs"].records, usage["drugs"].codes_matched, usage["drugs"].codes) == (1, 1, 2)
+    assert usage["wrong_system"].never_matched
+    engine.dispose()

@@ -1,0 +1,83 @@
+"""How often each codelist matches the loaded records, for `recruit codelists check`.
+
+A codelist that never matches anything in a practice's records usually means a wrong coding
+system or a typing error in the list, not that nobody has the condition; this finds those with
+the same joins the search uses (and the same Read v2 prefix rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, and_, func, literal_column, select, union
+
+from recruit.codelists import Codelist
+from recruit.models import ClinicalEvent, CodelistCode, MedicationIssue
+from recruit.query.run import store_codelists
+
+EVENT = ClinicalEvent.__table__
+MEDICATION = MedicationIssue.__table__
+CODES = CodelistCode.__table__
+
+
+@dataclass(frozen=True)
+class CodelistUsage:
+    name: str
+    codes: int
+    records: int  # clinical events and medication issues with a code from the list
+    patients: int
+    codes_matched: int  # codelist rows that matched at least one record
+
+    @property
+    def never_matched(self) -> bool:
+        return self.records == 0
+
+
+def codelist_usage(engine: Engine, codelists: Mapping[str, Codelist]) -> list[CodelistUsage]:
+    """For each codelist: how many records, patients and of its codes the database matches.
+
+    The codelists are stored (deduplicated by fingerprint) as a search would store them.
+    """
+    out = []
+    with engine.begin() as conn:
+        ids = store_codelists(conn, codelists)
+        for name, codelist in codelists.items():
+            parts = []
+            for source, records in enumerate((EVENT, MEDICATION)):
+                exact = and_(CODES.c.code_system == records.c.code_system, CODES.c.code == records.c.code)
+                stem = func.rtrim(CODES.c.code, ".")
+                prefix = and_(
+                    CODES.c.code_system == records.c.code_system,
+                    CODES.c.match_prefix.is_(True),
+                    func.substr(records.c.code, 1, func.length(stem)) == stem,
+                )
+                for condition in (exact, prefix):
+                    parts.append(
+                        select(
+                            records.c.id.label("record_id"),
+                            records.c.patient_id,
+                            CODES.c.code_system,
+                            CODES.c.code,
+                            # Distinguishes events from issues that share an id.
+                            literal_column(str(source)).label("source"),
+                        )
+                        .join(CODES, condition)
+                        .where(CODES.c.codelist_id == ids[name])
+                    )
+            matched = union(*parts).subquery()
+            records_n = conn.execute(
+                select(func.count()).select_from(
+                    select(matched.c.source, matched.c.record_id).distinct().subquery()
+                )
+            ).scalar_one()
+            patients_n = conn.execute(select(func.count(func.distinct(matched.c.patient_id)))).scalar_one()
+            codes_n = conn.execute(
+                select(func.count()).select_from(
+                    select(matched.c.code_system, matched.c.code).distinct().subquery()
+                )
+            ).scalar_one()
+            out.append(
+                CodelistUsage(name, len(codelist.codes), int(records_n), int(patients_n), int(codes_n))
+            )
+    return out
