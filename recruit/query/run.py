@@ -288,13 +288,13 @@ def execute_run(
     """Materialise every criterion, then write step counts and results for run_id."""
     codelist_ids = store_codelists(conn, {n: codelists[n] for n in rule_set.codelist_names()})
     compiler = Compiler(conn, rule_set, index_date, codelist_ids, codelists, practice_id)
-    try:
-        passes = _pass_table(compiler)
-        _write_step_counts(conn, run_id, rule_set, passes)
-        _write_results(conn, run_id, rule_set, compiler, passes)
-        conn.execute(update(RUN).where(RUN.c.id == run_id).values(status="finished", finished_at=utcnow()))
-    finally:
-        compiler.drop()
+    passes = _pass_table(compiler)
+    _write_step_counts(conn, run_id, rule_set, passes)
+    _write_results(conn, run_id, rule_set, compiler, passes)
+    conn.execute(update(RUN).where(RUN.c.id == run_id).values(status="finished", finished_at=utcnow()))
+    # Not in a `finally`: after a database error the transaction is aborted (PostgreSQL refuses
+    # any further statement) and its rollback removes the tables; names never repeat meanwhile.
+    compiler.drop()
 
 
 def _pass_table(compiler: Compiler) -> Any:

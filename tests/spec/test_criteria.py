@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from tests.search_helpers import (
     INDEX,
@@ -315,11 +316,11 @@ def test_reasons_and_a_failed_run_is_recorded(engine, monkeypatch):
     run = run_engine(engine, pop, one_step({"age_between": {"min": 18, "max": 64}}), CODELISTS)
     assert run.results[1]["reason"] == "Not met: the step"
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("disk full")
+    def broken(conn, *args, **kwargs):
+        conn.exec_driver_sql("SELECT * FROM no_such_table")  # a database error mid-run
 
     monkeypatch.setattr(run_module, "_write_results", broken)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(DBAPIError, match="no_such_table"):
         run_engine(engine, pop, one_step({"alive": {}}), CODELISTS, reload=False)
     with engine.connect() as conn:
         # (Only these columns: DuckDB needs pytz to read a timestamp with a time zone.)
@@ -328,4 +329,7 @@ def test_reasons_and_a_failed_run_is_recorded(engine, monkeypatch):
             .order_by(SearchRun.id.desc())
             .limit(1)
         ).one()
-    assert tuple(last) == ("failed", "disk full", True)
+    assert (last.status, "no_such_table" in last.error, last.finished) == ("failed", True, True)
+    # The connection is usable again: the next run works.
+    monkeypatch.undo()
+    assert run_engine(engine, pop, one_step({"alive": {}}), CODELISTS, reload=False).candidates() == {1}
