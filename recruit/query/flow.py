@@ -42,6 +42,19 @@ def mask_histogram(conn: Connection, run_id: int) -> dict[int, int]:
     return {int(mask): int(count) for mask, count in rows}
 
 
+def practice_histograms(conn: Connection, run_id: int) -> dict[int, dict[int, int]]:
+    """practice_id -> (step_mask -> number of patients): each practice's flow, from one query."""
+    rows = conn.execute(
+        select(RESULT.c.practice_id, RESULT.c.step_mask, func.count())
+        .where(RESULT.c.run_id == run_id)
+        .group_by(RESULT.c.practice_id, RESULT.c.step_mask)
+    )
+    out: dict[int, dict[int, int]] = {}
+    for practice_id, mask, count in rows:
+        out.setdefault(int(practice_id), {})[int(mask)] = int(count)
+    return out
+
+
 def flow_for_order(histogram: Mapping[int, int], order: Sequence[int]) -> list[dict[str, int]]:
     """Entering, kept and excluded at each step when the steps run in `order` (step indexes)."""
     out = []

@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import func, select
 
 from recruit.models import Codelist, CodelistCode, SearchResult
-from recruit.query.flow import flow_for_order, format_flow, mask_histogram
+from recruit.query.flow import flow_for_order, format_flow, mask_histogram, practice_histograms
 from recruit.query.run import run_search
 from tests.search_helpers import Population, clear, fresh_engine, load_population
 
@@ -79,11 +79,13 @@ def test_run_search_from_files(db_url, tmp_path):
         prefix_rows = conn.execute(select(CodelistCode.code).where(CodelistCode.match_prefix.is_(True))).all()
         text = format_flow(conn, first)
         histogram = mask_histogram(conn, first)
+        by_practice = practice_histograms(conn, first)
     assert outcomes == {1: "candidate", 2: "excluded", 3: "excluded", 4: "excluded"}
     assert stored == 2  # the second run reused the stored codelists (same fingerprints)
     assert prefix_rows == [("N24..",)]
     assert "Search run 1: files 2, index date 2025-06-30" in text
     assert "Candidates: 1" in text
+    assert by_practice == {1: histogram}
     # The other order: exclusion first, then inclusion.
     assert flow_for_order(histogram, [1, 0]) == [
         {"step_index": 1, "entering": 4, "kept": 3, "excluded": 1},
