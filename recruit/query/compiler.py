@@ -93,8 +93,15 @@ class Compiler:
 
     def patient_set(self, query: Select) -> Table:
         table = self.temp_table(Column("patient_id", Integer, primary_key=True, autoincrement=False))
-        self.conn.execute(table.insert().from_select(["patient_id"], query))
+        self.fill(table, ["patient_id"], query)
         return table
+
+    def fill(self, table: Table, columns: Sequence[str], query: Select) -> None:
+        """INSERT ... SELECT into a temporary table, then give PostgreSQL its statistics (autovacuum
+        never analyses temporary tables, and without them the planner guesses their size)."""
+        self.conn.execute(table.insert().from_select(list(columns), query))
+        if self.conn.dialect.name == "postgresql":
+            self.conn.exec_driver_sql(f"ANALYZE {table.name}")
 
     def drop(self) -> None:
         for table in reversed(self.tables):
@@ -109,7 +116,7 @@ class Compiler:
         query = select(PATIENT.c.id, PATIENT.c.practice_id)
         if self.practice_id is not None:
             query = query.where(PATIENT.c.practice_id == self.practice_id)
-        self.conn.execute(table.insert().from_select(["patient_id", "practice_id"], query))
+        self.fill(table, ["patient_id", "practice_id"], query)
         return table
 
     # --- patient sets ----------------------------------------------------------------------
@@ -356,11 +363,7 @@ class Compiler:
         query = select(
             ranked.c.patient_id, ranked.c.date, ranked.c.system, ranked.c.code, ranked.c.term, ranked.c.status
         ).where(ranked.c.rn == 1)
-        self.conn.execute(
-            table.insert().from_select(
-                ["patient_id", "ev_date", "ev_system", "ev_code", "ev_term", "status"], query
-            )
-        )
+        self.fill(table, ["patient_id", "ev_date", "ev_system", "ev_code", "ev_term", "status"], query)
         self._sets[key] = table
         return table
 
@@ -451,7 +454,7 @@ class Compiler:
             Column("ev_code", String(20)),
             Column("ev_term", String(255)),
         )
-        self.conn.execute(table.insert().from_select(columns, query))
+        self.fill(table, columns, query)
         return table
 
 

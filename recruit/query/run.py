@@ -345,7 +345,7 @@ def _pass_table(compiler: Compiler) -> Any:
         Column("mask", BigInteger),
         Column("score", Float),
     )
-    compiler.conn.execute(table.insert().from_select(names, query))
+    compiler.fill(table, names, query)
     return table
 
 
