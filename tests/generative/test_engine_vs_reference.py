@@ -12,7 +12,6 @@ One schema per database serves the whole module (tables are emptied between exam
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import random
 import uuid
@@ -26,13 +25,13 @@ from sqlalchemy import create_engine, text
 from recruit.query.flow import flow_for_order, mask_histogram, step_costs
 from recruit.rules.model import RuleSet
 from tests.conftest import postgres_base_url
+from tests.generative.strategies import INDEX_DATES, codelists, criteria, populations, rule_sets
 from tests.search_helpers import (
     Population,
     assert_agrees,
     duckdb_available,
     duckdb_engine_for_tests,
     fresh_engine,
-    make_codelist,
     reference_run,
     run_engine,
 )
@@ -49,22 +48,6 @@ SETTINGS = settings(
     ],
     derandomize=False,
 )
-
-EVENT_CODES = [
-    ("snomedct", "1000001"),
-    ("snomedct", "1000002"),
-    ("snomedct", "1000003"),
-    ("readv2", "N2411"),
-    ("readv2", "N2412"),
-    ("readv2", "N2500"),
-    ("ctv3", "XaB12"),
-]
-DRUG_CODES = [("dmd", "2000001"), ("dmd", "2000002"), ("dmd", "2000003")]
-CATEGORIES = ["x", "y"]
-INDEX_DATES = [dt.date(2025, 6, 30), dt.date(2024, 2, 29), dt.date(2025, 3, 31)]
-dates = st.dates(dt.date(2014, 1, 1), dt.date(2026, 6, 30))
-CODELIST_NAMES = ["a", "b", "c", "m"]
-
 
 # --- databases -------------------------------------------------------------------------------------
 
@@ -113,213 +96,6 @@ NO_DUCKDB = pytest.mark.skipif(not duckdb_available(), reason="duckdb-engine is 
 )
 def engine(request):
     return request.getfixturevalue(f"{request.param}_engine")
-
-
-# --- strategies ------------------------------------------------------------------------------------
-
-
-@st.composite
-def codelists(draw):
-    out = {}
-    for name in ("a", "b", "c"):
-        rows = draw(
-            st.lists(
-                st.tuples(st.sampled_from(EVENT_CODES), st.sampled_from([*CATEGORIES, ""])),
-                min_size=1,
-                max_size=4,
-                unique_by=lambda r: r[0],
-            )
-        )
-        listed = [(system, code, category) for (system, code), category in rows]
-        if draw(st.booleans()):
-            listed.append(("readv2", "N24..", draw(st.sampled_from(CATEGORIES)), "prefix"))
-        out[name] = make_codelist(name, listed)
-    drugs = draw(st.lists(st.sampled_from(DRUG_CODES), min_size=1, max_size=3, unique=True))
-    out["m"] = make_codelist("m", drugs)
-    return out
-
-
-@st.composite
-def populations(draw):
-    pop = Population()
-    pop.practices.append({"id": 1, "ods_code": "A00001", "name": "One"})
-    pop.practices.append({"id": 2, "ods_code": "A00002", "name": "Two"})
-    n = draw(st.integers(1, 10))
-    for pid in range(1, n + 1):
-        start = draw(st.one_of(st.none(), dates))
-        pop.add_patient(
-            pid,
-            practice_id=draw(st.sampled_from([1, 2])),
-            nhs_number=draw(st.sampled_from([None, f"9{pid:09d}", "9000000001"])),
-            date_of_birth=draw(st.dates(dt.date(1950, 1, 1), dt.date(2012, 12, 31))),
-            registration_start=start,
-            registration_end=draw(st.one_of(st.none(), dates)) if start else None,
-            date_of_death=draw(st.one_of(st.none(), dates)),
-        )
-        for _ in range(draw(st.integers(0, 4))):
-            system, code = draw(st.sampled_from(EVENT_CODES))
-            term = draw(st.sampled_from([None, "t1", "t2"]))
-            pop.add_event(pid, draw(dates), system, code, term)
-        for _ in range(draw(st.integers(0, 4))):
-            _, code = draw(st.sampled_from(DRUG_CODES))
-            pop.add_issue(
-                pid, draw(dates), code, course=draw(st.sampled_from(["acute", "repeat", "unknown"]))
-            )
-        for _ in range(draw(st.integers(0, 1))):
-            pop.add_invitation(
-                pid,
-                draw(st.sampled_from(["instep", "other"])),
-                status=draw(st.sampled_from(["drafted", "sent", "do_not_contact"])),
-                reply=draw(st.sampled_from([None, "interested", "do_not_contact"])),
-            )
-    # One invitation per NHS number per study (the table's rule).
-    seen = set()
-    pop.invitations = [
-        i
-        for i in pop.invitations
-        if (key := (i["study_id"], i["nhs_number"])) not in seen and not seen.add(key)
-    ]
-    return pop
-
-
-windows = st.one_of(
-    st.just("ever"),
-    st.builds(lambda n: {"last_months": n}, st.integers(1, 40)),
-    st.builds(lambda n: {"last_days": n}, st.integers(1, 800)),
-    st.builds(lambda a, b: {"start": min(a, b), "end": max(a, b)}, dates, dates),
-)
-categories = st.one_of(st.none(), st.lists(st.sampled_from(CATEGORIES), min_size=1, max_size=2, unique=True))
-
-
-def _codes(draw, names: list[str]) -> dict:
-    chosen = draw(st.lists(st.sampled_from(names), min_size=1, max_size=2, unique=True))
-    out = {"codelist": chosen[0]} if len(chosen) == 1 else {"codelists": chosen}
-    cats = draw(categories)
-    if cats:
-        out["categories"] = cats
-    return out
-
-
-@st.composite
-def status_sources(draw):
-    return [
-        {"codelist": draw(st.sampled_from(["a", "b", "c"])), "status": draw(st.sampled_from(["in", "out"]))}
-        | ({"categories": cats} if (cats := draw(categories)) else {})
-        for _ in range(draw(st.integers(1, 3)))
-    ]
-
-
-@st.composite
-def leaves(draw):
-    kind = draw(
-        st.sampled_from(
-            [
-                "registered",
-                "alive",
-                "age_between",
-                "has_code",
-                "medication_count",
-                "latest_code_among",
-                "likely_in_work",
-                "already_invited",
-                "do_not_contact",
-            ]
-        )
-    )
-    if kind == "registered":
-        return {"registered": {"for_at_least_months": draw(st.sampled_from([0, 6, 24]))}}
-    if kind == "alive":
-        return {"alive": {}}
-    if kind == "age_between":
-        low, high = sorted(draw(st.lists(st.integers(0, 80), min_size=2, max_size=2)))
-        return {"age_between": {"min": low, "max": high}}
-    if kind == "has_code":
-        body = _codes(draw, ["a", "b", "c"]) | {"window": draw(windows)}
-        body["occurrence"] = draw(st.sampled_from(["any", "first", "last"]))
-        return {"has_code": body}
-    if kind == "medication_count":
-        body = _codes(draw, ["m"]) | {"window": draw(windows), "min_issues": draw(st.integers(1, 3))}
-        body.pop("categories", None)
-        if draw(st.booleans()):
-            body["min_distinct_months"] = draw(st.integers(1, 3))
-        body["course"] = draw(st.sampled_from(["any", "repeat", "acute"]))
-        return {"medication_count": body}
-    if kind == "latest_code_among":
-        return {
-            "latest_code_among": {
-                "sources": draw(status_sources()),
-                "window": draw(windows),
-                "status_in": draw(
-                    st.lists(st.sampled_from(["in", "out"]), min_size=1, max_size=2, unique=True)
-                ),
-                "when_none": draw(st.booleans()),
-            }
-        }
-    if kind == "likely_in_work":
-        return {
-            "likely_in_work": {
-                "look_back_months": draw(st.integers(1, 36)),
-                "evidence": draw(status_sources()),
-                "in_work_statuses": ["in"],
-                "unknown": draw(st.sampled_from(["keep", "exclude"])),
-            }
-        }
-    if kind == "already_invited":
-        return {"already_invited": {}}
-    return {"do_not_contact": {"any_study": draw(st.booleans())}}
-
-
-def criteria(definitions: list[str]):
-    base = (
-        leaves()
-        if not definitions
-        else st.one_of(leaves(), st.sampled_from([{"ref": d} for d in definitions]))
-    )
-    return st.recursive(
-        base,
-        lambda inner: st.one_of(
-            st.builds(lambda xs: {"all": xs}, st.lists(inner, min_size=1, max_size=3)),
-            st.builds(lambda xs: {"any": xs}, st.lists(inner, min_size=1, max_size=3)),
-            st.builds(lambda x: {"not": x}, inner),
-        ),
-        max_leaves=4,
-    )
-
-
-@st.composite
-def rule_sets(draw):
-    definitions = {}
-    for name in draw(st.lists(st.sampled_from(["d1", "d2"]), max_size=2, unique=True)):
-        definitions[name] = draw(criteria(sorted(definitions)))  # refer only to earlier ones: no loops
-    names = sorted(definitions)
-    steps = [
-        {
-            "id": f"s{i}",
-            "kind": draw(st.sampled_from(["include", "exclude"])),
-            "reason": f"reason {i}",
-            "criterion": draw(criteria(names)),
-        }
-        for i in range(draw(st.integers(1, 5)))
-    ]
-    score = [
-        {
-            "id": f"c{j}",
-            "weight": draw(st.sampled_from([0.5, 1.0, 2.0, 3.0])),
-            "why": "w",
-            "criterion": draw(criteria(names)),
-        }
-        for j in range(draw(st.integers(0, 2)))
-    ]
-    return RuleSet.model_validate(
-        {
-            "name": "gen",
-            "version": "1",
-            "study": "instep",
-            "definitions": definitions,
-            "steps": steps,
-            "score": score,
-        }
-    )
 
 
 # --- tests -----------------------------------------------------------------------------------------
