@@ -293,7 +293,8 @@ class Compiler:
         if restrict:
             exact = exact.join(pop, pop.c.patient_id == records.c.patient_id)
         if not any(self._has_prefix_rows(name) for name in names):
-            return exact.distinct()
+            # One list holds a code once, so only several lists (or patient ids) can repeat rows.
+            return exact.distinct() if patient_only or len(ids) > 1 else exact
         stem = func.rtrim(CODES.c.code, ".")
         prefixed = (
             select(*columns)

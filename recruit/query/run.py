@@ -34,7 +34,6 @@ from sqlalchemy import (
     literal,
     literal_column,
     null,
-    or_,
     select,
     update,
 )
@@ -46,6 +45,7 @@ from recruit.errors import RecruitError
 from recruit.models import Codelist as CodelistRow
 from recruit.models import CodelistCode, Extract, Practice, SearchResult, SearchRun, StepCount, Study, utcnow
 from recruit.query.compiler import Compiler, code_matches_by_prefix
+from recruit.query.flow import flow_for_order
 from recruit.rules.model import RuleSet, load_rule_set
 
 RUN = SearchRun.__table__
@@ -350,34 +350,31 @@ def _pass_table(compiler: Compiler) -> Any:
 
 
 def _write_step_counts(conn: Connection, run_id: int, rule_set: RuleSet, passes: Any) -> None:
-    one, zero = literal_column("1"), literal_column("0")
-    columns = []
-    for i in range(len(rule_set.steps)):
-        entering = or_(passes.c.first_fail.is_(None), passes.c.first_fail >= i)
-        columns += [
-            func.sum(case((entering, one), else_=zero)),
-            func.sum(case((passes.c.first_fail == i, one), else_=zero)),
-            func.sum(case((passes.c[f"pass_{i}"] == 0, one), else_=zero)),
-        ]
-    row = conn.execute(select(*columns)).one()
-    values = [int(v or 0) for v in row]
-    rows = []
-    for i, step in enumerate(rule_set.steps):
-        entering, excluded, failing = values[3 * i : 3 * i + 3]
-        rows.append(
+    """Flow counts in one pass: a GROUP BY of the step masks, then arithmetic on that histogram
+    (at most a few hundred distinct masks, whatever the number of patients)."""
+    rows = conn.execute(select(passes.c.mask, func.count()).group_by(passes.c.mask)).all()
+    histogram = {int(mask): int(n) for mask, n in rows}
+    flows = flow_for_order(histogram, range(len(rule_set.steps)))
+    failing = [
+        sum(n for mask, n in histogram.items() if not mask >> i & 1) for i in range(len(rule_set.steps))
+    ]
+    conn.execute(
+        insert(STEP_COUNT),
+        [
             {
                 "run_id": run_id,
                 "step_index": i,
                 "step_id": step.id,
                 "kind": step.kind,
                 "description": step.reason,
-                "entering": entering,
-                "kept": entering - excluded,
-                "excluded": excluded,
-                "failing_alone": failing,
+                "entering": flow["entering"],
+                "kept": flow["kept"],
+                "excluded": flow["excluded"],
+                "failing_alone": failing[i],
             }
-        )
-    conn.execute(insert(STEP_COUNT), rows)
+            for i, (step, flow) in enumerate(zip(rule_set.steps, flows, strict=True))
+        ],
+    )
 
 
 def _write_results(conn: Connection, run_id: int, rule_set: RuleSet, compiler: Compiler, passes: Any) -> None:
@@ -390,7 +387,6 @@ def _write_results(conn: Connection, run_id: int, rule_set: RuleSet, compiler: C
                 evidence[i] = table.alias(f"e{i}")
     failed = passes.c.first_fail
     is_candidate = failed.is_(None)
-    outcome = case((is_candidate, _text("candidate")), else_=_text("excluded"))
     excluding_step = case(*((failed == i, _text(s.id)) for i, s in enumerate(rule_set.steps)), else_=null())
     reasons = []
     for i, step in enumerate(rule_set.steps):
@@ -414,34 +410,31 @@ def _write_results(conn: Connection, run_id: int, rule_set: RuleSet, compiler: C
         )
     else:
         ev_json = null()
-    group = case((is_candidate, literal_column("0")), else_=literal_column("1"))
-    rank = case(
-        (is_candidate, func.rank().over(partition_by=group, order_by=passes.c.score.desc())), else_=null()
-    )
-    query = select(
+    columns = ["run_id", "patient_id", "practice_id", "outcome", "excluding_step", "reason", "evidence"]
+    common = (
         literal_column(str(int(run_id))),
         passes.c.patient_id,
         passes.c.practice_id,
-        outcome,
+        _text("excluded"),
         excluding_step,
         reason,
         ev_json,
         passes.c.mask,
         passes.c.score,
-        rank,
-    ).select_from(passes)
+    )
+    # Two statements, so only the candidates are sorted for their rank (ties share a rank).
+    excluded = select(*common, null()).select_from(passes).where(failed.is_not(None))
     for ev in evidence.values():
-        query = query.outerjoin(ev, ev.c.patient_id == passes.c.patient_id)
-    columns = [
-        "run_id",
-        "patient_id",
-        "practice_id",
-        "outcome",
-        "excluding_step",
-        "reason",
-        "evidence",
-        "step_mask",
-        "score",
-        "rank",
-    ]
-    conn.execute(RESULT.insert().from_select(columns, query))
+        excluded = excluded.outerjoin(ev, ev.c.patient_id == passes.c.patient_id)
+    candidates = select(
+        *common[:3],
+        _text("candidate"),
+        null(),
+        null(),
+        null(),
+        passes.c.mask,
+        passes.c.score,
+        func.rank().over(order_by=passes.c.score.desc()),
+    ).where(is_candidate)
+    for query in (excluded, candidates):
+        conn.execute(RESULT.insert().from_select([*columns, "step_mask", "score", "rank"], query))
