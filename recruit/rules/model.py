@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -294,15 +295,23 @@ class RuleSet(_Strict):
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
     score: list[ScoreComponent] = Field(default_factory=list)
 
-    @field_validator("steps")
+    @field_validator("steps", "score")
     @classmethod
-    def _unique_ids(cls, steps: list[Step]) -> list[Step]:
+    def _unique_ids(cls, items: list[Any]) -> list[Any]:
         seen: set[str] = set()
-        for step in steps:
-            if step.id in seen:
-                raise ValueError(f"step id {step.id!r} is used twice")
-            seen.add(step.id)
-        return steps
+        for item in items:
+            if item.id in seen:
+                raise ValueError(f"id {item.id!r} is used twice")
+            seen.add(item.id)
+        return items
+
+    @field_validator("definitions")
+    @classmethod
+    def _definition_names(cls, definitions: dict[str, Criterion]) -> dict[str, Criterion]:
+        for name in definitions:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"definition name {name!r}: use lower-case letters, digits and _")
+        return definitions
 
     def fingerprint(self) -> str:
         """sha256 of the canonical JSON: equal rule sets share it whatever their layout."""

@@ -126,7 +126,12 @@ def test_unknown_definition_and_loops():
 
 
 def test_duplicate_step_ids_and_bad_kind():
-    assert "step id 'pain' is used twice" in errors_of(GOOD.replace("id: invited", "id: pain"))
+    assert "rules/x.yaml:7: steps: id 'pain' is used twice" in errors_of(
+        GOOD.replace("id: invited", "id: pain")
+    )
+    assert "definition name 'Pain'" in errors_of(
+        GOOD.replace("  pain:\n", "  Pain:\n").replace("ref: pain", "ref: Pain")
+    )
     message = errors_of(GOOD.replace("kind: exclude", "kind: exclusion"))
     assert "rules/x.yaml:25: steps[2].kind:" in message
 
