@@ -25,6 +25,8 @@ db_app = typer.Typer(help="Create, update and check recruit's database.", no_arg
 app.add_typer(db_app, name="db")
 quarantine_app = typer.Typer(help="See the records a load could not use, and why.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
+codelists_app = typer.Typer(help="Check the codelists the search rules use.", no_args_is_help=True)
+app.add_typer(codelists_app, name="codelists")
 
 out = Console()
 err = Console(stderr=True)
@@ -250,6 +252,56 @@ def quarantine_export(
 
     n = export_quarantine(_ready_engine(db), out_file, extract)
     out.print(f"Wrote {n:,} quarantined records to {out_file}")
+
+
+@app.command("search")
+def search(
+    rules: Annotated[Path, typer.Option(help="The rule set, e.g. rules/instep.yaml.")] = Path(
+        "rules/instep.yaml"
+    ),
+    index_date: Annotated[
+        str | None, typer.Option(help="Search as on this date, YYYY-MM-DD (default: today).")
+    ] = None,
+    practice: Annotated[str | None, typer.Option(help="Only this practice (ODS code).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Run a rule set over the loaded records, store the run and print how many each step kept."""
+    from recruit.errors import RecruitError
+    from recruit.query.flow import format_flow
+    from recruit.query.run import run_search
+
+    when = None
+    if index_date:
+        try:
+            when = dt.date.fromisoformat(index_date)
+        except ValueError:
+            raise RecruitError(f"--index-date '{index_date}' is not a date like 2026-11-01.") from None
+    engine = _ready_engine(db)
+    run_id = run_search(engine, rules, index_date=when, practice=practice)
+    with engine.connect() as conn:
+        out.print(format_flow(conn, run_id), highlight=False, soft_wrap=True)
+
+
+@codelists_app.command("check")
+def codelists_check(
+    rules: Annotated[Path, typer.Option(help="The rule set whose codelists to check.")] = Path(
+        "rules/instep.yaml"
+    ),
+    db: DbOption = None,
+) -> None:
+    """Check every codelist a rule set uses loads cleanly, and say which never match the records."""
+    from recruit.query.run import load_search
+    from recruit.query.usage import codelist_usage
+
+    _, codelists, _ = load_search(rules)  # a code it cannot recognise fails here, naming file and line
+    usage = codelist_usage(_ready_engine(db), codelists)
+    for u in usage:
+        flag = "  <- never matched in the loaded records" if u.never_matched else ""
+        out.print(
+            f"{u.name}: {u.codes:,} codes, {u.codes_matched:,} seen; "
+            f"{u.records:,} records of {u.patients:,} patients{flag}",
+            highlight=False,
+        )
 
 
 def main() -> None:
