@@ -67,3 +67,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if report.skipped and os.environ.get(REQUIRE_PG_ENV) and item.get_closest_marker("postgres"):
         report.outcome = "failed"
         report.longrepr = f"PostgreSQL test skipped but {REQUIRE_PG_ENV} is set: {PG_SKIP_REASON}"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """duckdb's bindings (nanobind) print 'leaked function' noise to stderr at interpreter exit,
+    after pytest's summary, burying the result line; once the tests are over, silence stderr."""
+    import atexit
+    import sys
+
+    def _silence() -> None:
+        sys.stderr.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+
+    if "duckdb" in sys.modules:
+        atexit.register(_silence)
