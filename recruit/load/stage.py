@@ -68,31 +68,35 @@ ld_patient_key = _temp(
     Column("seq", Integer),
     Index("ix_ld_patient_key", "key"),
 )
-ld_event = _temp(
+
+
+def _record_table(name: str, *cols: Any) -> Table:
+    """An event or prescription table: where each record came from, whose it is, then its data."""
+    return _temp(
+        name,
+        Column("seq", Integer),
+        Column("file_no", Integer),
+        Column("line", Integer),
+        Column("resource_type", String(40)),
+        Column("resource_id", String(200)),
+        Column("patient_ref", String(250)),
+        *cols,
+        Index(f"ix_{name}_seq", "seq"),
+        Index(f"ix_{name}_resource", "resource_type", "resource_id"),
+    )
+
+
+ld_event = _record_table(
     "ld_event",
-    Column("seq", Integer),
-    Column("file_no", Integer),
-    Column("line", Integer),
-    Column("resource_type", String(40)),
-    Column("resource_id", String(200)),
-    Column("patient_ref", String(250)),
     Column("event_date", Date),
     Column("code_system", String(10)),
     Column("code", String(20)),
     Column("term", String(255)),
     Column("value", Float),
     Column("unit", String(40)),
-    Index("ix_ld_event_seq", "seq"),
-    Index("ix_ld_event_resource", "resource_type", "resource_id"),
 )
-ld_med = _temp(
+ld_med = _record_table(
     "ld_med",
-    Column("seq", Integer),
-    Column("file_no", Integer),
-    Column("line", Integer),
-    Column("resource_type", String(40)),
-    Column("resource_id", String(200)),
-    Column("patient_ref", String(250)),
     Column("issue_date", Date),
     Column("code_system", String(10)),
     Column("code", String(20)),
@@ -100,8 +104,6 @@ ld_med = _temp(
     Column("quantity", Float),
     Column("course", String(8)),
     Column("medication_ref", String(250)),
-    Index("ix_ld_med_seq", "seq"),
-    Index("ix_ld_med_resource", "resource_type", "resource_id"),
 )
 ld_medicine = _temp(
     "ld_medicine",
