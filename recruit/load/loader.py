@@ -26,6 +26,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -127,6 +128,11 @@ def load_extract(
             return job.finish()
     except SQLAlchemyError as exc:
         raise unavailable(engine, exc) from None
+
+
+def literal_date(iso: str) -> Any:
+    """An ISO date as a bound date value (portable: SQLite stores text, PostgreSQL a date)."""
+    return dt.date.fromisoformat(iso)
 
 
 def guess_format(paths: list[Path]) -> str:
@@ -722,6 +728,19 @@ class _Load:
         ids = sorted(set(practice_ids.values()))
         if ids:
             self.conn.execute(update(Practice).where(Practice.id.in_(ids)).values(extract_id=self.extract_id))
+            # A patient missing from the practice's newer extract is no longer on its list: keep the row
+            # (runs, reviews and invitations point at it) but end the registration by the extract date,
+            # so searches and letters treat them as gone.
+            taken = self.dates.latest_iso
+            self.conn.execute(
+                update(Patient)
+                .where(
+                    Patient.practice_id.in_(ids),
+                    Patient.extract_id != self.extract_id,
+                    or_(Patient.registration_end.is_(None), Patient.registration_end > literal_date(taken)),
+                )
+                .values(registration_end=literal_date(taken))
+            )
         self.summary.practices = sorted(
             self.conn.execute(select(Practice.ods_code).where(Practice.id.in_(ids))).scalars()
         )

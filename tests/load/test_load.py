@@ -152,8 +152,13 @@ def test_newer_extract_replaces_the_practice_records_and_keeps_history(engine, t
         assert conn.execute(select(Invitation.patient_id)).scalar_one() == pid
         # p2 is no longer in the practice's latest extract: kept for history, marked by its extract.
         latest = conn.execute(select(Practice.extract_id)).scalar_one()
-        p2_extract = conn.execute(select(Patient.extract_id).where(Patient.source_id == "p2")).scalar_one()
+        p2_extract, p2_end = conn.execute(
+            select(Patient.extract_id, Patient.registration_end).where(Patient.source_id == "p2")
+        ).one()
         assert p2_extract != latest
+        assert p2_end == EXTRACT_DATE  # no longer on the list: registration ended by the new extract
+        p1_end = conn.execute(select(Patient.registration_end).where(Patient.id == pid)).scalar_one()
+        assert p1_end is None
         assert count(engine, Practitioner) == 1
 
 
