@@ -107,6 +107,18 @@ def _ready_engine(db: str | None):  # type: ignore[no-untyped-def]
     return engine
 
 
+def _date_option(value: str | None, option: str) -> dt.date | None:
+    """A YYYY-MM-DD option as a date, or one plain line saying what is wrong with it."""
+    from recruit.errors import RecruitError
+
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise RecruitError(f"{option} '{value}' is not a date like 2026-11-01.") from None
+
+
 def _bar(description: str, total: int | None):  # type: ignore[no-untyped-def]
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
@@ -172,15 +184,9 @@ def load(
     db: DbOption = None,
 ) -> None:
     """Load a practice extract (FHIR or CSV); records that cannot be used are quarantined."""
-    from recruit.errors import RecruitError
     from recruit.load import load_extract
 
-    when = None
-    if extract_date:
-        try:
-            when = dt.date.fromisoformat(extract_date)
-        except ValueError:
-            raise RecruitError(f"--extract-date '{extract_date}' is not a date like 2026-11-01.") from None
+    when = _date_option(extract_date, "--extract-date")
     engine = _ready_engine(db)
     total = sum(
         f.stat().st_size
@@ -266,16 +272,10 @@ def search(
     db: DbOption = None,
 ) -> None:
     """Run a rule set over the loaded records, store the run and print how many each step kept."""
-    from recruit.errors import RecruitError
     from recruit.query.flow import format_flow
     from recruit.query.run import run_search
 
-    when = None
-    if index_date:
-        try:
-            when = dt.date.fromisoformat(index_date)
-        except ValueError:
-            raise RecruitError(f"--index-date '{index_date}' is not a date like 2026-11-01.") from None
+    when = _date_option(index_date, "--index-date")
     engine = _ready_engine(db)
     run_id = run_search(engine, rules, index_date=when, practice=practice)
     with engine.connect() as conn:

@@ -446,31 +446,19 @@ class _Load:
         c, p = self.conn, S.ld_patient
         c.execute(update(p).where(p.c.practice_id.is_(None)).values(status="practice_unknown"))
         earlier = p.alias("earlier")
-        c.execute(
-            update(p)
-            .where(
-                p.c.status.is_(None),
-                exists().where(
-                    earlier.c.source_id == p.c.source_id,
-                    earlier.c.practice_id == p.c.practice_id,
-                    earlier.c.seq < p.c.seq,
-                ),
-            )
-            .values(status="duplicate_id")
-        )
-        c.execute(
-            update(p)
-            .where(
-                p.c.status.is_(None),
-                exists().where(
-                    earlier.c.nhs_number == p.c.nhs_number,
-                    earlier.c.practice_id == p.c.practice_id,
-                    earlier.c.status.is_(None),
-                    earlier.c.seq < p.c.seq,
-                ),
-            )
-            .values(status="duplicate_nhs_number")
-        )
+        # The first patient with an id (then with an NHS number) in a practice is kept; later ones go.
+        for column, status, earlier_must_be_kept in (
+            ("source_id", "duplicate_id", False),
+            ("nhs_number", "duplicate_nhs_number", True),
+        ):
+            same = [
+                earlier.c[column] == p.c[column],
+                earlier.c.practice_id == p.c.practice_id,
+                earlier.c.seq < p.c.seq,
+            ]
+            if earlier_must_be_kept:
+                same.append(earlier.c.status.is_(None))
+            c.execute(update(p).where(p.c.status.is_(None), exists().where(*same)).values(status=status))
         c.execute(update(p).where(p.c.status.is_(None)).values(status="ok"))
         self._quarantine_from(
             select(
