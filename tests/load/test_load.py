@@ -253,3 +253,23 @@ def test_quarantine_export_neutralises_formulas(sqlite_url, tmp_path):
     assert export_quarantine(engine, out) == 1
     row = list(csv.DictReader(out.open()))[0]
     assert row["resource_id"] == "'=HYPERLINK(1)"
+
+
+def test_duplicate_patients_keep_the_first(sqlite_url, tmp_path):
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    fx.base_extract(tmp_path)
+    fx.write_ndjson(
+        tmp_path / "Patient.ndjson",
+        [
+            fx.patient("p1", fx.NHS_NUMBERS[0]),
+            fx.patient("p1", fx.NHS_NUMBERS[1]),  # same id again
+            fx.patient("p3", fx.NHS_NUMBERS[0]),  # same NHS number as p1
+            fx.patient("p4", fx.NHS_NUMBERS[2]),
+        ],
+    )
+    summary = load_extract(engine, [tmp_path], extract_date=EXTRACT_DATE)
+    assert summary.quarantined_by_reason == {"duplicate_id": 1, "duplicate_nhs_number": 1}
+    with engine.connect() as conn:
+        kept = conn.execute(select(Patient.source_id, Patient.nhs_number).order_by(Patient.source_id)).all()
+    assert kept == [("p1", fx.NHS_NUMBERS[0]), ("p4", fx.NHS_NUMBERS[2])]
