@@ -47,11 +47,16 @@ upgrade(engine)
 start = time.perf_counter()
 s = load_extract(engine, [Path({str(folder)!r})])
 elapsed = time.perf_counter() - start
-print(elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, s.read, s.quarantined)
+worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, worker, s.read, s.quarantined)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    elapsed, rss, read, quarantined = out.split()
-    return float(elapsed), float(rss), f"{read} records, {quarantined} quarantined"
+    elapsed, rss, worker, read, quarantined = out.split()
+    return (
+        float(elapsed),
+        float(rss),
+        f"largest reader process {float(worker):,.0f} MB; {read} records, {quarantined} quarantined",
+    )
 
 
 def main() -> None:

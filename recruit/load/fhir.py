@@ -46,7 +46,7 @@ class NotUsed(Exception):
         self.what = what
 
 
-@dataclass
+@dataclass(slots=True)
 class Parsed:
     """What one resource contributes to the load."""
 
@@ -86,6 +86,10 @@ def _str(value: Any, name: str) -> str | None:
 
 def reference_keys(ref: Any, name: str) -> list[str]:
     """The keys a Reference can be matched by: Type/id, a urn: fullUrl, or an identifier."""
+    if type(ref) is dict and len(ref) == 1:  # the usual {"reference": "Patient/123"}: fast path
+        target = ref.get("reference")
+        if type(target) is str and target.count("/") == 1 and not target.startswith(("urn:", "#")):
+            return [target.rstrip("/")] if not target.endswith("/") else []
     ref = _dict(ref, name)
     keys: list[str] = []
     target = _str(ref.get("reference"), f"{name}.reference")
@@ -158,6 +162,7 @@ class FhirReader:
 
     def __init__(self, dates: DateReader) -> None:
         self.dates = dates
+        self._readers = {name: getattr(self, f"_read_{name}") for name in USED_TYPES}
 
     def read(self, res: Any, full_url: str | None = None) -> Parsed:
         if not isinstance(res, dict):
@@ -168,10 +173,10 @@ class FhirReader:
         rid = res.get("id")
         if rid is not None and not isinstance(rid, str):
             raise Invalid("wrong_type", "'id' should be text", "id")
-        method = getattr(self, f"_read_{rtype}", None)
-        if method is None or rtype not in USED_TYPES:
+        method = self._readers.get(rtype)
+        if method is None:
             raise NotUsed(f"{rtype} (a resource type recruit does not use)")
-        out = Parsed(stu3=_is_stu3(res))
+        out = Parsed(stu3="meta" in res and _is_stu3(res))
         method(res, full_url, out)
         return out
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -16,9 +15,8 @@ FHIR_SUFFIXES = (".ndjson", ".json", ".jsonl")
 IGNORED_NAMES = ("log.ndjson",)  # Bulk Data $export writes non-resources here
 
 
-@dataclass(frozen=True)
-class Record:
-    """One resource as read, or the reason it could not be read."""
+class Record(NamedTuple):
+    """One resource as read, or the reason it could not be read (a tuple: made per record)."""
 
     file_no: int
     line: int | None
@@ -93,9 +91,9 @@ def _read_ndjson(path: Path, file_no: int) -> Iterator[Record]:
             try:
                 data = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                yield Record(file_no, line_no, None, error=_json_problem(exc, line), raw=line[:300])
+                yield Record(file_no, line_no, None, error=json_problem(exc, line), raw=line[:300])
                 continue
-            yield from _expand(data, file_no, line_no)
+            yield from expand(data, file_no, line_no)
 
 
 def _read_json(path: Path, file_no: int) -> Iterator[Record]:
@@ -103,12 +101,12 @@ def _read_json(path: Path, file_no: int) -> Iterator[Record]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        yield Record(file_no, None, None, error=_json_problem(exc, raw), raw=raw[:300])
+        yield Record(file_no, None, None, error=json_problem(exc, raw), raw=raw[:300])
         return
-    yield from _expand(data, file_no, None)
+    yield from expand(data, file_no, None)
 
 
-def _expand(data: Any, file_no: int, line: int | None) -> Iterator[Record]:
+def expand(data: Any, file_no: int, line: int | None) -> Iterator[Record]:
     """A Bundle of any type gives its entries' resources; request/response parts are ignored."""
     if isinstance(data, dict) and data.get("resourceType") == "Bundle":
         entries = data.get("entry") or []
@@ -127,13 +125,13 @@ def _expand(data: Any, file_no: int, line: int | None) -> Iterator[Record]:
 
 def _expand_entry(res: dict[str, Any], file_no: int, line: int | None, full_url: str | None, i: int):
     if res.get("resourceType") == "Bundle":  # a Bundle inside a Bundle (e.g. a message's payload)
-        for record in _expand(res, file_no, line):
+        for record in expand(res, file_no, line):
             yield Record(record.file_no, line, record.resource, record.full_url, i, record.error)
         return
     yield Record(file_no, line, res, full_url, i)
 
 
-def _json_problem(exc: orjson.JSONDecodeError, raw: bytes) -> str:
+def json_problem(exc: orjson.JSONDecodeError, raw: bytes) -> str:
     msg = str(exc)
     if "utf-8" in msg.lower() or "surrogates" in msg.lower():
         return "the text is not valid UTF-8 (the file may be in another encoding, such as Windows-1252)"

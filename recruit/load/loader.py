@@ -35,10 +35,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from recruit.db import unavailable
 from recruit.errors import RecruitError
 from recruit.load import stage as S
-from recruit.load.fhir import FhirReader, NotUsed, Parsed
-from recruit.load.files import FHIR_SUFFIXES, Record, find_files, fingerprint, read_fhir
+from recruit.load.chunks import Staged, Stager, default_workers, staged_chunks
+from recruit.load.fhir import Parsed
+from recruit.load.files import FHIR_SUFFIXES, Record, find_files, fingerprint
 from recruit.load.rows import OrgRow, PractitionerRow
-from recruit.load.values import DateReader, Invalid
+from recruit.load.values import DateReader
 from recruit.models import (
     ClinicalEvent,
     Extract,
@@ -90,10 +91,12 @@ def load_extract(
     extract_date: dt.date | None = None,
     progress: Progress | None = None,
     strict: bool = False,
+    workers: int | None = None,
 ) -> LoadSummary:
     """Load an extract (FHIR files, or CSV exports with a mapping) in one transaction.
 
     strict: also validate every FHIR resource with fhir.resources R4B (slow; uses all cores).
+    workers: processes reading FHIR (default: both cores for a large extract, else this one).
     """
     paths = [Path(p) for p in paths]
     fmt = format or guess_format(paths)
@@ -122,7 +125,7 @@ def load_extract(
                     from recruit.load.strict import strict_failures
 
                     job.strict_failures = strict_failures(files)
-                job.stage_fhir()
+                job.stage_fhir(workers if workers is not None else default_workers(files))
             else:
                 job.stage_rows(source.records(job.dates))
             return job.finish()
@@ -194,105 +197,57 @@ class _Load:
         self.writer = S.BulkWriter(conn)
         for i, path in enumerate(files):
             self.writer.add(S.ld_file, (i, str(path)))
+        self.paths = [str(p) for p in files]
         self.quarantine_rows: list[dict[str, Any]] = []
         self.orgs: dict[str, OrgRow] = {}
         self.practitioners: dict[str, PractitionerRow] = {}
-        self.seq = 0
-        self.reader = FhirReader(self.dates)
-        self.strict_failures: dict[tuple[int, int | None, int | None], str] = {}
+        self.repaired = 0
+        self.strict_failures: dict[tuple[Any, ...], str] = {}
 
-    # --- reading --------------------------------------------------------------------------
+    # --- reading ------------------------------------------------------------------------
 
-    def stage_fhir(self) -> None:
-        for file_no, path in enumerate(self.files):
-            for record in read_fhir(path, file_no):
-                self._stage_record(record)
+    def stage_fhir(self, workers: int) -> None:
+        for staged in staged_chunks(self.files, self.dates.latest, self.strict_failures, workers):
+            self.absorb(staged)
             if self.progress:
-                self.progress(path.stat().st_size)
+                self.progress(staged.size)
 
     def stage_rows(self, items: Iterator[tuple[Record, Parsed | Exception]]) -> None:
         """Records already turned into rows by another reader (the CSV reader)."""
-        for record, parsed in items:
-            self._stage_parsed(record, parsed)
+        stager = Stager(self.dates)
+        for n, (record, parsed) in enumerate(items, start=1):
+            stager.parsed(record, parsed)
+            if n % 5000 == 0:
+                self.absorb(stager.take())
+        self.absorb(stager.take())
 
-    def _stage_record(self, record: Record) -> None:
-        if record.error is not None:
-            self._stage_parsed(record, Invalid("unreadable", record.error, None))
-            return
-        try:
-            parsed: Parsed | Exception = self.reader.read(record.resource, record.full_url)
-        except (Invalid, NotUsed) as exc:
-            parsed = exc
-        except (TypeError, ValueError, AttributeError, KeyError) as exc:
-            parsed = Invalid("malformed", f"the record's structure is not as FHIR R4 describes ({exc})")
-        if self.strict_failures and isinstance(parsed, Parsed):
-            problem = self.strict_failures.get((record.file_no, record.line, record.entry))
-            if problem:
-                field_, _, message = problem.partition(": ")
-                parsed = Invalid("fhir_invalid", f"fails full FHIR R4 validation: {message}", field_)
-        self._stage_parsed(record, parsed)
-
-    def _stage_parsed(self, record: Record, parsed: Parsed | Exception) -> None:
-        if isinstance(parsed, NotUsed):
-            self.summary.not_used[parsed.what] += 1
-            return
-        self.summary.read += 1
-        self.seq += 1
-        seq = self.seq
-        res = record.resource if isinstance(record.resource, dict) else {}
-        rtype = res.get("resourceType") if isinstance(res.get("resourceType"), str) else None
-        rid = res.get("id") if isinstance(res.get("id"), str) else None
-        if isinstance(parsed, Exception):
-            assert isinstance(parsed, Invalid)
-            self._quarantine(record, rtype, rid, parsed.field, parsed.code, parsed.reason)
-            return
-        if parsed.stu3:
-            self.summary.stu3_records += 1
-        w, fno, line = self.writer, record.file_no, record.line
-        for org in parsed.orgs:
-            for key in org.keys:
-                self.orgs[key] = org
-        for prac in parsed.practitioners:
-            for key in prac.keys:
-                self.practitioners[key] = prac
-        for med in parsed.medicines:
-            w.add(S.ld_medicine, med)
-        for p in parsed.patients:
-            w.add(S.ld_patient, (seq, fno, line, rid, *p[1:], None, None, None, None))
-            for key in dict.fromkeys(p.keys):
-                w.add(S.ld_patient_key, (key, seq))
-        for e in parsed.events:
-            w.add(S.ld_event, (seq, fno, line, rtype, e.resource_id, e.patient_ref, *e[1:7]))
-        for m in parsed.medications:
-            w.add(S.ld_med, (seq, fno, line, rtype, m.resource_id, m.patient_ref, *m[1:7], m.medication_ref))
-
-    def _quarantine(
-        self,
-        record: Record,
-        rtype: str | None,
-        rid: str | None,
-        field_: str | None,
-        code: str,
-        reason: str,
-    ) -> None:
-        raw = record.raw
-        snippet = raw.decode("utf-8", "replace")[:300] if raw else None
-        self.quarantine_rows.append(
-            {
-                "extract_id": self.extract_id,
-                "file": str(self.files[record.file_no]),
-                "line": record.line,
-                "resource_type": rtype,
-                "resource_id": rid
-                if rid
-                else (f"entry[{record.entry}]" if record.entry is not None else None),
-                "field": field_,
-                "reason_code": code,
-                "reason": reason,
-                "raw_snippet": snippet,
-            }
-        )
-        self.summary.quarantined_by_reason[code] += 1
+    def absorb(self, staged: Staged) -> None:
+        """Write what a chunk staged, and count it."""
+        s = self.summary
+        s.read += staged.read
+        s.not_used.update(staged.not_used)
+        s.stu3_records += staged.stu3
+        self.repaired += staged.repaired
+        self.orgs.update(staged.orgs)
+        self.practitioners.update(staged.practitioners)
+        for name, rows in staged.rows.items():
+            self.writer.add_many(name, rows)
+        paths = self.paths
+        for file_no, line, entry, rtype, rid, field_, code, reason, snippet in staged.quarantine:
+            self.quarantine_rows.append(
+                {
+                    "extract_id": self.extract_id,
+                    "file": paths[file_no],
+                    "line": line,
+                    "resource_type": rtype,
+                    "resource_id": rid if rid else (f"entry[{entry}]" if entry is not None else None),
+                    "field": field_,
+                    "reason_code": code,
+                    "reason": reason,
+                    "raw_snippet": snippet,
+                }
+            )
+            s.quarantined_by_reason[code] += 1
         if len(self.quarantine_rows) >= 2000:
             self._flush_quarantine()
 
@@ -306,6 +261,7 @@ class _Load:
     def finish(self) -> LoadSummary:
         self.writer.flush()
         self._flush_quarantine()
+        S.index_staging(self.conn)
         if self.summary.read == 0 and not self.summary.not_used:
             raise RecruitError("The extract holds no records: the files are empty.")
         practice_ids = self._practices()
@@ -319,7 +275,7 @@ class _Load:
         self._finish_practices(practice_ids, gp_ids)
         S.drop_staging(self.conn)
         s = self.summary
-        s.repaired = self.dates.repaired
+        s.repaired = self.repaired + self.dates.repaired
         s.quarantined = sum(s.quarantined_by_reason.values())
         s.loaded = s.read - s.quarantined
         self.conn.execute(
@@ -532,97 +488,103 @@ class _Load:
         )
 
     def _resolve_records(self) -> None:
-        """For every staged event or prescription record: its patient, or why it has none."""
+        """For every staged event or prescription record: its patient, or why it has none.
+
+        One INSERT ... SELECT per kind decides each record's status; the checks run in the
+        order their reasons take precedence (no patient, patient quarantined, medicine
+        missing, dated before birth, a repeated id), so each record gets exactly one reason.
+        """
         c, r, k, p = self.conn, S.ld_record, S.ld_patient_key, S.ld_patient
-        for kind, table in (("event", S.ld_event), ("med", S.ld_med)):
-            first = select(func.min(k.c.seq)).where(k.c.key == table.c.patient_ref).scalar_subquery()
-            c.execute(
-                insert(r).from_select(
-                    ["seq", "kind", "patient_seq"],
-                    select(table.c.seq, literal(kind), func.min(first)).group_by(table.c.seq),
-                )
-            )
-        ok_patient = select(p.c.seq).where(p.c.seq == r.c.patient_seq, p.c.status == "ok")
-        c.execute(update(r).where(r.c.patient_seq.is_(None)).values(status="reference_dangling"))
-        c.execute(
-            update(r).where(r.c.status.is_(None), ~ok_patient.exists()).values(status="patient_quarantined")
-        )
-        # Medication references must resolve to a Medication of this extract.
+        first_key = select(k.c.key, func.min(k.c.seq).label("seq")).group_by(k.c.key).subquery("first_key")
         m, med = S.ld_med, S.ld_medicine
-        c.execute(
-            update(r)
-            .where(
-                r.c.status.is_(None),
-                r.c.kind == "med",
-                exists().where(
-                    m.c.seq == r.c.seq,
-                    m.c.code.is_(None),
-                    ~exists().where(med.c.key == m.c.medication_ref),
-                ),
-            )
-            .values(status="medication_dangling")
-        )
-        for table, date_col in ((S.ld_event, S.ld_event.c.event_date), (S.ld_med, S.ld_med.c.issue_date)):
-            c.execute(
-                update(r)
-                .where(
-                    r.c.status.is_(None),
-                    exists().where(
-                        table.c.seq == r.c.seq,
-                        p.c.seq == r.c.patient_seq,
-                        date_col < p.c.date_of_birth,
-                    ),
-                )
-                .values(status="before_birth")
-            )
-        # The same resource twice (same type and id): keep the first.
-        for table in (S.ld_event, S.ld_med):
-            earlier = table.alias("earlier")
-            c.execute(
-                update(r)
-                .where(
-                    r.c.status.is_(None),
-                    exists().where(
-                        table.c.seq == r.c.seq,
-                        table.c.resource_id.is_not(None),
-                        earlier.c.resource_type == table.c.resource_type,
-                        earlier.c.resource_id == table.c.resource_id,
-                        earlier.c.seq < table.c.seq,
-                    ),
-                )
-                .values(status="duplicate_id")
-            )
-        c.execute(update(r).where(r.c.status.is_(None)).values(status="ok"))
-        for kind, table, field_ in (("event", S.ld_event, "subject"), ("med", S.ld_med, "subject")):
-            first_row = (
+        for kind, table, date_col in (
+            ("event", S.ld_event, S.ld_event.c.event_date),
+            ("med", S.ld_med, S.ld_med.c.issue_date),
+        ):
+            # One row per record: a resource with several codes staged one row per code.
+            one = (
                 select(
                     table.c.seq,
                     func.min(table.c.file_no).label("file_no"),
                     func.min(table.c.line).label("line"),
-                    func.min(table.c.resource_type).label("rtype"),
-                    func.min(table.c.resource_id).label("rid"),
+                    func.min(table.c.resource_type).label("resource_type"),
+                    func.min(table.c.resource_id).label("resource_id"),
+                    func.min(table.c.patient_ref).label("patient_ref"),
+                    func.min(date_col).label("date"),
                 )
                 .group_by(table.c.seq)
-                .subquery()
+                .subquery("one")
             )
-            self._quarantine_from(
-                select(
-                    first_row.c.file_no,
-                    first_row.c.line,
-                    first_row.c.rtype,
-                    first_row.c.rid,
-                    case(
-                        (r.c.status == "before_birth", literal("date")),
-                        (r.c.status == "medication_dangling", literal("medicationReference")),
-                        (r.c.status == "duplicate_id", literal("id")),
-                        else_=literal(field_),
-                    ),
-                    r.c.status,
+            earlier = table.alias("earlier")
+            repeated = exists().where(
+                earlier.c.resource_type == one.c.resource_type,
+                earlier.c.resource_id == one.c.resource_id,
+                earlier.c.seq < one.c.seq,
+            )
+            checks = [
+                (first_key.c.seq.is_(None), "reference_dangling"),
+                (or_(p.c.status.is_(None), p.c.status != "ok"), "patient_quarantined"),
+            ]
+            if kind == "med":
+                checks.append(
+                    (
+                        exists().where(
+                            m.c.seq == one.c.seq,
+                            m.c.code.is_(None),
+                            ~exists().where(med.c.key == m.c.medication_ref),
+                        ),
+                        "medication_dangling",
+                    )
                 )
-                .join(first_row, first_row.c.seq == r.c.seq)
-                .where(r.c.kind == kind, r.c.status != "ok"),
-                None,
+            checks += [
+                (one.c.date < p.c.date_of_birth, "before_birth"),
+                (and_(one.c.resource_id.is_not(None), repeated), "duplicate_id"),
+            ]
+            c.execute(
+                insert(r).from_select(
+                    [
+                        "seq",
+                        "kind",
+                        "file_no",
+                        "line",
+                        "resource_type",
+                        "resource_id",
+                        "patient_seq",
+                        "status",
+                    ],
+                    select(
+                        one.c.seq,
+                        literal(kind),
+                        one.c.file_no,
+                        one.c.line,
+                        one.c.resource_type,
+                        one.c.resource_id,
+                        first_key.c.seq,
+                        case(*[(cond, literal(status)) for cond, status in checks], else_=literal("ok")),
+                    )
+                    .select_from(one)
+                    .outerjoin(first_key, first_key.c.key == one.c.patient_ref)
+                    .outerjoin(p, p.c.seq == first_key.c.seq),
+                )
             )
+        self._quarantine_from(
+            select(
+                r.c.file_no,
+                r.c.line,
+                r.c.resource_type,
+                r.c.resource_id,
+                case(
+                    (r.c.status == "before_birth", literal("date")),
+                    (r.c.status == "medication_dangling", literal("medicationReference")),
+                    (r.c.status == "duplicate_id", literal("id")),
+                    else_=literal("subject"),
+                ),
+                r.c.status,
+            )
+            .where(r.c.status != "ok")
+            .order_by(r.c.seq),
+            None,
+        )
 
     def _quarantine_from(self, rows: Any, rtype: str | None) -> None:
         """Copy staged problems into the quarantine table with their reasons, and count them."""

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Connection,
@@ -25,6 +26,8 @@ from sqlalchemy import (
 )
 
 staging = MetaData()
+# Record sequence numbers carry the chunk number in their high bits (recruit.load.chunks).
+SEQ = BigInteger().with_variant(Integer, "sqlite")
 
 
 def _temp(name: str, *cols: Any) -> Table:
@@ -35,7 +38,7 @@ ld_file = _temp("ld_file", Column("file_no", Integer, primary_key=True), Column(
 
 ld_patient = _temp(
     "ld_patient",
-    Column("seq", Integer, primary_key=True),
+    Column("seq", SEQ, primary_key=True),
     Column("file_no", Integer),
     Column("line", Integer),
     Column("resource_id", String(200)),
@@ -65,7 +68,7 @@ ld_patient = _temp(
 ld_patient_key = _temp(
     "ld_patient_key",
     Column("key", String(250)),
-    Column("seq", Integer),
+    Column("seq", SEQ),
     Index("ix_ld_patient_key", "key"),
 )
 
@@ -74,7 +77,7 @@ def _record_table(name: str, *cols: Any) -> Table:
     """An event or prescription table: where each record came from, whose it is, then its data."""
     return _temp(
         name,
-        Column("seq", Integer),
+        Column("seq", SEQ),
         Column("file_no", Integer),
         Column("line", Integer),
         Column("resource_type", String(40)),
@@ -112,12 +115,17 @@ ld_medicine = _temp(
     Column("code", String(20)),
     Column("term", String(255)),
 )
-# Per record (seq) of events and prescriptions: which patient it resolved to, or why not.
+# Per record (seq) of events and prescriptions: where it came from, which patient it resolved to,
+# and 'ok' or the reason it is quarantined.
 ld_record = _temp(
     "ld_record",
-    Column("seq", Integer, primary_key=True),
+    Column("seq", SEQ, primary_key=True),
     Column("kind", String(8)),  # event or med
-    Column("patient_seq", Integer),
+    Column("file_no", Integer),
+    Column("line", Integer),
+    Column("resource_type", String(40)),
+    Column("resource_id", String(200)),
+    Column("patient_seq", SEQ),
     Column("status", String(40)),
 )
 ld_ref = _temp(
@@ -134,8 +142,23 @@ ld_gp = _temp(
 
 
 def create_staging(conn: Connection) -> None:
+    """The staging tables, without their indexes: rows go in faster, indexes come after."""
     staging.drop_all(conn, checkfirst=True)
-    staging.create_all(conn)
+    if conn.dialect.name == "sqlite":
+        # Temporary tables live in their own file with a small page cache; a larger one saves
+        # most of the spilling while staying a fixed size.
+        conn.exec_driver_sql("PRAGMA temp.cache_size = -65536")
+    for table in staging.sorted_tables:
+        table.create(conn)
+        for index in table.indexes:
+            index.drop(conn)
+
+
+def index_staging(conn: Connection) -> None:
+    """Build the staging indexes once every row is in (cheaper than maintaining them per row)."""
+    for table in staging.sorted_tables:
+        for index in table.indexes:
+            index.create(conn)
 
 
 def drop_staging(conn: Connection) -> None:
@@ -170,6 +193,12 @@ class BulkWriter:
         buffer.append(row)
         if len(buffer) >= self.batch:
             self.flush(table.name)
+
+    def add_many(self, name: str, rows: list[Sequence[Any]]) -> None:
+        buffer = self.buffers[name]
+        buffer.extend(rows)
+        if len(buffer) >= self.batch:
+            self.flush(name)
 
     def flush(self, name: str | None = None) -> None:
         for table_name in [name] if name else list(self.buffers):
