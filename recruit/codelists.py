@@ -9,7 +9,9 @@ can record exactly which version of each list it used.
 
 from __future__ import annotations
 
+import copy
 import csv
+import functools
 import hashlib
 import io
 import re
@@ -137,9 +139,19 @@ def _resolve_dir(directory: str | Path | None) -> Path:
 def _read_manifest(directory: Path) -> dict[str, dict[str, Any]]:
     path = directory / MANIFEST_NAME
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise CodelistError(f"{path}: codelist manifest not found") from exc
+    # A copy: callers may keep or change what they get.
+    return copy.deepcopy(_parse_manifest(path, text))
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_manifest(path: Path, text: str) -> dict[str, dict[str, Any]]:
+    """The manifest is read once per codelist a search loads: parse each version of it once
+    (libyaml's C parser when PyYAML has it: the pure-Python one takes most of a second)."""
+    try:
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise CodelistError(f"{path}: not valid YAML ({exc})") from exc
     entries = data.get("codelists") if isinstance(data, dict) else None

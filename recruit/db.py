@@ -44,10 +44,13 @@ def describe(url: str | URL) -> str:
     u = parse_url(url) if isinstance(url, str) else url
     if u.get_backend_name() == "sqlite":
         return str(sqlite_path(u) or "an in-memory SQLite database")
+    if u.get_backend_name() == "duckdb":
+        return str(sqlite_path(u) or "an in-memory DuckDB database")
     return u.render_as_string(hide_password=True)
 
 
 def sqlite_path(u: URL) -> Path | None:
+    """The database file of a SQLite (or DuckDB) address, None for an in-memory database."""
     if not u.database or u.database == ":memory:" or u.database.startswith("file:"):
         return None
     return Path(u.database).resolve()
@@ -62,30 +65,42 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+def _duckdb_settings(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    # DuckDB draws a progress bar on the terminal for long queries, over recruit's own output.
+    dbapi_connection.execute("SET enable_progress_bar = false")
+
+
 def make_engine(url: str | None = None, *, create_folder: bool = False) -> Engine:
     """Open (lazily) the database at url; checks that can be made before connecting are made here."""
     u = parse_url(resolve_url(url))
     backend = u.get_backend_name()
-    if backend == "sqlite":
+    if backend in ("sqlite", "duckdb"):
         path = sqlite_path(u)
         if path is not None:
             _check_sqlite_folder(path, create_folder=create_folder)
     try:
         engine = create_engine(u, future=True)
     except NoSuchModuleError:
+        if backend == "duckdb":
+            raise DatabaseUnavailable(
+                "DuckDB support is not installed. Install recruit with: pip install 'recruit[duckdb]'"
+            ) from None
         raise DatabaseUnavailable(
             f"recruit does not know the database kind '{u.drivername}' in '{describe(u)}'. "
-            "Use sqlite:///FILE or postgresql+psycopg://…"
+            "Use sqlite:///FILE, postgresql+psycopg://… or duckdb:///FILE"
         ) from None
     except (ImportError, ModuleNotFoundError) as exc:
         raise DatabaseUnavailable(
             f"The driver for '{u.drivername}' is not installed ({exc.name}). "
-            "For PostgreSQL install recruit with: pip install 'recruit[postgres]'"
+            "For PostgreSQL install recruit with: pip install 'recruit[postgres]'; "
+            "for DuckDB: pip install 'recruit[duckdb]'"
         ) from None
     except ArgumentError as exc:
         raise DatabaseUnavailable(f"The database address '{describe(u)}' is not valid: {exc}") from None
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif backend == "duckdb":
+        event.listen(engine, "connect", _duckdb_settings)
     return engine
 
 
@@ -124,6 +139,10 @@ def unavailable(engine: Engine, exc: BaseException) -> DatabaseUnavailable:
     low = detail.lower()
     if "readonly" in low or "read-only" in low or "read only" in low:
         return DatabaseUnavailable(f"The database {where} is read-only, so recruit cannot write to it.")
+    if "could not set lock on file" in low:
+        return DatabaseUnavailable(
+            f"The database {where} is open in another program (a DuckDB file can be used by one at a time)."
+        )
     if "unable to open database file" in low:
         return DatabaseUnavailable(f"Cannot open the database file {where}.")
     if "connection refused" in low or "could not connect" in low or "connection failed" in low:

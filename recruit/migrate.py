@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+import recruit.duckdb_support  # noqa: F401  (registers Alembic's DuckDB translations)
 from recruit.db import unavailable
 from recruit.errors import RecruitError
 

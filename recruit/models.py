@@ -312,6 +312,12 @@ class StepCount(Base):
 
 
 class SearchResult(Base):
+    """One row per patient searched, written only by the search (recruit.query.run) from the
+    patient table, in the transaction that creates its run. No foreign keys (migration
+    0002_search_speed): PostgreSQL checks them row by row, locking each parent row, which made
+    writing a region's million results take minutes; and so no cascade either: whoever deletes
+    a run deletes its results."""
+
     __tablename__ = "search_result"
     __table_args__ = (
         Index(None, "run_id", "outcome", "score"),
@@ -319,9 +325,9 @@ class SearchResult(Base):
         CheckConstraint("outcome IN ('candidate', 'excluded')", name="outcome"),
     )
 
-    run_id: Mapped[int] = mapped_column(ForeignKey("search_run.id", ondelete="CASCADE"), primary_key=True)
-    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), primary_key=True)
-    practice_id: Mapped[int] = mapped_column(ForeignKey("practice.id"))
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True, doc="search_run.id")
+    patient_id: Mapped[int] = mapped_column(Integer, primary_key=True, doc="patient.id")
+    practice_id: Mapped[int] = mapped_column(Integer, doc="practice.id")
     outcome: Mapped[str] = mapped_column(String(10))
     excluding_step: Mapped[str | None] = mapped_column(String(100))
     reason: Mapped[str | None] = mapped_column(Text)

@@ -277,29 +277,3 @@ def duckdb_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def duckdb_engine_for_tests(path: str) -> Engine:
-    """A DuckDB database with recruit's tables, built from the models.
-
-    Alembic has no DuckDB support, and DuckDB has neither SERIAL nor ON DELETE CASCADE, so the
-    tables are made from the models' DDL with sequences for the ids and without foreign keys
-    (the search never relies on them).
-    """
-    from sqlalchemy import Integer, create_engine
-    from sqlalchemy.schema import CreateTable
-
-    from recruit.models import Base
-
-    engine = create_engine(f"duckdb:///{path}")
-    with engine.begin() as conn:
-        for table in Base.metadata.sorted_tables:
-            ddl = str(CreateTable(table, include_foreign_key_constraints=[]).compile(dialect=conn.dialect))
-            pk = list(table.primary_key.columns)
-            if len(pk) == 1 and isinstance(pk[0].type, Integer) and not pk[0].foreign_keys:
-                seq = f"{table.name}_id_seq"
-                conn.execute(text(f"CREATE SEQUENCE {seq}"))
-                ddl = ddl.replace(" SERIAL ", f" INTEGER DEFAULT nextval('{seq}') ")
-                ddl = ddl.replace(" BIGSERIAL ", f" BIGINT DEFAULT nextval('{seq}') ")
-            conn.execute(text(ddl))
-    return engine

@@ -1,25 +1,36 @@
-"""Compile rule-set criteria to SQLAlchemy Core and materialise each as a set of patients.
+"""Compile rule-set criteria to SQLAlchemy Core: record look-ups once, then one pass over patients.
 
-Set-based by design: every criterion becomes one INSERT ... SELECT into a temporary table of
-patient ids (primary key), built once per run and shared by every step, definition and score
-component that uses it. Codes are joined from codelist_code on the (code_system, code, date,
-patient_id) indexes of the record tables, and dates are compared with bound values worked out in
-Python (recruit.query.dates), so the same statements run on SQLite, PostgreSQL and DuckDB.
+Set-based by design, and shaped so that each patient is visited once, whatever the number of
+steps:
 
-Evidence (the code, term and date that made a criterion hold) is a second, lazily built table per
-criterion, because only exclusion steps need it.
+- Criteria about coded records (has_code, medication_count, latest_code_among, likely_in_work,
+  already_invited, do_not_contact) are "atoms": each is one query finding the few patients it
+  holds for, from the (code_system, code, date, patient_id) indexes of the record tables.
+- All atoms are gathered in one statement into a flags table: one row per patient any atom
+  holds for, one 0/1 column per atom (GROUP BY over a UNION ALL of the atom queries).
+- Every criterion is then a plain boolean expression over a patient's row and their flags row
+  (registered, alive and age read the patient's columns; all / any / not combine expressions),
+  so a step's pass or fail, the step mask and the score come from a single scan of patients
+  left-joined to the flags (run.py).
+
+Dates are compared with bound values worked out in Python (recruit.query.dates), so the same
+statements run on SQLite, PostgreSQL and DuckDB.
+
+Evidence (the code, term and date that made a criterion hold) is looked up lazily, only for the
+patients an exclusion step excluded.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import (
     Column,
     Connection,
     Date,
+    FromClause,
     Integer,
     MetaData,
     Select,
@@ -31,6 +42,8 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
+    not_,
     null,
     or_,
     select,
@@ -53,12 +66,13 @@ PATIENT = Patient.__table__
 INVITATION = Invitation.__table__
 STUDY = Study.__table__
 
+ATOM_KINDS = {"has_code", "medication_count", "already_invited", "do_not_contact"}
 EVIDENCE_KINDS = {"has_code", "medication_count", "latest_code_among", "likely_in_work"}
 _run_counter = itertools.count(1)
 
 
 class Compiler:
-    """Materialises criteria for one run on one connection (temporary tables are per session)."""
+    """Compiles criteria for one run on one connection (temporary tables are per session)."""
 
     def __init__(
         self,
@@ -70,6 +84,7 @@ class Compiler:
         practice_id: int | None = None,
     ) -> None:
         self.conn = conn
+        self.dialect = conn.dialect.name
         self.rule_set = rule_set
         self.index_date = index_date
         self.codelist_ids = dict(codelist_ids)
@@ -78,10 +93,14 @@ class Compiler:
         self.meta = MetaData()
         self.prefix = f"rq{next(_run_counter)}_"
         self.tables: list[Table] = []
-        self._sets: dict[str, Table] = {}
+        self._atoms: dict[str, Select] = {}  # key -> query of the patients the atom holds for
+        self._deciding: dict[str, Table] = {}
+        self._deciding_windows: list[tuple[str, dt.date | None, dt.date, Table]] = []
         self._evidence: dict[str, Table] = {}
         self._study_ids: dict[str, int | None] = {}
-        self.population = self._make_population()
+        self.flags: Table | None = None
+        # Only one practice's patients: record look-ups are restricted to them (a small table).
+        self.population = self._make_population() if practice_id is not None else None
 
     # --- temporary tables ----------------------------------------------------------------
 
@@ -91,8 +110,13 @@ class Compiler:
         self.tables.append(table)
         return table
 
+    def key_column(self, name: str = "patient_id") -> Column:
+        """A temporary table's patient key: a primary key where it speeds look-ups (SQLite's rowid,
+        PostgreSQL's index); DuckDB joins by hashing and would only pay to build an index."""
+        return Column(name, Integer, primary_key=self.dialect != "duckdb", autoincrement=False)
+
     def patient_set(self, query: Select) -> Table:
-        table = self.temp_table(Column("patient_id", Integer, primary_key=True, autoincrement=False))
+        table = self.temp_table(self.key_column())
         self.fill(table, ["patient_id"], query)
         return table
 
@@ -100,7 +124,7 @@ class Compiler:
         """INSERT ... SELECT into a temporary table, then give PostgreSQL its statistics (autovacuum
         never analyses temporary tables, and without them the planner guesses their size)."""
         self.conn.execute(table.insert().from_select(list(columns), query))
-        if self.conn.dialect.name == "postgresql":
+        if self.dialect == "postgresql":
             self.conn.exec_driver_sql(f"ANALYZE {table.name}")
 
     def drop(self) -> None:
@@ -109,17 +133,9 @@ class Compiler:
         self.tables.clear()
 
     def _make_population(self) -> Table:
-        table = self.temp_table(
-            Column("patient_id", Integer, primary_key=True, autoincrement=False),
-            Column("practice_id", Integer, nullable=False),
-        )
-        query = select(PATIENT.c.id, PATIENT.c.practice_id)
-        if self.practice_id is not None:
-            query = query.where(PATIENT.c.practice_id == self.practice_id)
-        self.fill(table, ["patient_id", "practice_id"], query)
-        return table
+        return self.patient_set(select(PATIENT.c.id).where(PATIENT.c.practice_id == self.practice_id))
 
-    # --- patient sets ----------------------------------------------------------------------
+    # --- criteria ----------------------------------------------------------------------------
 
     def resolve(self, criterion: Criterion) -> Criterion:
         while criterion.kind == "ref":
@@ -129,43 +145,132 @@ class Compiler:
     def key(self, criterion: Criterion) -> str:
         return self.resolve(criterion).model_dump_json(by_alias=True, exclude_none=True)
 
-    def patients(self, criterion: Criterion) -> Table:
-        """The temporary table of patients (in the population) for whom the criterion holds."""
-        criterion = self.resolve(criterion)
-        key = self.key(criterion)
-        if key not in self._sets:
-            self._sets[key] = self.patient_set(self._patients_query(criterion))
-        return self._sets[key]
+    def prepare(self, criteria: Iterable[Criterion]) -> None:
+        """Find every atom the criteria use and gather them into the flags table (one statement)."""
+        criteria = list(criteria)
+        # Widest windows first, so a narrower window's deciding records come from a wider one's.
+        latest = [c for criterion in criteria for c in self._latest_in(criterion)]
+        for one in sorted(latest, key=self._window_start):
+            self.deciding_table(one)
+        for criterion in criteria:
+            self._collect(criterion)
+        if not self._atoms:
+            return
+        keys = list(self._atoms)
+        parts = []
+        for k, key in enumerate(keys):
+            found = self._atoms[key].subquery(f"atom{k}")
+            parts.append(select(found.c.patient_id, literal_column(str(k)).label("atom")))
+        atoms = union_all(*parts).subquery("atoms")
+        one, zero = literal_column("1"), literal_column("0")
+        columns = [
+            func.max(case((atoms.c.atom == literal_column(str(k)), one), else_=zero)).label(f"a{k}")
+            for k in range(len(keys))
+        ]
+        query = select(atoms.c.patient_id, *columns).group_by(atoms.c.patient_id)
+        self.flags = self.temp_table(self.key_column(), *(Column(f"a{k}", Integer) for k in range(len(keys))))
+        self.fill(self.flags, ["patient_id", *(f"a{k}" for k in range(len(keys)))], query)
+        self._flag_columns = {key: self.flags.c[f"a{k}"] for k, key in enumerate(keys)}
 
-    def _patients_query(self, criterion: Criterion) -> Select:
-        pop = self.population
+    def _collect(self, criterion: Criterion) -> None:
+        criterion = self.resolve(criterion)
+        kind, body = criterion.kind, criterion.body
+        if kind in ATOM_KINDS:
+            self._atom(self.key(criterion), lambda: self._atom_query(criterion))
+        elif kind in ("latest_code_among", "likely_in_work"):
+            latest = body if kind == "latest_code_among" else body.as_latest()
+            deciding = self.deciding_table(latest)
+            self._atom(self._held_key(latest), lambda: self._latest_held(deciding, latest))
+            if latest.when_none:
+                self._atom(self._any_key(latest), lambda: select(deciding.c.patient_id))
+        elif kind in ("all_", "any_"):
+            for child in body:
+                self._collect(child)
+        elif kind == "not_":
+            self._collect(body)
+
+    def _latest_in(self, criterion: Criterion) -> list[LatestCodeAmong]:
+        criterion = self.resolve(criterion)
+        kind, body = criterion.kind, criterion.body
+        if kind == "latest_code_among":
+            return [body]
+        if kind == "likely_in_work":
+            return [body.as_latest()]
+        if kind in ("all_", "any_"):
+            return [found for child in body for found in self._latest_in(child)]
+        if kind == "not_":
+            return self._latest_in(body)
+        return []
+
+    def _window_start(self, latest: LatestCodeAmong) -> dt.date:
+        start, _ = window_bounds(latest.window, self.index_date)
+        return start or dt.date.min
+
+    def _atom(self, key: str, make: object) -> None:
+        if key not in self._atoms:
+            self._atoms[key] = make()  # type: ignore[operator]
+
+    def _held_key(self, latest: LatestCodeAmong) -> str:
+        return "held:" + latest.model_dump_json(include={"sources", "window", "status_in"})
+
+    def _any_key(self, latest: LatestCodeAmong) -> str:
+        return "any:" + latest.model_dump_json(include={"sources", "window"})
+
+    def _latest_held(self, deciding: Table, latest: LatestCodeAmong) -> Select:
+        return select(deciding.c.patient_id).where(deciding.c.status.in_(latest.status_in))
+
+    def _flag(self, key: str) -> ColumnElement[bool]:
+        return func.coalesce(self._flag_columns[key], literal_column("0")) == literal_column("1")
+
+    def condition(self, criterion: Criterion) -> ColumnElement[bool]:
+        """Whether the criterion holds, over PATIENT and the flags table (never NULL)."""
+        criterion = self.resolve(criterion)
         kind, body, index = criterion.kind, criterion.body, self.index_date
         if kind == "registered":
             start_by = months_before(index, body.for_at_least_months)
-            return (
-                select(pop.c.patient_id)
-                .join(PATIENT, PATIENT.c.id == pop.c.patient_id)
-                .where(
-                    PATIENT.c.registration_start.is_not(None),
-                    PATIENT.c.registration_start <= start_by,
-                    or_(PATIENT.c.registration_end.is_(None), PATIENT.c.registration_end >= index),
-                )
+            return and_(
+                PATIENT.c.registration_start.is_not(None),
+                PATIENT.c.registration_start <= start_by,
+                or_(PATIENT.c.registration_end.is_(None), PATIENT.c.registration_end >= index),
             )
         if kind == "alive":
-            return (
-                select(pop.c.patient_id)
-                .join(PATIENT, PATIENT.c.id == pop.c.patient_id)
-                .where(or_(PATIENT.c.date_of_death.is_(None), PATIENT.c.date_of_death > index))
-            )
+            return or_(PATIENT.c.date_of_death.is_(None), PATIENT.c.date_of_death > index)
         if kind == "age_between":
-            return (
-                select(pop.c.patient_id)
-                .join(PATIENT, PATIENT.c.id == pop.c.patient_id)
-                .where(
-                    PATIENT.c.date_of_birth <= years_before(index, body.min),
-                    PATIENT.c.date_of_birth > years_before(index, body.max + 1),
-                )
+            # date_of_birth is never NULL, so this is never NULL either.
+            return and_(
+                PATIENT.c.date_of_birth <= years_before(index, body.min),
+                PATIENT.c.date_of_birth > years_before(index, body.max + 1),
             )
+        if kind in ATOM_KINDS:
+            return self._flag(self.key(criterion))
+        if kind in ("latest_code_among", "likely_in_work"):
+            latest = body if kind == "latest_code_among" else body.as_latest()
+            held = self._flag(self._held_key(latest))
+            if not latest.when_none:
+                return held
+            return or_(held, not_(self._flag(self._any_key(latest))))
+        if kind == "all_":
+            return and_(*(self.condition(child) for child in body))
+        if kind == "any_":
+            return or_(*(self.condition(child) for child in body))
+        if kind == "not_":
+            return not_(self.condition(body))
+        raise RecruitError(f"recruit cannot compile a {kind!r} criterion")  # pragma: no cover
+
+    def patients_from(self) -> FromClause:
+        """Every patient searched, with their flags: the FROM that condition() expressions read."""
+        joined: FromClause = PATIENT
+        if self.flags is not None:
+            joined = joined.outerjoin(self.flags, self.flags.c.patient_id == PATIENT.c.id)
+        return joined
+
+    def patients_where(self) -> list[ColumnElement[bool]]:
+        return [] if self.practice_id is None else [PATIENT.c.practice_id == self.practice_id]
+
+    # --- atoms -------------------------------------------------------------------------------
+
+    def _atom_query(self, criterion: Criterion) -> Select:
+        kind, body, index = criterion.kind, criterion.body, self.index_date
         if kind == "has_code":
             start, end = window_bounds(body.window, index)
             if body.occurrence == "any":
@@ -184,18 +289,6 @@ class Compiler:
                 month = func.extract("year", m.c.date) * 12 + func.extract("month", m.c.date)
                 having.append(func.count(distinct(month)) >= body.min_distinct_months)
             return select(m.c.patient_id).group_by(m.c.patient_id).having(and_(*having))
-        if kind in ("latest_code_among", "likely_in_work"):
-            latest = body if kind == "latest_code_among" else body.as_latest()
-            deciding = self._deciding(latest)
-            held = select(deciding.c.patient_id).where(deciding.c.status.in_(latest.status_in))
-            if not latest.when_none:
-                return held
-            none = (
-                select(pop.c.patient_id)
-                .outerjoin(deciding, deciding.c.patient_id == pop.c.patient_id)
-                .where(deciding.c.patient_id.is_(None))
-            )
-            return union(held, none)
         if kind == "already_invited":
             study_id = self.study_id(body.study or self.rule_set.study)
             return self._invited(INVITATION.c.study_id == (study_id if study_id is not None else -1))
@@ -205,38 +298,18 @@ class Compiler:
                 study_id = self.study_id(body.study or self.rule_set.study)
                 asked = and_(asked, INVITATION.c.study_id == (study_id if study_id is not None else -1))
             return self._invited(asked)
-        if kind == "all_":
-            tables = [t.alias(f"a{i}") for i, t in enumerate(self.patients(child) for child in body)]
-            query = select(tables[0].c.patient_id)
-            for table in tables[1:]:
-                query = query.join(table, table.c.patient_id == tables[0].c.patient_id)
-            return query
-        if kind == "any_":
-            return union(*(select(self.patients(child).c.patient_id) for child in body))
-        if kind == "not_":
-            inner = self.patients(body)
-            return (
-                select(pop.c.patient_id)
-                .outerjoin(inner, inner.c.patient_id == pop.c.patient_id)
-                .where(inner.c.patient_id.is_(None))
-            )
         raise RecruitError(f"recruit cannot compile a {kind!r} criterion")  # pragma: no cover
 
     def _invited(self, condition: ColumnElement[bool]) -> Select:
         """Invitations match by patient or by NHS number (the key across re-registrations)."""
-        pop = self.population
-        by_patient = (
-            select(pop.c.patient_id)
-            .join(INVITATION, INVITATION.c.patient_id == pop.c.patient_id)
-            .where(condition)
+        by_patient = select(PATIENT.c.id.label("patient_id")).join(
+            INVITATION, INVITATION.c.patient_id == PATIENT.c.id
         )
-        by_number = (
-            select(pop.c.patient_id)
-            .join(PATIENT, PATIENT.c.id == pop.c.patient_id)
-            .join(INVITATION, INVITATION.c.nhs_number == PATIENT.c.nhs_number)
-            .where(condition)
+        by_number = select(PATIENT.c.id.label("patient_id")).join(
+            INVITATION, INVITATION.c.nhs_number == PATIENT.c.nhs_number
         )
-        return union(by_patient, by_number)
+        where = [condition, *self.patients_where()]
+        return union(by_patient.where(*where), by_number.where(*where))
 
     def study_id(self, code: str | None) -> int | None:
         if code is None:
@@ -259,7 +332,7 @@ class Compiler:
         patient_only: bool = False,
     ) -> Select:
         """Distinct records (id, patient_id, date, system, code, term) with a code from the lists,
-        of patients in the population (or in `patients`, a subset of it)."""
+        of the patients searched (or of `patients`, a subset of them)."""
         date_col = records.c.event_date if records is EVENT else records.c.issue_date
         ids = [self.codelist_ids[name] for name in names]
         pop = self.population if patients is None else patients
@@ -282,15 +355,13 @@ class Compiler:
                 records.c.term,
             )
         )
-        # Every patient is in the population unless one practice is searched: skip that join.
-        restrict = patients is not None or self.practice_id is not None
         exact = (
             select(*columns)
             .select_from(records)
             .join(CODES, and_(CODES.c.code_system == records.c.code_system, CODES.c.code == records.c.code))
             .where(*where, CODES.c.match_prefix == false())
         )
-        if restrict:
+        if pop is not None:
             exact = exact.join(pop, pop.c.patient_id == records.c.patient_id)
         if not any(self._has_prefix_rows(name) for name in names):
             # One list holds a code once, so only several lists (or patient ids) can repeat rows.
@@ -308,7 +379,7 @@ class Compiler:
             )
             .where(*where, CODES.c.match_prefix == true())
         )
-        if restrict:
+        if pop is not None:
             prefixed = prefixed.join(pop, pop.c.patient_id == records.c.patient_id)
         return union(exact, prefixed)
 
@@ -316,13 +387,29 @@ class Compiler:
         codelist = self.codelists.get(name)
         return codelist is not None and any(code_matches_by_prefix(code) for code in codelist.codes)
 
-    def _deciding(self, latest: LatestCodeAmong) -> Table:
+    def deciding_table(self, latest: LatestCodeAmong) -> Table:
         """Per patient, the most recent code among the sources in the window (and its status)."""
-        key = "deciding:" + latest.model_dump_json(include={"sources", "window"})
-        cached = self._sets.get(key)
+        key = latest.model_dump_json(include={"sources", "window"})
+        cached = self._deciding.get(key)
         if cached is not None:
             return cached
         start, end = window_bounds(latest.window, self.index_date)
+        sources = latest.model_dump_json(include={"sources"})
+        for other_sources, other_start, other_end, wider in self._deciding_windows:
+            if (
+                other_sources == sources
+                and other_end == end
+                and (other_start or dt.date.min) <= (start or dt.date.min)
+            ):
+                # Same sources, same end, a wider window: its most recent record is this window's
+                # most recent record when it falls inside this window; otherwise there is none.
+                table = self._deciding_columns()
+                query = select(*wider.c)
+                if start is not None:
+                    query = query.where(wider.c.ev_date >= start)
+                self.fill(table, [c.name for c in wider.c], query)
+                self._deciding[key] = table
+                return table
         parts = []
         for priority, source in enumerate(latest.sources):
             m = self._matches(EVENT, [source.codelist], source.categories, start, end).subquery()
@@ -353,20 +440,24 @@ class Compiler:
             )
             .label("rn"),
         ).subquery()
-        table = self.temp_table(
-            Column("patient_id", Integer, primary_key=True, autoincrement=False),
+        table = self._deciding_columns()
+        query = select(
+            ranked.c.patient_id, ranked.c.date, ranked.c.system, ranked.c.code, ranked.c.term, ranked.c.status
+        ).where(ranked.c.rn == 1)
+        self.fill(table, ["patient_id", "ev_date", "ev_system", "ev_code", "ev_term", "status"], query)
+        self._deciding[key] = table
+        self._deciding_windows.append((sources, start, end, table))
+        return table
+
+    def _deciding_columns(self) -> Table:
+        return self.temp_table(
+            self.key_column(),
             Column("ev_date", Date),
             Column("ev_system", String(10)),
             Column("ev_code", String(20)),
             Column("ev_term", String(255)),
             Column("status", String(100)),
         )
-        query = select(
-            ranked.c.patient_id, ranked.c.date, ranked.c.system, ranked.c.code, ranked.c.term, ranked.c.status
-        ).where(ranked.c.rn == 1)
-        self.fill(table, ["patient_id", "ev_date", "ev_system", "ev_code", "ev_term", "status"], query)
-        self._sets[key] = table
-        return table
 
     # --- evidence --------------------------------------------------------------------------
 
@@ -378,31 +469,35 @@ class Compiler:
             return any(self.can_have_evidence(child) for child in criterion.body)
         return False
 
-    def evidence(self, criterion: Criterion, among: Table) -> Table | None:
+    def evidence(self, criterion: Criterion, among: Table, holds_for_all: bool = False) -> Table | None:
         """patient_id -> the record that made the criterion hold, for the patients in `among`
-        it holds for (only those a step excluded need evidence, so only they are looked up)."""
+        it holds for (only those a step excluded need evidence, so only they are looked up).
+        holds_for_all: the criterion is known to hold for everyone in `among`."""
         criterion = self.resolve(criterion)
         if not self.can_have_evidence(criterion):
             return None
         key = f"{among.name}:{self.key(criterion)}"
         if key not in self._evidence:
-            self._evidence[key] = self._evidence_table(criterion, among)
+            held = among if holds_for_all else self.held_among(criterion, among)
+            self._evidence[key] = self._evidence_table(criterion, held)
         return self._evidence[key]
 
-    def _held_among(self, criterion: Criterion, among: Table) -> Table:
-        """Patients in `among` for whom the criterion holds."""
-        held = self.patients(criterion)
-        return self.patient_set(
-            select(among.c.patient_id).join(held, held.c.patient_id == among.c.patient_id)
-        )
+    def held_among(self, criterion: Criterion, among: Table) -> Table:
+        """Patients in `among` for whom the criterion holds. Outer joins, though every patient in
+        `among` has a patient row: SQLite then keeps `among` (few) as the outer loop."""
+        joined = among.outerjoin(PATIENT, PATIENT.c.id == among.c.patient_id)
+        if self.flags is not None:
+            joined = joined.outerjoin(self.flags, self.flags.c.patient_id == among.c.patient_id)
+        query = select(among.c.patient_id).select_from(joined).where(self.condition(criterion))
+        return self.patient_set(query)
 
-    def _evidence_table(self, criterion: Criterion, among: Table) -> Table:
+    def _evidence_table(self, criterion: Criterion, held: Table) -> Table:
+        """The evidence of each patient in `held` (everyone in it meets the criterion)."""
         kind, body, index = criterion.kind, criterion.body, self.index_date
         columns = ["patient_id", "ev_date", "ev_system", "ev_code", "ev_term"]
-        held = self._held_among(criterion, among)
         if kind in ("latest_code_among", "likely_in_work"):
             latest = body if kind == "latest_code_among" else body.as_latest()
-            deciding = self._deciding(latest)
+            deciding = self.deciding_table(latest)
             query = select(
                 deciding.c.patient_id,
                 deciding.c.ev_date,
@@ -449,7 +544,7 @@ class Compiler:
                 picked.append(case(*whens, else_=null()).label(name))
             query = query.add_columns(*picked).where(or_(*(t.c.patient_id.is_not(None) for t in children)))
         table = self.temp_table(
-            Column("patient_id", Integer, primary_key=True, autoincrement=False),
+            self.key_column(),
             Column("ev_date", Date),
             Column("ev_system", String(10)),
             Column("ev_code", String(20)),

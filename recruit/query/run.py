@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import replace
-from functools import reduce
+from functools import lru_cache, reduce
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -26,7 +26,6 @@ from sqlalchemy import (
     Float,
     Integer,
     String,
-    and_,
     case,
     cast,
     func,
@@ -41,9 +40,20 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from recruit import __version__
 from recruit.codelists import Codelist, CodeSystem, available_codelists, default_directory, load_codelist
+from recruit.dbcopy import insert_rows
 from recruit.errors import RecruitError
 from recruit.models import Codelist as CodelistRow
-from recruit.models import CodelistCode, Extract, Practice, SearchResult, SearchRun, StepCount, Study, utcnow
+from recruit.models import (
+    CodelistCode,
+    Extract,
+    Patient,
+    Practice,
+    SearchResult,
+    SearchRun,
+    StepCount,
+    Study,
+    utcnow,
+)
 from recruit.query.compiler import Compiler, code_matches_by_prefix
 from recruit.query.flow import flow_for_order
 from recruit.rules.model import RuleSet, load_rule_set
@@ -56,6 +66,7 @@ CODES = CodelistCode.__table__
 PRACTICE = Practice.__table__
 EXTRACT = Extract.__table__
 STUDY = Study.__table__
+PATIENT = Patient.__table__
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -95,7 +106,7 @@ def load_search(rules_path: str | Path) -> tuple[RuleSet, dict[str, Codelist], s
 def _with_manifest_match(codelist: Codelist, directory: Path) -> Codelist:
     """`match: prefix` on a codelist's manifest entry makes all its Read v2 rows match by prefix."""
     try:
-        manifest = yaml.safe_load((directory / "codelists.yaml").read_text(encoding="utf-8")) or {}
+        manifest = _manifest(directory / "codelists.yaml")
     except (OSError, yaml.YAMLError):
         return codelist
     entry = next((e for e in manifest.get("codelists") or [] if e.get("name") == codelist.name), {})
@@ -108,6 +119,16 @@ def _with_manifest_match(codelist: Codelist, directory: Path) -> Codelist:
         for code in codelist.codes
     )
     return replace(codelist, codes=codes)
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    return _parse_yaml(text)
+
+
+@lru_cache(maxsize=16)
+def _parse_yaml(text: str) -> dict[str, Any]:
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
 
 
 def run_search(
@@ -166,8 +187,13 @@ def run_rule_set(
             .returning(RUN.c.id)
         ).scalar_one()
     try:
-        with engine.begin() as conn:
-            execute_run(conn, run_id, rule_set, codelists, index_date, practice_id)
+        with engine.connect() as conn:
+            undo = _tune_sqlite(conn)
+            with conn.begin():
+                execute_run(conn, run_id, rule_set, codelists, index_date, practice_id)
+            for statement in undo:
+                conn.exec_driver_sql(statement)
+            conn.commit()
     except Exception as exc:
         with engine.begin() as conn:
             conn.execute(
@@ -215,19 +241,20 @@ def store_codelists(conn: Connection, codelists: Mapping[str, Codelist]) -> dict
                 )
                 .returning(CODELIST.c.id)
             ).scalar_one()
+            names = ["codelist_id", "code_system", "code", "term", "category", "match_prefix"]
             rows = [
-                {
-                    "codelist_id": found,
-                    "code_system": str(code.system),
-                    "code": code.code,
-                    "term": (code.term or None) and code.term[:255],
-                    "category": code.category,
-                    "match_prefix": code_matches_by_prefix(code),
-                }
+                (
+                    found,
+                    str(code.system),
+                    code.code,
+                    (code.term or None) and code.term[:255],
+                    code.category,
+                    code_matches_by_prefix(code),
+                )
                 for code in codelist.codes
             ]
             if rows:
-                conn.execute(insert(CODES), rows)
+                insert_rows(conn, CODES, names, rows)  # thousands of rows: the engine's bulk path
         ids[name] = found
     return ids
 
@@ -285,9 +312,13 @@ def execute_run(
     index_date: dt.date,
     practice_id: int | None = None,
 ) -> None:
-    """Materialise every criterion, then write step counts and results for run_id."""
+    """Look up every atom, then write step counts and results for run_id."""
+    if conn.dialect.name == "postgresql":
+        # Room to hash and sort in memory; SET LOCAL ends with the transaction.
+        conn.exec_driver_sql(f"SET LOCAL work_mem = '{POSTGRES_WORK_MEM}'")
     codelist_ids = store_codelists(conn, {n: codelists[n] for n in rule_set.codelist_names()})
     compiler = Compiler(conn, rule_set, index_date, codelist_ids, codelists, practice_id)
+    compiler.prepare([*(s.criterion for s in rule_set.steps), *(c.criterion for c in rule_set.score)])
     passes = _pass_table(compiler)
     _write_step_counts(conn, run_id, rule_set, passes)
     _write_results(conn, run_id, rule_set, compiler, passes)
@@ -297,55 +328,66 @@ def execute_run(
     compiler.drop()
 
 
+def _tune_sqlite(conn: Connection) -> list[str]:
+    """SQLite settings for one big search, made outside its transaction (temp_store cannot change
+    inside one): temporary tables in memory rather than in temporary files, and a bigger page
+    cache. Returns the statements that put the connection back as it was."""
+    if conn.dialect.name != "sqlite":
+        return []
+    undo = [
+        f"PRAGMA {name} = {int(conn.exec_driver_sql(f'PRAGMA {name}').scalar())}"
+        for name in ("temp_store", "cache_size")
+    ]
+    conn.exec_driver_sql("PRAGMA temp_store = MEMORY")
+    conn.exec_driver_sql(f"PRAGMA cache_size = {-SQLITE_CACHE_KIB}")
+    conn.commit()
+    return undo
+
+
+SQLITE_CACHE_KIB = 256 * 1024
+POSTGRES_WORK_MEM = "256MB"
+
+
 def _pass_table(compiler: Compiler) -> Any:
-    """One row per patient: pass_i (0/1) for every step on its own, first_fail, mask, score."""
+    """One row per patient searched: first_fail (the first step failed), the step mask and the
+    score, from one scan of the patients left-joined to the flags of the atoms."""
     rule_set = compiler.rule_set
-    pop = compiler.population
     steps = rule_set.steps
-    sets = [compiler.patients(step.criterion).alias(f"s{i}") for i, step in enumerate(steps)]
-    scores = [compiler.patients(c.criterion).alias(f"c{j}") for j, c in enumerate(rule_set.score)]
     one, zero = literal_column("1"), literal_column("0")
     pass_cols = []
-    for step, table in zip(steps, sets, strict=True):
-        present = table.c.patient_id.is_not(None)
+    for step in steps:
+        holds = compiler.condition(step.criterion)
         pass_cols.append(
-            case((present, one), else_=zero) if step.kind == "include" else case((present, zero), else_=one)
+            case((holds, one), else_=zero) if step.kind == "include" else case((holds, zero), else_=one)
         )
     mask = reduce(lambda a, b: a + b, (p * literal_column(str(1 << i)) for i, p in enumerate(pass_cols)))
     first_fail = case(*((p == 0, literal_column(str(i))) for i, p in enumerate(pass_cols)), else_=null())
-    if scores:
+    if rule_set.score:
         score: ColumnElement[Any] = reduce(
             lambda a, b: a + b,
             (
                 case(
-                    (table.c.patient_id.is_not(None), cast(literal_column(repr(float(c.weight))), Float)),
+                    (compiler.condition(c.criterion), cast(literal_column(repr(float(c.weight))), Float)),
                     else_=0.0,
                 )
-                for table, c in zip(scores, rule_set.score, strict=True)
+                for c in rule_set.score
             ),
         )
     else:
         score = null()
-    query = select(pop.c.patient_id, pop.c.practice_id, *pass_cols, first_fail, mask, score).select_from(pop)
-    for table in [*sets, *scores]:
-        query = query.outerjoin(table, table.c.patient_id == pop.c.patient_id)
-    names = [
-        "patient_id",
-        "practice_id",
-        *(f"pass_{i}" for i in range(len(steps))),
-        "first_fail",
-        "mask",
-        "score",
-    ]
+    query = (
+        select(PATIENT.c.id, PATIENT.c.practice_id, first_fail, mask, score)
+        .select_from(compiler.patients_from())
+        .where(*compiler.patients_where())
+    )
     table = compiler.temp_table(
-        Column("patient_id", Integer, primary_key=True, autoincrement=False),
+        compiler.key_column(),
         Column("practice_id", Integer),
-        *(Column(f"pass_{i}", Integer) for i in range(len(steps))),
         Column("first_fail", Integer),
         Column("mask", BigInteger),
         Column("score", Float),
     )
-    compiler.fill(table, names, query)
+    compiler.fill(table, ["patient_id", "practice_id", "first_fail", "mask", "score"], query)
     return table
 
 
@@ -378,56 +420,77 @@ def _write_step_counts(conn: Connection, run_id: int, rule_set: RuleSet, passes:
 
 
 def _write_results(conn: Connection, run_id: int, rule_set: RuleSet, compiler: Compiler, passes: Any) -> None:
-    evidence = {}
-    for i, step in enumerate(rule_set.steps):
-        if step.kind == "exclude" and compiler.can_have_evidence(step.criterion):
-            excluded_here = compiler.patient_set(select(passes.c.patient_id).where(passes.c.first_fail == i))
-            table = compiler.evidence(step.criterion, excluded_here)
-            if table is not None:
-                evidence[i] = table.alias(f"e{i}")
-    failed = passes.c.first_fail
-    is_candidate = failed.is_(None)
-    excluding_step = case(*((failed == i, _text(s.id)) for i, s in enumerate(rule_set.steps)), else_=null())
-    reasons = []
-    for i, step in enumerate(rule_set.steps):
-        # An inclusion's reason says what is required, so say it was not met.
-        words = step.reason if step.kind == "exclude" else f"Not met: {step.reason}"
-        text: ColumnElement[str] = _text(words)
-        if i in evidence:
-            ev = evidence[i]
-            text = case(
-                (ev.c.patient_id.is_not(None), _concat(_text(step.reason), evidence_words(ev))), else_=text
-            )
-        reasons.append((failed == i, text))
-    reason = case(*reasons, else_=null())
-    if evidence:
-        ev_json = case(
-            *(
-                (and_(failed == i, ev.c.patient_id.is_not(None)), evidence_json(ev))
-                for i, ev in evidence.items()
-            ),
-            else_=null(),
-        )
-    else:
-        ev_json = null()
+    """search_result rows: the excluded with a plain reason, then those an exclusion step with
+    evidence excluded (joined to their evidence: few), then the candidates with their rank."""
+    steps = rule_set.steps
+    with_evidence = [
+        i for i, s in enumerate(steps) if s.kind == "exclude" and compiler.can_have_evidence(s.criterion)
+    ]
     columns = ["run_id", "patient_id", "practice_id", "outcome", "excluding_step", "reason", "evidence"]
-    common = (
-        literal_column(str(int(run_id))),
+    columns += ["step_mask", "score", "rank"]
+    run = literal_column(str(int(run_id)))
+    failed = passes.c.first_fail
+
+    def plain_reason(i: int) -> ColumnElement[str]:
+        # An inclusion's reason says what is required, so say it was not met.
+        return _text(steps[i].reason if steps[i].kind == "exclude" else f"Not met: {steps[i].reason}")
+
+    excluding_step = case(*((failed == i, _text(s.id)) for i, s in enumerate(steps)), else_=null())
+    reason = case(*((failed == i, plain_reason(i)) for i in range(len(steps))), else_=null())
+    plain = select(
+        run,
         passes.c.patient_id,
         passes.c.practice_id,
         _text("excluded"),
         excluding_step,
         reason,
-        ev_json,
+        null(),
         passes.c.mask,
         passes.c.score,
-    )
-    # Two statements, so only the candidates are sorted for their rank (ties share a rank).
-    excluded = select(*common, null()).select_from(passes).where(failed.is_not(None))
-    for ev in evidence.values():
-        excluded = excluded.outerjoin(ev, ev.c.patient_id == passes.c.patient_id)
+        null(),
+    ).where(failed.is_not(None))
+    if with_evidence:
+        plain = plain.where(failed.not_in(with_evidence))
+        evidenced = compiler.temp_table(compiler.key_column(), Column("step", Integer))
+        compiler.fill(
+            evidenced,
+            ["patient_id", "step"],
+            select(passes.c.patient_id, failed).where(failed.in_(with_evidence)),
+        )
+    conn.execute(RESULT.insert().from_select(columns, plain))
+    for i in with_evidence:
+        step = steps[i]
+        among = compiler.patient_set(select(evidenced.c.patient_id).where(evidenced.c.step == i))
+        # Everyone an exclusion step excluded meets its criterion.
+        ev = compiler.evidence(step.criterion, among, holds_for_all=True)
+        assert ev is not None
+        text = case(
+            (ev.c.patient_id.is_not(None), _concat(_text(step.reason), evidence_words(ev))),
+            else_=plain_reason(i),
+        )
+        ev_json = case((ev.c.patient_id.is_not(None), evidence_json(ev)), else_=null())
+        query = (
+            select(
+                run,
+                passes.c.patient_id,
+                passes.c.practice_id,
+                _text("excluded"),
+                _text(step.id),
+                text,
+                ev_json,
+                passes.c.mask,
+                passes.c.score,
+                null(),
+            )
+            .select_from(among.join(passes, passes.c.patient_id == among.c.patient_id))
+            .outerjoin(ev, ev.c.patient_id == among.c.patient_id)
+        )
+        conn.execute(RESULT.insert().from_select(columns, query))
+    # Only the candidates are sorted for their rank (ties share a rank).
     candidates = select(
-        *common[:3],
+        run,
+        passes.c.patient_id,
+        passes.c.practice_id,
         _text("candidate"),
         null(),
         null(),
@@ -435,6 +498,5 @@ def _write_results(conn: Connection, run_id: int, rule_set: RuleSet, compiler: C
         passes.c.mask,
         passes.c.score,
         func.rank().over(order_by=passes.c.score.desc()),
-    ).where(is_candidate)
-    for query in (excluded, candidates):
-        conn.execute(RESULT.insert().from_select([*columns, "step_mask", "score", "rank"], query))
+    ).where(failed.is_(None))
+    conn.execute(RESULT.insert().from_select(columns, candidates))

@@ -79,8 +79,11 @@ def populations(draw):
             pop.add_invitation(
                 pid,
                 draw(st.sampled_from(["instep", "other"])),
-                status=draw(st.sampled_from(["drafted", "sent", "do_not_contact"])),
-                reply=draw(st.sampled_from([None, "interested", "do_not_contact"])),
+                # Every status and reply `recruit replies import` can leave on an invitation.
+                status=draw(st.sampled_from(["drafted", "sent", "replied", "declined", "do_not_contact"])),
+                reply=draw(
+                    st.sampled_from([None, "interested", "not_interested", "do_not_contact", "now_in_work"])
+                ),
             )
     # One invitation per NHS number per study (the table's rule).
     seen = set()

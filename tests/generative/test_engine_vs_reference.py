@@ -30,7 +30,6 @@ from tests.search_helpers import (
     Population,
     assert_agrees,
     duckdb_available,
-    duckdb_engine_for_tests,
     fresh_engine,
     reference_run,
     run_engine,
@@ -79,7 +78,7 @@ def postgres_engine():
 
 @pytest.fixture(scope="module")
 def duckdb_engine(tmp_path_factory):
-    engine = duckdb_engine_for_tests(str(tmp_path_factory.mktemp("gen") / "gen.duckdb"))
+    engine = fresh_engine(f"duckdb:///{tmp_path_factory.mktemp('gen') / 'gen.duckdb'}")
     yield engine
     engine.dispose()
 

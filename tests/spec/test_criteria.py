@@ -1,4 +1,4 @@
-"""Each criterion on small hand-made records, on SQLite and PostgreSQL.
+"""Each criterion on small hand-made records, on SQLite, PostgreSQL and DuckDB.
 
 Every case states who should pass, and is also checked against the reference evaluator
 (patient by patient, count by count), so the two cannot drift apart on the cases written here.
@@ -16,7 +16,6 @@ from tests.search_helpers import (
     Population,
     check,
     duckdb_available,
-    duckdb_engine_for_tests,
     fresh_engine,
     make_codelist,
     one_step,
@@ -54,7 +53,7 @@ CODELISTS = {
 )
 def engine(request, tmp_path):
     if request.param == "duckdb":
-        engine = duckdb_engine_for_tests(str(tmp_path / "search.duckdb"))
+        engine = fresh_engine(f"duckdb:///{tmp_path / 'search.duckdb'}")
     else:
         engine = fresh_engine(
             request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")

@@ -370,6 +370,11 @@ SRC_MDHT = (
 SRC_OPENHIE = (
     "openhie/case-reporting-hiv-vn@7f7400db5331c4f15bd7593151e71ad9c6bdda92:input/fsh/ValueSet-occupation.fsh"
 )
+SRC_PHINVADS_UNEMPLOYED = (
+    "https://phinvads.cdc.gov/vads/ViewValueSetConcept.action?id=D6317451-4B37-F011-81F2-005056ABE2F0 "
+    "(CDC PHIN VADS, value set PHVS_EmploymentStatus_ODH v5: concept 73438004, code system concept name "
+    "'Unemployed (finding)', published)"
+)
 SRC_SDOH = (
     "HL7/fhir-sdoh-clinicalcare@6604b7ac13b9f0cd80603428f99e5be0672966aa:"
     "input/fsh/instances/SDOHCC-ConditionUnemployedExample.fsh"
@@ -495,7 +500,14 @@ def build_employment(shared: Path) -> tuple[list[Row], dict[str, object]]:
             raise SystemExit(f"employment_status: unmapped shared row {key}")
         source = r["source"]
         if key == ("73438004", "snomedct"):
-            source += " ; " + SRC_OPENHIE + " (display 'Out of work') ; " + SRC_SDOH
+            source += (
+                " ; "
+                + SRC_OPENHIE
+                + " (display 'Out of work') ; "
+                + SRC_SDOH
+                + " ; "
+                + SRC_PHINVADS_UNEMPLOYED
+            )
         out.append({**r, "category": cat, "source": source})
     have = {(r["code"], r["system"]) for r in out}
     for code, term, cat, source in EMPLOYMENT_ADDITIONS:

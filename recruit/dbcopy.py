@@ -1,0 +1,279 @@
+"""Copy a whole recruit database into another one: SQLite, PostgreSQL or DuckDB, either way.
+
+The usual use is a region-wide search: practices' extracts are loaded into SQLite or PostgreSQL
+(recruit load), then copied into a DuckDB file, the embedded analytic engine that searches a
+million patients in seconds. The target's schema is made by the same Alembic migrations as the
+source's (recruit.duckdb_support translates them for DuckDB), so both are at one revision and
+the copy is table by table, column by column, in one transaction on the target: stopped half way,
+it leaves the target as it was.
+
+Rows travel in batches by each engine's bulk path: COPY on PostgreSQL, a JSON batch file read
+by DuckDB itself (its parameter binding manages a few thousand rows a second), executemany
+elsewhere. Plain indexes are dropped during the copy and built again afterwards (one sort instead
+of millions of index updates), then the planner's statistics are refreshed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Date,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    delete,
+    func,
+    inspect,
+    select,
+    text,
+    type_coerce,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.schema import CreateIndex, DropIndex
+from sqlalchemy.types import TypeDecorator
+
+from recruit.db import describe, unavailable
+from recruit.errors import RecruitError
+from recruit.migrate import current_revision, head_revision, upgrade
+from recruit.models import Base
+
+BATCH = 100_000
+Progress = Callable[[str, int], None]
+
+
+@dataclass
+class CopySummary:
+    rows: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+
+def copy_database(
+    source: Engine, target: Engine, *, replace: bool = False, progress: Progress | None = None
+) -> CopySummary:
+    """Copy every recruit table from source to target (created or brought up to date first).
+
+    The target must hold no records unless replace is true, in which case they are deleted
+    first (in the same transaction as the copy)."""
+    if source.url == target.url:
+        raise RecruitError("The database to copy into is the one being copied from: give another --to.")
+    head = head_revision()
+    found = current_revision(source)
+    if found is None:
+        raise RecruitError(f"The database {describe(source.url)} has no recruit tables to copy.")
+    if found != head:
+        raise RecruitError(
+            f"The database {describe(source.url)} is at revision {found}; this recruit expects {head}. "
+            "Run `recruit db upgrade` on it first."
+        )
+    upgrade(target)
+    tables = list(Base.metadata.sorted_tables)
+    summary = CopySummary()
+    try:
+        with source.connect() as src, target.begin() as dst:
+            _empty_target(dst, tables, target, replace)
+            dropped = _drop_plain_indexes(dst, tables)
+            for table in tables:
+                summary.rows[table.name] = _copy_table(src, dst, table, progress)
+            _reset_id_sequences(dst, tables)
+            for index in dropped:
+                dst.execute(CreateIndex(index))
+        _analyse(target)
+    except SQLAlchemyError as exc:
+        raise unavailable(target, exc) from None
+    return summary
+
+
+def _empty_target(conn: Connection, tables: Sequence[Table], target: Engine, replace: bool) -> None:
+    holding = [t.name for t in tables if conn.execute(select(func.count()).select_from(t)).scalar()]
+    if not holding:
+        return
+    if not replace:
+        raise RecruitError(
+            f"The database {describe(target.url)} already holds records ({', '.join(holding[:4])}"
+            f"{'...' if len(holding) > 4 else ''}). "
+            "Give --replace to overwrite them, or copy into a new file."
+        )
+    for table in reversed(tables):
+        conn.execute(delete(table))
+
+
+def _drop_plain_indexes(conn: Connection, tables: Sequence[Table]) -> list[Index]:
+    """The models' plain indexes that exist in the target, dropped until the rows are in."""
+    if conn.dialect.name == "duckdb":
+        return []  # recruit makes no plain indexes on DuckDB (see recruit.duckdb_support)
+    existing = {
+        (t.name, ix["name"]) for t in tables for ix in inspect(conn).get_indexes(t.name) if ix.get("name")
+    }
+    dropped = []
+    for table in tables:
+        for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+            if not index.unique and (table.name, index.name) in existing:
+                conn.execute(DropIndex(index))
+                dropped.append(index)
+    return dropped
+
+
+def _raw_columns(table: Table) -> list[Any]:
+    """Columns as stored: JSON kept as its text, so it is copied byte for byte."""
+    return [
+        type_coerce(c, c.type.impl).label(c.name) if isinstance(c.type, TypeDecorator) else c
+        for c in table.columns
+    ]
+
+
+def _batches(src: Connection, table: Table) -> Iterator[Sequence[Any]]:
+    order = list(table.primary_key.columns)
+    query = select(*_raw_columns(table)).order_by(*order)
+    result = src.execution_options(yield_per=BATCH).execute(query)
+    yield from result.partitions()
+
+
+def _as_utc(value: Any) -> Any:
+    """recruit writes times in UTC; SQLite gives them back without their zone, so put it back."""
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def _copy_table(src: Connection, dst: Connection, table: Table, progress: Progress | None) -> int:
+    names = [c.name for c in table.columns]
+    zoned = [i for i, c in enumerate(table.columns) if isinstance(c.type, DateTime) and c.type.timezone]
+    n = 0
+    for rows in _batches(src, table):
+        if zoned:
+            rows = [tuple(_as_utc(v) if i in zoned else v for i, v in enumerate(row)) for row in rows]
+        insert_rows(dst, table, names, rows)
+        n += len(rows)
+        if progress is not None:
+            progress(table.name, len(rows))
+    return n
+
+
+def _stored(table: Table) -> Table:
+    """The table with JSON columns as the plain text they are stored as (copied, not re-encoded)."""
+    columns = [
+        Column(c.name, c.type.impl if isinstance(c.type, TypeDecorator) else c.type) for c in table.columns
+    ]
+    return Table(table.name, MetaData(), *columns)
+
+
+def insert_rows(dst: Connection, table: Table, names: list[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Many rows (tuples in the order of `names`, values as stored) by the engine's bulk path."""
+    writer = {"postgresql": _write_postgres, "duckdb": _write_duckdb}.get(dst.dialect.name, _write_rows)
+    writer(dst, table, names, rows)
+
+
+def _write_rows(dst: Connection, table: Table, names: list[str], rows: Sequence[Any]) -> None:
+    dst.execute(_stored(table).insert(), [dict(zip(names, row, strict=True)) for row in rows])
+
+
+def _write_postgres(dst: Connection, table: Table, names: list[str], rows: Sequence[Any]) -> None:
+    if dst.dialect.driver != "psycopg":
+        _write_rows(dst, table, names, rows)
+        return
+    cursor = dst.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _duckdb_type(column: Any) -> str:
+    kind = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
+    if isinstance(kind, Boolean):
+        return "BOOLEAN"
+    if isinstance(kind, BigInteger):
+        return "BIGINT"
+    if isinstance(kind, Integer):
+        return "INTEGER"
+    if isinstance(kind, Float):
+        return "DOUBLE"
+    if isinstance(kind, DateTime):
+        return "TIMESTAMPTZ" if kind.timezone else "TIMESTAMP"
+    if isinstance(kind, Date):
+        return "DATE"
+    return "VARCHAR"
+
+
+def _json_default(value: Any) -> Any:
+    """orjson writes dates and times itself; anything else in a recruit table is a bug."""
+    raise TypeError(f"recruit cannot copy a value of type {type(value).__name__}")
+
+
+def _write_duckdb(dst: Connection, table: Table, names: list[str], rows: Sequence[Any]) -> None:
+    """One JSON object of column arrays per batch, unnested by DuckDB's own JSON reader."""
+    columns = {name: list(values) for name, values in zip(names, zip(*rows, strict=True), strict=True)}
+    fd, path = tempfile.mkstemp(prefix="recruit-copy-", suffix=".json")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(orjson.dumps(columns, default=_json_default))
+        spec = ", ".join(f"'{c.name}': '{_duckdb_type(c)}[]'" for c in table.columns)
+        unnest = ", ".join(f'unnest("{name}")' for name in names)
+        quoted = ", ".join(f'"{name}"' for name in names)
+        where = str(Path(path)).replace("'", "''")
+        dst.exec_driver_sql(
+            f"INSERT INTO {table.name} ({quoted}) SELECT {unnest} FROM read_json('{where}', "
+            f"format='unstructured', maximum_object_size=2147483647, columns={{{spec}}})"
+        )
+    finally:
+        os.unlink(path)
+
+
+def _numbered(table: Table) -> Any:
+    column = table.autoincrement_column
+    return column if column is not None and isinstance(column.type, Integer) else None
+
+
+def _reset_id_sequences(conn: Connection, tables: Sequence[Table]) -> None:
+    """Ids copied as they were: the target's own numbering must carry on after the largest."""
+    dialect = conn.dialect.name
+    for table in tables:
+        column = _numbered(table)
+        if column is None:
+            continue
+        top = conn.execute(select(func.max(column))).scalar()
+        if top is None:
+            continue
+        if dialect == "postgresql":
+            conn.execute(
+                text("SELECT setval(pg_get_serial_sequence(:t, :c), :v)"),
+                {"t": table.name, "c": column.name, "v": top},
+            )
+        elif dialect == "duckdb":
+            # DuckDB sequences cannot be set: make the sequence again, starting after the top.
+            seq = f"{table.name}_id_seq"
+            conn.exec_driver_sql(f'ALTER TABLE {table.name} ALTER COLUMN "{column.name}" DROP DEFAULT')
+            conn.exec_driver_sql(f"DROP SEQUENCE IF EXISTS {seq}")
+            conn.exec_driver_sql(f"CREATE SEQUENCE {seq} START WITH {int(top) + 1}")
+            conn.exec_driver_sql(
+                f"ALTER TABLE {table.name} ALTER COLUMN \"{column.name}\" SET DEFAULT nextval('{seq}')"
+            )
+
+
+def _analyse(engine: Engine) -> None:
+    """Fresh planner statistics for the copied tables (PostgreSQL and SQLite plan from them);
+    PostgreSQL also vacuums, which lets it answer from an index without visiting the table."""
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    elif engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")
