@@ -2,4 +2,6 @@
 
 from recruit.cli import main
 
-main()
+# Guarded: letter printing starts worker processes that import this module again.
+if __name__ == "__main__":
+    main()

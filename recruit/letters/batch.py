@@ -1,0 +1,574 @@
+"""`recruit letters RUN`: one wave of GP-approved invitation letters, and its records.
+
+In order: the study settings and templates are checked (a template missing a required element
+prints nothing); every patient the run found is classified again against the latest data
+(recruit.letters.select); the next wave is taken in rank order; each is given a study number,
+a format (large print or easy read when their record asks for it) and a signing GP; patients
+who need an interpreter, Braille or another language are listed for the practice instead of
+being posted an English letter; the letters are laid out and written (combined PDF, one PDF per
+letter, mail-merge CSV and XLSX); and only then are the batch and its invitations recorded, in
+the same transaction that read the data. The files appear in the output folder only once that
+transaction has committed, so a failure leaves neither files nor records behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from recruit.codelists import default_directory, load_codelist
+from recruit.db import unavailable
+from recruit.errors import RecruitError
+from recruit.letters import mailmerge
+from recruit.letters.numbers import new_study_number
+from recruit.letters.pdf import (
+    DetailsTask,
+    LetterPages,
+    RenderedDoc,
+    Stamper,
+    chunked,
+    lay_out_details,
+    mapper,
+    process_pool,
+    render_html,
+)
+from recruit.letters.render import (
+    GPView,
+    Letter,
+    LetterTemplates,
+    PackKey,
+    PatientView,
+    PracticeView,
+    full_name,
+    long_date,
+    salutation,
+    study_variables,
+)
+from recruit.letters.select import Candidate, classify, commonest_usual_gp, gps, practices
+from recruit.letters.study import StudySettings, default_study_file, load_study_settings, store_study
+from recruit.models import Codelist as CodelistRow
+from recruit.models import Invitation, LetterBatch, SearchRun, Study, utcnow
+from recruit.query.run import store_codelists
+
+RUN = SearchRun.__table__
+STUDY = Study.__table__
+BATCH = LetterBatch.__table__
+INVITATION = Invitation.__table__
+CODELIST = CodelistRow.__table__
+
+CHUNK = 25  # letters per document of patient details (WeasyPrint slows as documents grow)
+PRACTICE_CONTACT_FORMATS = ("braille", "interpreter", "language")
+
+
+@dataclass
+class LetterSummary:
+    """What a letters run did, in counts only (no patient identifiers)."""
+
+    batch_id: int
+    run_id: int
+    study_code: str
+    output_dir: Path
+    letters_written: int = 0
+    pages: int = 0
+    formats: dict[str, int] = field(default_factory=dict)
+    practice_contact: dict[str, int] = field(default_factory=dict)
+    refusals: dict[str, int] = field(default_factory=dict)
+    left_for_later: int = 0
+    draft: bool = True
+
+
+@dataclass(frozen=True)
+class _Planned:
+    candidate: Candidate
+    study_number: str
+    letter_format: str  # standard, large_print, easy_read, or a practice-contact need
+    practice: PracticeView
+    gp: GPView
+    patient: PatientView
+    need: str = ""
+
+
+def write_letters(
+    engine: Engine,
+    run_id: int,
+    out_dir: str | Path,
+    *,
+    limit: int | None = None,
+    study_file: str | Path | None = None,
+    templates_dir: str | Path | None = None,
+    letter_date: dt.date | None = None,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> LetterSummary:
+    """Write the next wave of letters for a search run into out_dir; the summary of what was done."""
+    from recruit.letters.check import check_templates
+
+    if limit is not None and limit < 1:
+        raise RecruitError("--limit must be at least 1.")
+    out = Path(out_dir)
+    _check_output_folder(out)
+    templates = LetterTemplates(templates_dir)
+    with engine.connect() as conn:
+        run = conn.execute(select(RUN).where(RUN.c.id == run_id)).first()
+        run_study = None
+        if run is not None and run.study_id is not None:
+            run_study = conn.execute(select(STUDY.c.code).where(STUDY.c.id == run.study_id)).scalar()
+    if run is None:
+        raise RecruitError(
+            f"There is no search run {run_id}. `recruit search` prints the number of each run."
+        )
+    if run.status != "finished":
+        raise RecruitError(f"Search run {run_id} did not finish ({run.status}); run the search again.")
+    study_path = Path(study_file) if study_file else default_study_file(run_study or "instep")
+    settings = load_study_settings(study_path)
+    if run_study is not None and run_study != settings.code:
+        raise RecruitError(
+            f"Search run {run_id} was for the study '{run_study}' but {study_path} is for '{settings.code}'."
+        )
+    opt_out, accessible = _letter_codelists(settings, study_path)
+    day = letter_date or dt.date.today()
+    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
+    pool = process_pool(workers)
+    try:
+        check_templates(templates, settings, mapper(pool))
+        return _write(engine, run, out, limit, settings, templates, opt_out, accessible, day, pool, progress)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _write(
+    engine: Engine,
+    run: Any,
+    out: Path,
+    limit: int | None,
+    settings: StudySettings,
+    templates: LetterTemplates,
+    opt_out: Any,
+    accessible: Any,
+    day: dt.date,
+    pool: Any,
+    progress: Callable[[int], None] | None,
+) -> LetterSummary:
+    run_id = run.id
+
+    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    committed = False
+    try:
+        with _connect(engine) as conn, conn.begin():
+            study_id = store_study(conn, settings)
+            stored = store_codelists(conn, {"opt_out": opt_out, "accessible": accessible})
+            opt_out_ids = [
+                stored["opt_out"],
+                *_run_codelist_ids(conn, run, settings.codelists.research_opt_out),
+            ]
+            found = classify(conn, run_id, study_id, opt_out_ids, [stored["accessible"]])
+            refusals = Counter(found.refusals)
+            wave = found.eligible if limit is None else found.eligible[:limit]
+            left_for_later = len(found.eligible) - len(wave)
+            planned = _plan(conn, wave, settings)
+            staging.mkdir(parents=True)
+            mailed, misfits, pages_info = _print(templates, settings, planned, day, staging, pool, progress)
+            refusals.update({"details_do_not_fit_window": len(misfits)} if misfits else {})
+            contact = [p for p in planned if p.letter_format in PRACTICE_CONTACT_FORMATS]
+            batch_id = conn.execute(
+                insert(BATCH)
+                .values(
+                    run_id=run_id,
+                    study_id=study_id,
+                    created_at=utcnow(),
+                    output_dir=str(out.resolve()),
+                    letters_written=len(mailed),
+                    refusals=dict(sorted(refusals.items())),
+                )
+                .returning(BATCH.c.id)
+            ).scalar_one()
+            invited = [*mailed, *contact]
+            if invited:
+                conn.execute(
+                    insert(INVITATION),
+                    [
+                        {
+                            "study_id": study_id,
+                            "patient_id": p.candidate.patient_id,
+                            "nhs_number": p.candidate.nhs_number,
+                            "run_id": run_id,
+                            "batch_id": batch_id,
+                            "study_number": p.study_number,
+                            "letter_format": p.letter_format,
+                            "status": "drafted",
+                            "created_at": utcnow(),
+                        }
+                        for p in invited
+                    ],
+                )
+            summary = LetterSummary(
+                batch_id=batch_id,
+                run_id=run_id,
+                study_code=settings.code,
+                output_dir=out,
+                letters_written=len(mailed),
+                pages=sum(n for n, _ in pages_info),
+                formats=dict(Counter(p.letter_format for p in mailed)),
+                practice_contact=dict(Counter(p.letter_format for p in contact)),
+                refusals=dict(sorted(refusals.items())),
+                left_for_later=left_for_later,
+                draft=settings.status == "draft",
+            )
+            _write_lists(staging, settings, day, mailed, pages_info, contact, misfits)
+            _write_summary(staging, summary, settings, templates, day)
+        committed = True
+        try:
+            _publish(staging, out)
+        except OSError as exc:
+            raise RecruitError(
+                f"The letters were recorded (batch {summary.batch_id}) but could not be moved to {out} "
+                f"({exc.strerror}); they are in {staging}."
+            ) from None
+    except IntegrityError:
+        raise RecruitError(
+            "Another letters run wrote to some of the same people at the same time. Nothing was "
+            "written by this one; run it again and those people will be left out."
+        ) from None
+    except OperationalError as exc:
+        raise unavailable(engine, exc) from None
+    except DBAPIError as exc:
+        raise unavailable(engine, exc) from None
+    finally:
+        if not committed and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def _connect(engine: Engine) -> Any:
+    """PostgreSQL reads one snapshot for the whole run, so the checks and inserts agree."""
+    if engine.dialect.name == "postgresql":
+        return engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    return engine.connect()
+
+
+def _check_output_folder(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RecruitError(
+            f"{out} already exists and is not an empty folder. Give a new folder for each batch of "
+            "letters, so no earlier letters are overwritten."
+        )
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise RecruitError(f"The folder {parent} does not exist, so {out.name} cannot be made in it.")
+
+
+def _publish(staging: Path, out: Path) -> None:
+    if out.exists():
+        out.rmdir()
+    staging.rename(out)
+
+
+def _letter_codelists(settings: StudySettings, study_path: Path) -> tuple[Any, Any]:
+    if settings.codelist_directory:
+        directory = (study_path.parent / settings.codelist_directory).resolve()
+    elif (study_path.parent.parent / "codelists" / "codelists.yaml").is_file():
+        directory = study_path.parent.parent / "codelists"
+    else:
+        directory = default_directory()
+    opt_out = load_codelist(settings.codelists.research_opt_out, directory)
+    accessible = load_codelist(settings.codelists.accessible_information, directory)
+    return opt_out, accessible
+
+
+def _run_codelist_ids(conn: Any, run: Any, name: str) -> list[int]:
+    """The research opt-out list the search itself used, if it used one (checked as well)."""
+    fingerprint = (run.codelist_fingerprints or {}).get(name)
+    if not fingerprint:
+        return []
+    found = conn.execute(
+        select(CODELIST.c.id).where(CODELIST.c.name == name, CODELIST.c.fingerprint == fingerprint)
+    ).scalar()
+    return [found] if found is not None else []
+
+
+# --- planning each letter ----------------------------------------------------------------------
+
+
+def _lines(text: str | None) -> tuple[str, ...]:
+    return tuple(line.strip() for line in (text or "").splitlines() if line.strip())
+
+
+def letter_format(c: Candidate) -> str:
+    """Braille, an interpreter or another language: the practice arranges it. Else easy read
+    (which is also in large type), large print, or the standard letter."""
+    if c.needs_braille:
+        return "braille"
+    if c.needs_interpreter:
+        return "interpreter"
+    if c.language:
+        return "language"
+    if c.needs_easy_read:
+        return "easy_read"
+    if c.needs_large_print:
+        return "large_print"
+    return "standard"
+
+
+NEEDS = {
+    "braille": "Braille: please send the invitation in Braille or contact them another way",
+    "interpreter": "Interpreter needed: please contact them with an interpreter",
+    "language": "Main language is not English: please contact them in their language",
+    "details_do_not_fit_window": "Name or address too long for the envelope window: check the address",
+}
+
+
+def _plan(conn: Any, wave: list[Candidate], settings: StudySettings) -> list[_Planned]:
+    practice_ids = sorted({c.practice_id for c in wave})
+    practice_rows = practices(conn, practice_ids)
+    gp_rows = gps(conn, practice_ids)
+    fallback = commonest_usual_gp(conn, practice_ids)
+    numbers = _study_numbers(conn, settings.number_prefix, len(wave))
+    planned = []
+    for c, number in zip(wave, numbers, strict=True):
+        prac = practice_rows[c.practice_id]
+        practice = PracticeView(
+            name=prac.name,
+            ods_code=prac.ods_code,
+            address_lines=_lines(prac.address),
+            postcode=prac.postcode or "",
+            telephone=prac.telephone or "",
+            email=prac.email or "",
+        )
+        override = settings.signing_gps.get(prac.ods_code)
+        if override is not None:
+            gp = GPView(override.name, override.role)
+        else:
+            gp_id = c.usual_gp_id if c.usual_gp_id in gp_rows else fallback.get(c.practice_id)
+            row = gp_rows.get(gp_id) if gp_id is not None else None
+            name = full_name(row.title, row.given_name, row.family_name) if row else ""
+            if not name:
+                raise RecruitError(
+                    f"No GP is named to sign the letters of practice {prac.ods_code} ({prac.name}). "
+                    f"Add one under signing_gps in the study settings, e.g. {prac.ods_code}: "
+                    "{name: Dr A Patel, role: GP partner}."
+                )
+            gp = GPView(name, row.role or "GP")
+        patient = PatientView(
+            full_name=full_name(c.title, c.given_name, c.family_name),
+            salutation=salutation(c.title, c.given_name, c.family_name),
+            address_lines=_lines(c.address),
+            postcode=(c.postcode or "").strip().upper(),
+        )
+        fmt = letter_format(c)
+        need = NEEDS.get(fmt, "")
+        if fmt == "language":
+            need = f"{need} ({c.language})"
+        planned.append(_Planned(c, number, fmt, practice, gp, patient, need))
+    return planned
+
+
+def _study_numbers(conn: Any, prefix: str, n: int) -> list[str]:
+    """n new study numbers, none already used (random, so a clash is very unlikely; still checked)."""
+    numbers: list[str] = []
+    while len(numbers) < n:
+        fresh = {new_study_number(prefix) for _ in range(n - len(numbers))} - set(numbers)
+        taken = set(
+            conn.execute(
+                select(INVITATION.c.study_number).where(INVITATION.c.study_number.in_(fresh))
+            ).scalars()
+        )
+        numbers.extend(sorted(fresh - taken))
+    return numbers
+
+
+# --- printing ----------------------------------------------------------------------------------
+
+
+def _print(
+    templates: LetterTemplates,
+    settings: StudySettings,
+    planned: list[_Planned],
+    day: dt.date,
+    folder: Path,
+    pool: Any,
+    progress: Callable[[int], None] | None,
+) -> tuple[list[_Planned], list[_Planned], list[tuple[int, int]]]:
+    """Lay out and write the PDFs; (letters printed, letters whose details did not fit, and for
+    each printed letter its page count and first page in the combined PDF).
+
+    The packs are laid out first; then each chunk of letters' details is laid out, and each of
+    its letters' own PDF written, in the printing processes, while this process stamps the
+    chunks already done into the combined PDF."""
+    to_print = [p for p in planned if p.letter_format not in PRACTICE_CONTACT_FORMATS]
+    if not to_print:
+        return [], [], []
+    study = study_variables(settings)
+    date_text = long_date(day)
+    draft = settings.status == "draft"
+    title = f"{settings.short_title} invitation letters"
+    letters = [
+        Letter(PackKey(p.letter_format, p.practice, p.gp), p.patient, p.study_number) for p in to_print
+    ]
+    keys = list(dict.fromkeys(letter.pack for letter in letters))
+    pack_html = [
+        templates.document([templates.pack_html(k, study, date_text)], draft=draft, title=title) for k in keys
+    ]
+    pack_docs = list(mapper(pool)(render_html, pack_html))
+    for key, doc in zip(keys, pack_docs, strict=True):
+        _check_pack(key, doc)
+    pack_ids = {key: i for i, key in enumerate(keys)}
+    packs = dict(enumerate(pack_docs))
+    singles = folder / "letters"
+    singles.mkdir()
+    chunks = list(chunked(list(enumerate(letters)), CHUNK))
+    tasks = []
+    for i, chunk in enumerate(chunks):
+        html = templates.document(
+            [templates.slots_html(letter, f"l{i}-{j}") for j, (_, letter) in enumerate(chunk)],
+            draft=False,
+            title=title,
+            slots=True,
+        )
+        used = {pack_ids[letter.pack] for _, letter in chunk}
+        tasks.append(
+            DetailsTask(
+                html,
+                {k: packs[k] for k in used},
+                tuple(
+                    (
+                        f"l{i}-{j}",
+                        pack_ids[letter.pack],
+                        letter.study_number,
+                        str(singles / f"{letter.study_number}.pdf"),
+                    )
+                    for j, (_, letter) in enumerate(chunk)
+                ),
+            )
+        )
+    stamper = Stamper()
+    combined = stamper.new_target()
+    printed: list[_Planned] = []
+    misfits: list[_Planned] = []
+    pages_info: list[tuple[int, int]] = []
+    page_cursor = 0
+    for i, (chunk, done) in enumerate(zip(chunks, mapper(pool)(lay_out_details, tasks), strict=True)):
+        for (index, letter), first in zip(chunk, done.first_pages, strict=True):
+            plan = to_print[index]
+            if first is None:
+                misfits.append(plan)
+                continue
+            pack_id = pack_ids[letter.pack]
+            pages = LetterPages(packs[pack_id], pack_id, done.doc, i, first, letter.study_number)
+            n = stamper.add_letter(combined, pages)
+            printed.append(plan)
+            pages_info.append((n, page_cursor + 1))
+            page_cursor += n
+        if progress is not None:
+            progress(len(chunk))
+    if printed:
+        stamper.write(combined, folder / "letters.pdf")
+    return printed, misfits, pages_info
+
+
+def _check_pack(key: PackKey, doc: RenderedDoc) -> None:
+    slip = doc.page_of("reply-slip")
+    if slip is None:
+        raise RecruitError(
+            'The letter template reply_slip.html.j2 lost id="reply-slip", which recruit needs to find the '
+            "reply slip; put it back."
+        )
+    if slip != doc.page_count - 1:
+        raise RecruitError(
+            f"The {key.letter_format.replace('_', ' ')} reply slip does not fit on one page (or is not the "
+            "last page of the letter). Shorten it in reply_slip.html.j2 or letters.css."
+        )
+
+
+# --- the lists ---------------------------------------------------------------------------------
+
+
+def _merge_row(p: _Planned, day: dt.date, pages: int, first_page: int) -> dict[str, Any]:
+    c = p.candidate
+    address = mailmerge.address_columns(p.patient.address_lines)
+    return {
+        "StudyNumber": p.study_number,
+        "Title": c.title or "",
+        "FirstName": c.given_name or "",
+        "Surname": c.family_name or "",
+        "FullName": p.patient.full_name,
+        "Salutation": p.patient.salutation,
+        **{f"Address{i + 1}": line for i, line in enumerate(address)},
+        "Postcode": p.patient.postcode,
+        "PracticeODS": p.practice.ods_code,
+        "PracticeName": p.practice.name,
+        "GPName": p.gp.name,
+        "LetterFormat": p.letter_format,
+        "LetterDate": long_date(day),
+        "StreamPages1": pages,
+        "FirstPage": first_page,
+        "PdfFile": f"letters/{p.study_number}.pdf",
+    }
+
+
+def _contact_row(p: _Planned, need: str, study_number: str) -> dict[str, Any]:
+    c = p.candidate
+    address = mailmerge.address_columns(p.patient.address_lines)
+    return {
+        "StudyNumber": study_number,
+        "NHSNumber": c.nhs_number,
+        "Title": c.title or "",
+        "FirstName": c.given_name or "",
+        "Surname": c.family_name or "",
+        **{f"Address{i + 1}": line for i, line in enumerate(address)},
+        "Postcode": p.patient.postcode,
+        "PracticeODS": p.practice.ods_code,
+        "WhatIsNeeded": need,
+    }
+
+
+def _write_lists(
+    folder: Path,
+    settings: StudySettings,
+    day: dt.date,
+    mailed: list[_Planned],
+    pages_info: list[tuple[int, int]],
+    contact: list[_Planned],
+    misfits: list[_Planned],
+) -> None:
+    rows = [_merge_row(p, day, n, first) for p, (n, first) in zip(mailed, pages_info, strict=True)]
+    mailmerge.write_csv(folder / "mail-merge.csv", mailmerge.MAIL_MERGE_COLUMNS, rows)
+    mailmerge.write_xlsx(folder / "mail-merge.xlsx", mailmerge.MAIL_MERGE_COLUMNS, rows, "Letters")
+    listed = [_contact_row(p, p.need, p.study_number) for p in contact]
+    # A letter that could not be printed has no invitation, so no study number to give.
+    listed += [_contact_row(p, NEEDS["details_do_not_fit_window"], "") for p in misfits]
+    mailmerge.write_csv(folder / "contact-another-way.csv", mailmerge.PRACTICE_LIST_COLUMNS, listed)
+
+
+def _write_summary(
+    folder: Path, summary: LetterSummary, settings: StudySettings, templates: LetterTemplates, day: dt.date
+) -> None:
+    """batch.json: what was done and with which wording, in counts only."""
+    record = {
+        "batch_id": summary.batch_id,
+        "search_run": summary.run_id,
+        "study": summary.study_code,
+        "study_settings_fingerprint": settings.fingerprint(),
+        "study_status": settings.status,
+        "templates_fingerprint": templates.fingerprint(),
+        "letter_date": day.isoformat(),
+        "letters_written": summary.letters_written,
+        "pages": summary.pages,
+        "formats": summary.formats,
+        "listed_for_the_practice": summary.practice_contact,
+        "not_written_to": summary.refusals,
+        "left_for_a_later_wave": summary.left_for_later,
+        "created_at": utcnow().isoformat(timespec="seconds"),
+    }
+    (folder / "batch.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,325 @@
+"""HTML to PDF (WeasyPrint), and the two layers of each letter stamped into one page (pypdf).
+
+Each pack (letter and reply slip, without patient details) is laid out once; each letter's
+details are laid out in documents of a few dozen letters (WeasyPrint's time per page grows with
+the size of the document); then every page of a letter is written as the pack's page, drawn as a
+PDF form XObject, with the letter's details on top. Splitting the details into chunks also lets
+them be laid out in several processes at once.
+
+WeasyPrint is given a URL fetcher that fetches nothing, so no text in a record can make it read
+a file or the network (shared/reference/letters-and-review.md 5.2).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from recruit.errors import RecruitError
+
+SLIP_ANCHOR = "reply-slip"
+# Positions in WeasyPrint are CSS pixels; allow a rounding error when comparing them.
+_SLACK = 0.5
+
+
+@dataclass(frozen=True)
+class RenderedDoc:
+    """A laid-out HTML document: its PDF and, for each page, the ids on it with their positions."""
+
+    pdf: bytes
+    anchors: tuple[dict[str, tuple[float, ...]], ...]
+
+    @property
+    def page_count(self) -> int:
+        return len(self.anchors)
+
+    def page_of(self, anchor: str) -> int | None:
+        return next((i for i, page in enumerate(self.anchors) if anchor in page), None)
+
+    def position(self, anchor: str) -> tuple[int, float] | None:
+        """(page, y) of an id."""
+        for i, page in enumerate(self.anchors):
+            if anchor in page:
+                return i, page[anchor][1]
+        return None
+
+
+def _fetch_nothing(url: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    # Letters need no images, fonts or stylesheets from anywhere: refuse every URL.
+    raise ValueError(f"letters load nothing from outside the document (asked for {url[:80]!r})")
+
+
+def weasyprint_html() -> Any:
+    try:
+        from weasyprint import HTML
+    except (ImportError, OSError) as exc:  # OSError: the Pango system libraries are missing
+        detail = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        raise RecruitError(
+            "Printing letters needs WeasyPrint and the Pango libraries (Debian or Ubuntu: "
+            "apt install libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0; see README.md). "
+            f"The problem was: {detail}"
+        ) from None
+    return HTML
+
+
+def render_html(html: str) -> RenderedDoc:
+    """Lay out one HTML document and write its PDF."""
+    document = weasyprint_html()(string=html, base_url=None, url_fetcher=_fetch_nothing).render()
+    # Each id's position: (x, y, ...) in CSS pixels from the page's top left corner.
+    anchors = tuple(
+        {name: tuple(float(v) for v in point) for name, point in page.anchors.items()}
+        for page in document.pages
+    )
+    return RenderedDoc(document.write_pdf(), anchors)
+
+
+Mapper = Callable[..., Iterator[Any]]
+
+
+def process_pool(workers: int) -> Any:
+    """A pool of `workers` printing processes, or None for one (the work stays in this process).
+
+    The processes are started fresh (spawn), never forked: a forked child would share the
+    parent's database connections."""
+    if workers <= 1:
+        return None
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+
+
+def mapper(pool: Any) -> Mapper:
+    """map() over the pool, in order, results as they come; plain map without one."""
+    return map if pool is None else pool.map
+
+
+def render_many(htmls: Sequence[str], workers: int = 1) -> list[RenderedDoc]:
+    """Lay out documents, in `workers` processes when there is more than one document."""
+    if workers <= 1 or len(htmls) <= 1:
+        return [render_html(html) for html in htmls]
+    with process_pool(min(workers, len(htmls))) as pool:
+        return list(pool.map(render_html, htmls))
+
+
+# --- stamping the two layers together --------------------------------------------------------
+
+
+NUMBER_PLACES = ("number-place", "slip-number-place")
+_NUMBER_FONT = "/RecruitNumberFont"
+_PX_TO_PT = 0.75  # CSS pixels (1/96 inch) to PDF points (1/72 inch)
+
+
+@dataclass(frozen=True)
+class LetterPages:
+    """Where one letter's pages come from: its pack, and the page of its details."""
+
+    pack: RenderedDoc
+    pack_id: int
+    details: RenderedDoc
+    details_id: int
+    first_page: int
+    study_number: str
+
+
+def number_places(pack: RenderedDoc) -> dict[int, tuple[float, ...]]:
+    """Page -> the box (x1, y1, x2, y2 in CSS pixels) the pack leaves for the study number."""
+    places = {}
+    for anchor in NUMBER_PLACES:
+        found = next(((i, page[anchor]) for i, page in enumerate(pack.anchors) if anchor in page), None)
+        if found is None or len(found[1]) < 4:
+            where = "letterhead.html.j2" if anchor == "number-place" else "reply_slip.html.j2"
+            raise RecruitError(
+                f"The letter template {where} lost the box with the id {anchor} where recruit prints "
+                "the study number; put it back."
+            )
+        places[found[0]] = found[1]
+    return places
+
+
+def _number_text(study_number: str, box: tuple[float, ...], page_height: float) -> bytes:
+    """PDF operators printing the study number inside a box (Helvetica Bold, one of the fonts
+    every PDF reader has). Study numbers are capital letters, digits and hyphens only."""
+    if not all(c.isascii() and (c.isalnum() or c == "-") for c in study_number):
+        raise RecruitError(f"A study number may hold only letters, digits and hyphens: {study_number!r}")
+    x1, y1, _x2, y2 = (v * _PX_TO_PT for v in box[:4])
+    height = y2 - y1
+    size = max(6.0, min(18.0, height * 0.62))
+    inset = max(0.0, (height - size * 0.72) / 2)  # capitals are about 0.72 em tall
+    baseline = page_height - y2 + inset
+    left = x1 + (inset if height > 20 else 0.0)  # a box with a border gets a margin inside it
+    return (
+        f"q BT {_NUMBER_FONT} {size:.2f} Tf {left:.2f} {baseline:.2f} Td ({study_number}) Tj ET Q\n".encode()
+    )
+
+
+@dataclass
+class _Target:
+    writer: Any
+    xobjects: dict[tuple[int, int], Any] = field(default_factory=dict)
+    font: Any = None
+
+
+class Stamper:
+    """Writes letters into PDFs: each page is the pack's page, with the letter's details and
+    study number on top."""
+
+    def __init__(self) -> None:
+        from pypdf import PdfReader
+
+        self._reader_cls = PdfReader
+        self._readers: dict[tuple[str, int], Any] = {}
+        self._places: dict[int, dict[int, tuple[float, ...]]] = {}
+
+    def _reader(self, kind: str, ident: int, doc: RenderedDoc) -> Any:
+        key = (kind, ident)
+        if key not in self._readers:
+            self._readers[key] = self._reader_cls(io.BytesIO(doc.pdf))
+        return self._readers[key]
+
+    @staticmethod
+    def new_target() -> _Target:
+        from pypdf import PdfWriter
+
+        writer = PdfWriter()
+        writer.add_metadata({"/Producer": "recruit", "/Title": "Invitation letters"})
+        return _Target(writer)
+
+    def _font(self, target: _Target) -> Any:
+        from pypdf.generic import DictionaryObject, NameObject
+
+        if target.font is None:
+            font = DictionaryObject()
+            font[NameObject("/Type")] = NameObject("/Font")
+            font[NameObject("/Subtype")] = NameObject("/Type1")
+            font[NameObject("/BaseFont")] = NameObject("/Helvetica-Bold")
+            font[NameObject("/Encoding")] = NameObject("/WinAnsiEncoding")
+            target.font = target.writer._add_object(font)
+        return target.font
+
+    def _pack_xobject(self, target: _Target, letter: LetterPages, page_no: int) -> Any:
+        from pypdf.generic import DecodedStreamObject, NameObject
+
+        key = (letter.pack_id, page_no)
+        if key not in target.xobjects:
+            page = self._reader("pack", letter.pack_id, letter.pack).pages[page_no]
+            form = DecodedStreamObject()
+            form[NameObject("/Type")] = NameObject("/XObject")
+            form[NameObject("/Subtype")] = NameObject("/Form")
+            form[NameObject("/BBox")] = page.mediabox
+            form[NameObject("/Resources")] = page["/Resources"].get_object().clone(target.writer)
+            contents = page.get_contents()
+            form.set_data(contents.get_data() if contents is not None else b"")
+            target.xobjects[key] = target.writer._add_object(form.flate_encode())
+        return target.xobjects[key]
+
+    def add_letter(self, target: _Target, letter: LetterPages) -> int:
+        """Append one letter's pages; the number of pages added."""
+        from pypdf.generic import ArrayObject, DecodedStreamObject, DictionaryObject, NameObject
+
+        writer = target.writer
+        if letter.pack_id not in self._places:
+            self._places[letter.pack_id] = number_places(letter.pack)
+        places = self._places[letter.pack_id]
+        details = self._reader("details", letter.details_id, letter.details)
+        mediabox = self._reader("pack", letter.pack_id, letter.pack).pages[0].mediabox
+        for page_no in range(letter.pack.page_count):
+            form = self._pack_xobject(target, letter, page_no)
+            name = NameObject(f"/RecruitPack{page_no}")
+            resources, xobjects, parts = DictionaryObject(), DictionaryObject(), []
+            if page_no == 0:
+                page = writer.add_page(details.pages[letter.first_page])
+                for key, value in page.get("/Resources", DictionaryObject()).get_object().items():
+                    resources[NameObject(key)] = value
+                if "/XObject" in resources:
+                    xobjects.update(resources["/XObject"].get_object())
+                contents = page.get("/Contents")
+                old = contents.get_object() if contents is not None else None
+                parts = (
+                    list(old)
+                    if isinstance(old, ArrayObject)
+                    else ([contents] if contents is not None else [])
+                )
+            else:
+                page = writer.add_blank_page(width=mediabox.width, height=mediabox.height)
+            xobjects[name] = form
+            resources[NameObject("/XObject")] = xobjects
+            stream = f"q {name} Do Q\n".encode()
+            if page_no in places:
+                fonts = DictionaryObject()
+                if "/Font" in resources:
+                    fonts.update(resources["/Font"].get_object())
+                fonts[NameObject(_NUMBER_FONT)] = self._font(target)
+                resources[NameObject("/Font")] = fonts
+                stream += _number_text(letter.study_number, places[page_no], float(mediabox.height))
+            page[NameObject("/Resources")] = resources
+            under = DecodedStreamObject()
+            under.set_data(stream)
+            page[NameObject("/Contents")] = ArrayObject([writer._add_object(under), *parts])
+        return letter.pack.page_count
+
+    @staticmethod
+    def write(target: _Target, path: Path) -> None:
+        with open(path, "wb") as handle:
+            target.writer.write(handle)
+
+
+@dataclass(frozen=True)
+class DetailsTask:
+    """One document of letters' details to lay out, and each letter's own PDF to write."""
+
+    html: str
+    packs: dict[int, RenderedDoc]
+    # (anchor, pack id, study number, where to write the letter's own PDF)
+    letters: tuple[tuple[str, int, str, str], ...]
+
+
+@dataclass(frozen=True)
+class DetailsDone:
+    doc: RenderedDoc
+    # For each letter: (first page in doc, or None when its details do not fit their places)
+    first_pages: tuple[int | None, ...]
+
+
+def lay_out_details(task: DetailsTask) -> DetailsDone:
+    """Lay out a chunk of letters' details and write each letter's own PDF (run in a worker)."""
+    doc = render_html(task.html)
+    stamper = Stamper()
+    firsts: list[int | None] = []
+    for anchor, pack_id, number, path in task.letters:
+        if not (fits(doc, anchor, "window") and fits(doc, anchor, "salutation")):
+            firsts.append(None)
+            continue
+        first = doc.page_of(anchor)
+        if first is None:
+            raise RecruitError(
+                "The letter template patient_slots.html.j2 lost the id that marks where each letter "
+                'starts (id="{{ letter.anchor }}"); put it back.'
+            )
+        target = stamper.new_target()
+        stamper.add_letter(target, LetterPages(task.packs[pack_id], pack_id, doc, -1, first, number))
+        stamper.write(target, Path(path))
+        firsts.append(first)
+    return DetailsDone(doc, tuple(firsts))
+
+
+def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def fits(details: RenderedDoc, anchor: str, part: str) -> bool:
+    """Whether the text of a slot ends above its limit (both marked by ids in the slots template)."""
+    end = details.position(f"{anchor}-{part}-end")
+    limit = details.position(f"{anchor}-{part}-limit")
+    if end is None or limit is None:
+        raise RecruitError(
+            f"The letter template patient_slots.html.j2 lost the id {anchor}-{part}-end or "
+            f"{anchor}-{part}-limit that shows whether a name and address fit; put it back."
+        )
+    return end[0] == limit[0] and end[1] <= limit[1] + _SLACK
+
+
+ProgressFn = Callable[[int], None]
