@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from recruit import __version__
 from recruit.db import describe, make_engine, parse_url, resolve_url, sqlite_path
@@ -80,8 +81,10 @@ def db_status(db: DbOption = None) -> None:
 
     url = parse_url(resolve_url(db))
     backend = url.get_backend_name()
-    kind = {"sqlite": "SQLite file", "postgresql": "PostgreSQL server"}.get(backend, backend)
-    path = sqlite_path(url) if backend == "sqlite" else None
+    kind = {"sqlite": "SQLite file", "postgresql": "PostgreSQL server", "duckdb": "DuckDB file"}.get(
+        backend, backend
+    )
+    path = sqlite_path(url) if backend in ("sqlite", "duckdb") else None
     if path is not None and not path.exists():
         out.print(f"Database: {describe(url)} ({kind})")
         out.print("Revision: none yet. Run `recruit db upgrade` to create it.")
@@ -302,6 +305,318 @@ def codelists_check(
             f"{u.records:,} records of {u.patients:,} patients{flag}",
             highlight=False,
         )
+
+
+# --- GP review and replies (recruit review export/import, recruit replies import) ------------
+
+review_app = typer.Typer(
+    help="GP screening: the candidates out to a spreadsheet, and the GP's decisions back in.",
+    no_args_is_help=True,
+)
+app.add_typer(review_app, name="review")
+replies_app = typer.Typer(help="Record the reply slips people send back.", no_args_is_help=True)
+app.add_typer(replies_app, name="replies")
+
+
+@review_app.command("export")
+def review_export(
+    run: Annotated[int, typer.Argument(help="The search run number (recruit search prints it).")],
+    out_file: Annotated[Path, typer.Option("--out", help="The workbook to write, e.g. review.xlsx.")],
+    db: DbOption = None,
+) -> None:
+    """Write a search run's candidates to a workbook for the GP to screen."""
+    from recruit.review import export_review
+
+    summary = export_review(_ready_engine(db), run, out_file)
+    out.print(
+        f"Wrote {summary.rows:,} candidates from search run {run} to {summary.path} for GP screening.",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    out.print(
+        "This workbook identifies patients (names, dates of birth, NHS numbers, addresses). "
+        "Keep it inside the practice, do not email it outside the NHS, and delete spare copies "
+        "once the decisions are imported.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(
+        f'When the GP has filled it in: recruit review import {summary.path} --reviewer "Dr Name"',
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@review_app.command("import")
+def review_import(
+    sheet: Annotated[Path, typer.Argument(help="The filled-in review workbook (.xlsx).")],
+    reviewer: Annotated[str, typer.Option(help="The GP who made the decisions.")],
+    run: Annotated[
+        int | None, typer.Option(help="Check the workbook is for this search run.", show_default=False)
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Record the GP's decisions from a review workbook (all rows, or none if any row is wrong)."""
+    from recruit.review import format_import_summary, import_review
+
+    summary = import_review(_ready_engine(db), sheet, reviewer, run_id=run)
+    out.print(format_import_summary(summary, sheet.name), highlight=False, markup=False, soft_wrap=True)
+
+
+@replies_app.command("import")
+def replies_import(
+    file: Annotated[Path, typer.Argument(help="CSV or .xlsx with columns: study number, reply, date.")],
+    db: DbOption = None,
+) -> None:
+    """Record reply slips: interested, not interested, do not contact, now in paid work."""
+    from recruit.replies import format_replies_summary, import_replies
+
+    summary = import_replies(_ready_engine(db), file)
+    out.print(format_replies_summary(summary, file.name), highlight=False, markup=False, soft_wrap=True)
+
+
+# --- recruit audit ------------------------------------------------------------------------------
+
+
+@app.command("audit")
+def audit_command(
+    runs: Annotated[
+        list[int] | None,
+        typer.Argument(
+            help="Search run number(s): one, or two to compare (default: the latest).", show_default=False
+        ),
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the report into.")] = Path("audit"),
+    no_suppression: Annotated[
+        bool,
+        typer.Option("--no-suppression", help="Show exact small numbers (only for use inside the practice)."),
+    ] = False,
+    threshold: Annotated[int, typer.Option(help="Counts below this are shown as '<N'.")] = 8,
+    rounding: Annotated[int, typer.Option(help="Round other counts to the nearest this.")] = 5,
+    db: DbOption = None,
+) -> None:
+    """Write the trial manager's audit report: the recruitment flow as counts, no patient details."""
+    from recruit.audit import Rule, audit
+
+    rule = Rule(threshold=threshold, rounding=rounding, enabled=not no_suppression)
+    report, paths = audit(_ready_engine(db), runs or [], out_dir, rule)
+    numbers = " and ".join(str(r.figures.run_id) for r in report.runs)
+    out.print(f"Audit report for search run {numbers} written to {out_dir}:", highlight=False)
+    for path in paths:
+        out.print(f"  {path.name}", highlight=False)
+    out.print(
+        f"Open {out_dir / 'audit.html'} in a web browser; it works offline and prints.", highlight=False
+    )
+    if no_suppression:
+        out.print("Small numbers are NOT hidden in this report: do not send it outside the practice.")
+    hidden = sum(len(r.protected.secondary) for r in report.runs)
+    if hidden:
+        out.print(f"{hidden} further figure(s) hidden as [c] so that small numbers cannot be worked out.")
+
+
+# --- end recruit audit --------------------------------------------------------------------------
+
+
+# --- recruit evaluate ----------------------------------------------------------------------------
+
+
+@app.command("evaluate")
+def evaluate(
+    run: Annotated[int, typer.Argument(help="The search run to check (its number).", show_default=False)],
+    truth: Annotated[
+        Path, typer.Option(help="The truth.csv `recruit synth` wrote (or its folder).", show_default=False)
+    ],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", metavar="FILE", help="Also write the figures as JSON here.")
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Count as eligible only those meeting the trial's full criteria (eligible_ips_strict).",
+        ),
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Check a search on made-up records against their hidden truth: letters to people in work,
+    eligible people missed, per step and per wave."""
+    from recruit.query.evaluate import evaluate_run, render, write_json
+
+    evaluation = evaluate_run(
+        _ready_engine(db), run, truth, eligibility="eligible_ips_strict" if strict else "eligible_ips"
+    )
+    for part in render(evaluation):
+        out.print(part, highlight=False)
+    if json_out is not None:
+        write_json(evaluation, json_out)
+        out.print(f"Wrote the figures to {json_out}")
+
+
+# --- letters: printing GP-approved invitations (issue 6) ----------------------------------------
+
+
+class _LettersGroup(TyperGroup):
+    """`recruit letters RUN --out DIR` writes letters; `recruit letters check` checks templates."""
+
+    def parse_args(self, ctx, args):  # type: ignore[no-untyped-def]
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["write", *args]
+        return super().parse_args(ctx, args)
+
+
+letters_app = typer.Typer(
+    cls=_LettersGroup,
+    help="Print GP-approved invitation letters (recruit letters RUN --out DIR), or check the templates.",
+    no_args_is_help=True,
+)
+app.add_typer(letters_app, name="letters")
+
+TemplatesOption = Annotated[
+    Path | None,
+    typer.Option("--templates", help="A folder of letter templates (default: the ones recruit comes with)."),
+]
+
+
+@letters_app.command("write")
+def letters_write(
+    run: Annotated[int, typer.Argument(help="The search run whose GP-approved patients to write to.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="A new folder for this batch of letters.")],
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Only the next K: the highest-ranked approved patients not yet invited."),
+    ] = None,
+    study: Annotated[
+        Path | None, typer.Option(help="Study settings file (default: rules/studies/<study>.yaml).")
+    ] = None,
+    templates: TemplatesOption = None,
+    letter_date: Annotated[
+        str | None, typer.Option("--date", help="Date printed on the letters, YYYY-MM-DD (default: today).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Write letters to a run's GP-approved patients (also: recruit letters RUN --out DIR)."""
+    from recruit.letters.batch import write_letters
+    from recruit.letters.select import REFUSALS
+
+    when = _date_option(letter_date, "--date")
+    engine = _ready_engine(db)
+    progress, advance = _bar("Printing letters", None)
+    with progress:
+        summary = write_letters(
+            engine,
+            run,
+            out_dir,
+            limit=limit,
+            study_file=study,
+            templates_dir=templates,
+            letter_date=when,
+            progress=advance,
+        )
+    written = f"{summary.letters_written:,} letters ({summary.pages:,} pages)"
+    out.print(f"Batch {summary.batch_id}: {written} in {out_dir}")
+    for fmt, n in sorted(summary.formats.items()):
+        out.print(f"  {fmt.replace('_', ' ')}: {n:,}")
+    if summary.practice_contact:
+        listed = sum(summary.practice_contact.values())
+        out.print(f"For the practice to contact another way (contact-another-way.csv): {listed:,}")
+        for need, n in sorted(summary.practice_contact.items()):
+            out.print(f"  {need}: {n:,}")
+    if summary.refusals:
+        out.print(f"Not written to: {sum(summary.refusals.values()):,}")
+        for reason, n in sorted(summary.refusals.items(), key=lambda item: -item[1]):
+            out.print(f"  {REFUSALS.get(reason, reason)}: {n:,}")
+    if summary.left_for_later:
+        out.print(f"Approved and left for a later wave: {summary.left_for_later:,}")
+    if summary.draft:
+        err.print(
+            "[bold]These letters are marked DRAFT[/]: the study settings say the wording is not yet "
+            "approved. Do not post them."
+        )
+
+
+@letters_app.command("check")
+def letters_check(templates: TemplatesOption = None) -> None:
+    """Check every letter template has every element a letter must have (fails if one is missing)."""
+    from recruit.letters.check import find_problems
+    from recruit.letters.render import LetterTemplates
+
+    folder = LetterTemplates(templates)
+    problems = find_problems(folder)
+    if problems:
+        for problem in problems:
+            err.print(f"[bold red]Missing:[/] {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    out.print(f"The letter templates in {folder.directory} have every required element.")
+
+
+# --- recruit demo -------------------------------------------------------------------------------
+
+
+@app.command("demo")
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for everything the demo makes.")] = Path(
+        "recruit-demo"
+    ),
+    patients: Annotated[int, typer.Option(help="Made-up patients across the practices.")] = 3000,
+    practices: Annotated[int, typer.Option(help="Number of made-up practices.")] = 3,
+    seed: Annotated[int, typer.Option(help="Same seed, same made-up people.")] = 1,
+) -> None:
+    """Try the whole flow on made-up patients: search, GP review, letters, replies and audit."""
+    from recruit.demo import run_demo
+
+    out.print("recruit demo: every step on made-up patients (no real data is used).", highlight=False)
+    result = run_demo(
+        out_dir,
+        practices=practices,
+        patients=patients,
+        seed=seed,
+        say=lambda line: out.print(line, highlight=False, markup=False, soft_wrap=True),
+    )
+    out.print("\nWhere to look:", highlight=False)
+    for what, path in result.outputs.items():
+        out.print(f"  {what}: {path}", highlight=False, markup=False, soft_wrap=True)
+    out.print(
+        f"Try: recruit audit {result.run_id} --db sqlite:///{out_dir / 'recruit.db'} --out another-report, "
+        f"or recruit evaluate {result.run_id} --truth {out_dir / 'extract' / 'truth'} "
+        f"--db sqlite:///{out_dir / 'recruit.db'}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+# --- copying a database (DuckDB for region-wide searches) -------------------------------------
+
+
+@db_app.command("copy")
+def db_copy(
+    to: Annotated[
+        str,
+        typer.Option("--to", metavar="URL", help="Database to copy into, e.g. duckdb:///region.duckdb."),
+    ],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Overwrite the records already in the --to database.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Copy everything in the database into another one (SQLite, PostgreSQL or DuckDB).
+
+    For a region-wide search, load the practices' extracts as usual, copy them into a DuckDB file
+    and search that: recruit search --db duckdb:///region.duckdb
+    """
+    from recruit.dbcopy import copy_database
+
+    source = make_engine(db)
+    target = make_engine(to, create_folder=True)
+    progress, advance = _bar("Copying", None)
+    with progress:
+        summary = copy_database(source, target, replace=replace, progress=lambda _table, n: advance(n))
+    out.print(f"Copied {summary.total:,} rows from {describe(source.url)} to {describe(target.url)}:")
+    for name, n in summary.rows.items():
+        if n:
+            out.print(f"  {name}: {n:,}")
 
 
 def main() -> None:
