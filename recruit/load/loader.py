@@ -416,6 +416,7 @@ class _Load:
                 same.append(earlier.c.status.is_(None))
             c.execute(update(p).where(p.c.status.is_(None), exists().where(*same)).values(status=status))
         c.execute(update(p).where(p.c.status.is_(None)).values(status="ok"))
+        S.analyse(c, p)
         self._quarantine_from(
             select(
                 p.c.file_no,
@@ -464,22 +465,25 @@ class _Load:
             .where(match)
             .values({**{col: p.c[col] for col in cols}, "extract_id": self.extract_id})
         )
+        # Known patients get their ids first, so the insert below need not look in the table it
+        # is filling (on PostgreSQL that look scans every row inserted so far: quadratic).
+        self._patient_ids(ok)
         c.execute(
             insert(Patient).from_select(
                 ["practice_id", "source_id", "extract_id", *cols],
                 select(
                     p.c.practice_id, p.c.source_id, literal(self.extract_id), *[p.c[col] for col in cols]
-                ).where(
-                    ok,
-                    ~exists().where(
-                        Patient.practice_id == p.c.practice_id, Patient.source_id == p.c.source_id
-                    ),
-                ),
+                ).where(ok, p.c.patient_id.is_(None)),
             )
         )
-        c.execute(
+        self._patient_ids(and_(ok, p.c.patient_id.is_(None)))
+        S.analyse(c, p, Patient.__table__)
+
+    def _patient_ids(self, which: Any) -> None:
+        p = S.ld_patient
+        self.conn.execute(
             update(p)
-            .where(ok)
+            .where(which)
             .values(
                 patient_id=select(Patient.id)
                 .where(Patient.practice_id == p.c.practice_id, Patient.source_id == p.c.source_id)
