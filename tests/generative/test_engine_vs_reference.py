@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
-from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, text
 
 from recruit.query.flow import flow_for_order, mask_histogram, step_costs
 from recruit.rules.model import RuleSet
-from tests.conftest import postgres_base_url
+from tests.conftest import postgres_schema_url
 from tests.generative.strategies import INDEX_DATES, codelists, criteria, populations, rule_sets
 from tests.search_helpers import (
     Population,
@@ -60,20 +57,12 @@ def sqlite_engine(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def postgres_engine():
-    base = postgres_base_url()
-    schema = f"g_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    engine = fresh_engine(f"{base}{sep}options={quote(f'-csearch_path={schema}')}")
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema_url("g") as url:
+        engine = fresh_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -20,19 +20,18 @@ import datetime as dt
 import os
 import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, insert, select, text, update
+from sqlalchemy import insert, select, update
 
 from recruit.letters.batch import _letter_codelists, write_letters
 from recruit.letters.select import REFUSALS, classify
 from recruit.letters.study import load_study_settings
 from recruit.models import ClinicalEvent, Invitation, Patient, Study
 from recruit.query.run import store_codelists
-from tests.conftest import postgres_base_url
+from tests.conftest import postgres_schema_url
 from tests.letters.builders import OPT_OUT, STUDY_FILE, Person, build, invited
 from tests.search_helpers import fresh_engine
 
@@ -61,20 +60,12 @@ def sqlite_engine(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def postgres_engine():
-    base = postgres_base_url()
-    schema = f"l_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    engine = fresh_engine(f"{base}{sep}options={quote(f'-csearch_path={schema}')}")
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema_url("l") as url:
+        engine = fresh_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -7,14 +7,13 @@ test gets it back with no review decisions, no invitations and the patients as f
 
 from __future__ import annotations
 
-import uuid
-from urllib.parse import quote
+from contextlib import ExitStack
 
 import pytest
-from sqlalchemy import create_engine, delete, text, update
+from sqlalchemy import delete, update
 
 from recruit.models import Invitation, Patient, ReviewDecision
-from tests.conftest import postgres_base_url
+from tests.conftest import postgres_schema_url
 from tests.review.practice import load_and_search, practice, search_again
 from tests.search_helpers import fresh_engine
 
@@ -22,28 +21,16 @@ from tests.search_helpers import fresh_engine
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def base(request, tmp_path_factory):
     """(engine, first run, second run) over practice(); run 2 exists for the mixed-runs cases."""
-    admin = schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('review') / 'recruit.db'}"
-    else:
-        base_url = postgres_base_url()
-        schema = f"r_{uuid.uuid4().hex[:16]}"
-        admin = create_engine(base_url)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        sep = "&" if "?" in base_url else "?"
-        url = f"{base_url}{sep}options={quote(f'-csearch_path={schema}')}"
-    engine = fresh_engine(url)
-    try:
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('review') / 'recruit.db'}"
+        else:
+            url = stack.enter_context(postgres_schema_url("r"))
+        engine = fresh_engine(url)
+        stack.callback(engine.dispose)
         first = load_and_search(engine, practice())
         second = search_again(engine)
         yield engine, first, second
-    finally:
-        engine.dispose()
-        if admin is not None:
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
 
 
 @pytest.fixture
