@@ -15,8 +15,6 @@ from tests.search_helpers import (
     INDEX,
     Population,
     check,
-    duckdb_available,
-    fresh_engine,
     make_codelist,
     one_step,
     rule_set,
@@ -40,26 +38,6 @@ CODELISTS = {
         "fit", [("snomedct", "4000001", "not_fit_for_work"), ("snomedct", "4000002", "fit")]
     ),
 }
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgresql", marks=pytest.mark.postgres),
-        pytest.param(
-            "duckdb", marks=pytest.mark.skipif(not duckdb_available(), reason="duckdb-engine not installed")
-        ),
-    ]
-)
-def engine(request, tmp_path):
-    if request.param == "duckdb":
-        engine = fresh_engine(f"duckdb:///{tmp_path / 'search.duckdb'}")
-    else:
-        engine = fresh_engine(
-            request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-        )
-    yield engine
-    engine.dispose()
 
 
 def passing(engine, population, criterion, index=INDEX):

@@ -23,7 +23,6 @@ from recruit.query.run import run_search
 from synthetic_ehr.truth_out import TRUTH_HEADER
 from tests.search_helpers import (
     Population,
-    duckdb_available,
     fresh_engine,
     make_codelist,
     rule_set,
@@ -114,27 +113,6 @@ def hand_built() -> tuple[Population, list[dict[str, str]]]:
         person("9400000099", eligible=True, in_work=False, practice_ods="B00002"),  # another practice
     ]
     return pop, truth
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgresql", marks=pytest.mark.postgres),
-        pytest.param(
-            "duckdb", marks=pytest.mark.skipif(not duckdb_available(), reason="duckdb-engine not installed")
-        ),
-    ]
-)
-def engine(request, tmp_path):
-    """SQLite, PostgreSQL and DuckDB: evaluate uses the same portable queries as the search."""
-    if request.param == "duckdb":
-        engine = fresh_engine(f"duckdb:///{tmp_path / 'evaluate.duckdb'}")
-    else:
-        engine = fresh_engine(
-            request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-        )
-    yield engine
-    engine.dispose()
 
 
 def test_a_hand_built_case_gives_exactly_the_known_figures(engine, tmp_path):
