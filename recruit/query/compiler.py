@@ -7,7 +7,8 @@ steps:
   already_invited, do_not_contact) are "atoms": each is one query finding the few patients it
   holds for, from the (code_system, code, date, patient_id) indexes of the record tables.
 - All atoms are gathered in one statement into a flags table: one row per patient any atom
-  holds for, one 0/1 column per atom (GROUP BY over a UNION ALL of the atom queries).
+  holds for, one bit per atom (a SUM of distinct powers of two, GROUP BY over a UNION ALL of
+  the atom queries).
 - Every criterion is then a plain boolean expression over a patient's row and their flags row
   (registered, alive and age read the patient's columns; all / any / not combine expressions),
   so a step's pass or fail, the step mask and the score come from a single scan of patients
@@ -69,6 +70,11 @@ STUDY = Study.__table__
 ATOM_KINDS = {"has_code", "medication_count", "already_invited", "do_not_contact"}
 EVIDENCE_KINDS = {"has_code", "medication_count", "latest_code_among", "likely_in_work"}
 _run_counter = itertools.count(1)
+FLAG_BITS = 30  # atoms per flags column
+
+
+def _words(keys: Sequence[object]) -> int:
+    return (len(keys) + FLAG_BITS - 1) // FLAG_BITS
 
 
 class Compiler:
@@ -157,20 +163,33 @@ class Compiler:
         if not self._atoms:
             return
         keys = list(self._atoms)
+        # Each atom is one bit: a patient's flags are the sum of the bits of the atoms that hold
+        # for them. Every atom query yields a patient at most once (DISTINCT, GROUP BY, UNION or
+        # a table keyed by patient), so the sum is their bitwise OR; one SUM per word is much
+        # cheaper than a MAX(CASE ...) per atom. 30 bits a word keeps every sum an INTEGER on
+        # each engine (PostgreSQL widens a SUM of BIGINT to NUMERIC).
         parts = []
         for k, key in enumerate(keys):
             found = self._atoms[key].subquery(f"atom{k}")
-            parts.append(select(found.c.patient_id, literal_column(str(k)).label("atom")))
+            word, bit = divmod(k, FLAG_BITS)
+            parts.append(
+                select(
+                    found.c.patient_id,
+                    *(
+                        literal_column(str(1 << bit if w == word else 0)).label(f"w{w}")
+                        for w in range(_words(keys))
+                    ),
+                )
+            )
         atoms = union_all(*parts).subquery("atoms")
-        one, zero = literal_column("1"), literal_column("0")
-        columns = [
-            func.max(case((atoms.c.atom == literal_column(str(k)), one), else_=zero)).label(f"a{k}")
-            for k in range(len(keys))
-        ]
-        query = select(atoms.c.patient_id, *columns).group_by(atoms.c.patient_id)
-        self.flags = self.temp_table(self.key_column(), *(Column(f"a{k}", Integer) for k in range(len(keys))))
-        self.fill(self.flags, ["patient_id", *(f"a{k}" for k in range(len(keys)))], query)
-        self._flag_columns = {key: self.flags.c[f"a{k}"] for k, key in enumerate(keys)}
+        words = [f"f{w}" for w in range(_words(keys))]
+        query = select(atoms.c.patient_id, *(func.sum(atoms.c[f"w{w}"]) for w in range(len(words))))
+        query = query.group_by(atoms.c.patient_id)
+        self.flags = self.temp_table(self.key_column(), *(Column(name, Integer) for name in words))
+        self.fill(self.flags, ["patient_id", *words], query)
+        self._flag_bits = {
+            key: (self.flags.c[words[k // FLAG_BITS]], 1 << k % FLAG_BITS) for k, key in enumerate(keys)
+        }
 
     def _collect(self, criterion: Criterion) -> None:
         criterion = self.resolve(criterion)
@@ -220,7 +239,9 @@ class Compiler:
         return select(deciding.c.patient_id).where(deciding.c.status.in_(latest.status_in))
 
     def _flag(self, key: str) -> ColumnElement[bool]:
-        return func.coalesce(self._flag_columns[key], literal_column("0")) == literal_column("1")
+        column, bit = self._flag_bits[key]
+        bits = literal_column(str(bit))
+        return func.coalesce(column, literal_column("0")).op("&")(bits) == bits
 
     def condition(self, criterion: Criterion) -> ColumnElement[bool]:
         """Whether the criterion holds, over PATIENT and the flags table (never NULL)."""

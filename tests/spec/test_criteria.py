@@ -310,3 +310,37 @@ def test_reasons_and_a_failed_run_is_recorded(engine, monkeypatch):
     # The connection is usable again: the next run works.
     monkeypatch.undo()
     assert run_engine(engine, pop, one_step({"alive": {}}), CODELISTS, reload=False).candidates() == {1}
+
+
+def test_more_atoms_than_one_flags_word_holds(engine):
+    """The flags table keeps 30 atoms a column: 45 distinct windows (two columns) must each
+    keep their own bit, in the steps, their masks and the score."""
+    pop = Population()
+    for pid in range(1, 48):
+        pop.add_patient(pid)
+        pop.add_event(pid, INDEX - dt.timedelta(days=10 * pid - 5), "snomedct", "1000001")
+    steps = [
+        {
+            "id": f"pain_{k}",
+            "kind": "exclude",
+            "reason": f"pain in the last {10 * k} days",
+            "criterion": {"has_code": {"codelist": "pain", "window": {"last_days": 10 * k}}},
+        }
+        for k in range(1, 46)
+    ]
+    score = [
+        {
+            "id": f"recent_{k}",
+            "weight": k,
+            "why": "a test weight",
+            "criterion": {"has_code": {"codelist": "pain", "window": {"last_days": 10 * k}}},
+        }
+        for k in (1, 31, 44)
+    ]
+    run = check(engine, pop, rule_set(steps, score=score), CODELISTS)
+    assert run.candidates() == {46, 47}
+    assert run.results[1]["excluding_step"] == "pain_1"
+    assert run.results[40]["excluding_step"] == "pain_40"
+    assert run.results[40]["step_mask"] == (1 << 39) - 1
+    assert run.results[40]["score"] == 44.0
+    assert [c["excluded"] for c in run.counts] == [1] * 45
