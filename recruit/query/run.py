@@ -1,8 +1,9 @@
 """Run a rule set inside the database and record the run.
 
-Every patient's pass or fail at every step goes into one temporary table (a 0/1 column per
-step, plus the bitmask stored in search_result.step_mask), from which the flow counts come in
-one aggregate query and the results in one INSERT ... SELECT: no per-patient Python loop.
+Every patient's pass or fail at every step goes into one temporary table (the first step they
+fail, and a bitmask of the steps they pass, stored as search_result.step_mask), from which the
+flow counts come in one aggregate query and the results in one INSERT ... SELECT: no
+per-patient Python loop.
 Because each step's pass is stored on its own, the flow for another step order, and how many
 people each step costs, come from the stored masks without re-running (recruit.query.flow).
 """
