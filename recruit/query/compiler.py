@@ -56,25 +56,14 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from recruit.codelists import Code, Codelist, CodeSystem
 from recruit.errors import RecruitError
-from recruit.models import ClinicalEvent, CodelistCode, Invitation, MedicationIssue, Patient, Study
 from recruit.query.dates import months_before, window_bounds, years_before
 from recruit.rules.model import Criterion, LatestCodeAmong, RuleSet
-
-EVENT = ClinicalEvent.__table__
-MEDICATION = MedicationIssue.__table__
-CODES = CodelistCode.__table__
-PATIENT = Patient.__table__
-INVITATION = Invitation.__table__
-STUDY = Study.__table__
+from recruit.tables import CODES, EVENT, INVITATION, MEDICATION, PATIENT, STUDY
 
 ATOM_KINDS = {"has_code", "medication_count", "already_invited", "do_not_contact"}
 EVIDENCE_KINDS = {"has_code", "medication_count", "latest_code_among", "likely_in_work"}
 _run_counter = itertools.count(1)
 FLAG_BITS = 30  # atoms per flags column
-
-
-def _words(keys: Sequence[object]) -> int:
-    return (len(keys) + FLAG_BITS - 1) // FLAG_BITS
 
 
 class Compiler:
@@ -168,27 +157,21 @@ class Compiler:
         # a table keyed by patient), so the sum is their bitwise OR; one SUM per word is much
         # cheaper than a MAX(CASE ...) per atom. 30 bits a word keeps every sum an INTEGER on
         # each engine (PostgreSQL widens a SUM of BIGINT to NUMERIC).
-        parts = []
-        for k, key in enumerate(keys):
-            found = self._atoms[key].subquery(f"atom{k}")
-            word, bit = divmod(k, FLAG_BITS)
-            parts.append(
-                select(
-                    found.c.patient_id,
-                    *(
-                        literal_column(str(1 << bit if w == word else 0)).label(f"w{w}")
-                        for w in range(_words(keys))
-                    ),
-                )
+        words = [f"f{w}" for w in range((len(keys) + FLAG_BITS - 1) // FLAG_BITS)]
+        bits = [(words[k // FLAG_BITS], 1 << k % FLAG_BITS) for k in range(len(keys))]
+        parts = [
+            select(
+                self._atoms[key].subquery(f"atom{k}").c.patient_id,
+                *(literal_column(str(bit if name == word else 0)).label(name) for name in words),
             )
+            for k, (key, (word, bit)) in enumerate(zip(keys, bits, strict=True))
+        ]
         atoms = union_all(*parts).subquery("atoms")
-        words = [f"f{w}" for w in range(_words(keys))]
-        query = select(atoms.c.patient_id, *(func.sum(atoms.c[f"w{w}"]) for w in range(len(words))))
-        query = query.group_by(atoms.c.patient_id)
+        query = select(atoms.c.patient_id, *(func.sum(atoms.c[name]) for name in words))
         self.flags = self.temp_table(self.key_column(), *(Column(name, Integer) for name in words))
-        self.fill(self.flags, ["patient_id", *words], query)
+        self.fill(self.flags, ["patient_id", *words], query.group_by(atoms.c.patient_id))
         self._flag_bits = {
-            key: (self.flags.c[words[k // FLAG_BITS]], 1 << k % FLAG_BITS) for k, key in enumerate(keys)
+            key: (self.flags.c[word], bit) for key, (word, bit) in zip(keys, bits, strict=True)
         }
 
     def _collect(self, criterion: Criterion) -> None:
