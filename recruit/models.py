@@ -320,8 +320,8 @@ class SearchResult(Base):
 
     __tablename__ = "search_result"
     __table_args__ = (
-        # One secondary index (migration 0003): a run's candidates. Each index costs the search
-        # a random write per patient searched.
+        # One secondary index (migration 0003): a run's candidates. The search writes a row per
+        # patient searched, and each index an entry per row.
         Index(None, "run_id", "outcome"),
         CheckConstraint("outcome IN ('candidate', 'excluded')", name="outcome"),
     )

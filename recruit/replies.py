@@ -30,10 +30,9 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, func, select, update
 
 from recruit.errors import RecruitError
-from recruit.models import Invitation
+from recruit.tables import INVITATION
 from recruit.workbook import match_headers, parse_day, read_table
 
-INVITATION = Invitation.__table__
 MAX_LISTED = 40
 
 # The reply slip's four answers: stored code -> the words people write.

@@ -47,16 +47,7 @@ from sqlalchemy import (
 
 from recruit.codelists import Code, Codelist, CodeSystem
 from recruit.errors import RecruitError
-from recruit.models import Codelist as CodelistRow
 from recruit.models import (
-    CodelistCode,
-    Invitation,
-    Patient,
-    Practice,
-    ReviewDecision,
-    SearchResult,
-    SearchRun,
-    Study,
     utcnow,
 )
 from recruit.query.compiler import Compiler
@@ -68,17 +59,8 @@ from recruit.rules.model import (
     RuleSet,
     StatusSource,
 )
+from recruit.tables import CODELIST, CODES, DECISION, INVITATION, PATIENT, PRACTICE, RESULT, RUN, STUDY
 from recruit.workbook import match_headers, open_workbook, put_text
-
-RUN = SearchRun.__table__
-RESULT = SearchResult.__table__
-PATIENT = Patient.__table__
-PRACTICE = Practice.__table__
-DECISION = ReviewDecision.__table__
-INVITATION = Invitation.__table__
-STUDY = Study.__table__
-CODELIST = CodelistRow.__table__
-CODES = CodelistCode.__table__
 
 # What the GP chooses from: stored code -> the words on the sheet.
 DECISIONS: Mapping[str, str] = MappingProxyType({"invite": "Invite", "do_not_invite": "Do not invite"})

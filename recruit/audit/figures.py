@@ -17,28 +17,10 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, select
 
 from recruit.errors import RecruitError
-from recruit.models import (
-    Extract,
-    Invitation,
-    LetterBatch,
-    Practice,
-    Quarantine,
-    ReviewDecision,
-    SearchResult,
-    SearchRun,
-)
 from recruit.query.flow import flow_for_order, practice_histograms, step_costs
+from recruit.tables import BATCH, DECISION, EXTRACT, INVITATION, PRACTICE, QUARANTINE, RESULT, RUN
 
 from .suppress import Table
-
-RUN = SearchRun.__table__
-RESULT = SearchResult.__table__
-DECISION = ReviewDecision.__table__
-INVITATION = Invitation.__table__
-BATCH = LetterBatch.__table__
-PRACTICE = Practice.__table__
-EXTRACT = Extract.__table__
-QUARANTINE = Quarantine.__table__
 
 ALL = "all"
 NO_REASON = "no_reason_given"

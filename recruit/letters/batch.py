@@ -57,15 +57,9 @@ from recruit.letters.render import (
 )
 from recruit.letters.select import Candidate, classify, commonest_usual_gp, gps, practices
 from recruit.letters.study import StudySettings, default_study_file, load_study_settings, store_study
-from recruit.models import Codelist as CodelistRow
-from recruit.models import Invitation, LetterBatch, SearchRun, Study, utcnow
+from recruit.models import utcnow
 from recruit.query.run import store_codelists
-
-RUN = SearchRun.__table__
-STUDY = Study.__table__
-BATCH = LetterBatch.__table__
-INVITATION = Invitation.__table__
-CODELIST = CodelistRow.__table__
+from recruit.tables import BATCH, CODELIST, INVITATION, RUN, STUDY
 
 CHUNK = 25  # letters per document of patient details (WeasyPrint slows as documents grow)
 PRACTICE_CONTACT_FORMATS = ("braille", "interpreter", "language")

@@ -30,25 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from recruit.models import (
-    ClinicalEvent,
-    CodelistCode,
-    Invitation,
-    Patient,
-    Practice,
-    Practitioner,
-    ReviewDecision,
-    SearchResult,
-)
-
-PATIENT = Patient.__table__
-PRACTICE = Practice.__table__
-PRACTITIONER = Practitioner.__table__
-RESULT = SearchResult.__table__
-REVIEW = ReviewDecision.__table__
-EVENT = ClinicalEvent.__table__
-CODES = CodelistCode.__table__
-INVITATION = Invitation.__table__
+from recruit.tables import CODES, DECISION, EVENT, INVITATION, PATIENT, PRACTICE, PRACTITIONER, RESULT
 
 # Reason key -> what it means, in the order they are checked (the first that applies counts).
 REFUSALS: dict[str, str] = {
@@ -153,11 +135,11 @@ def classify(
     """Every patient the run found or the GP screened, with the first reason not to write to them."""
     found = union(
         select(RESULT.c.patient_id).where(RESULT.c.run_id == run_id, RESULT.c.outcome == "candidate"),
-        select(REVIEW.c.patient_id).where(REVIEW.c.run_id == run_id),
+        select(DECISION.c.patient_id).where(DECISION.c.run_id == run_id),
     ).subquery("found")
     p = PATIENT
     result = RESULT.alias("result")
-    review = REVIEW.alias("review")
+    review = DECISION.alias("review")
     postcode = func.upper(func.replace(func.coalesce(p.c.postcode, ""), " ", ""))
     reason = case(
         (func.coalesce(result.c.outcome, "") != "candidate", literal("excluded_by_search")),

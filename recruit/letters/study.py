@@ -22,10 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import Connection, insert, select, update
 
 from recruit.errors import RecruitError
-from recruit.models import Study, utcnow
+from recruit.models import utcnow
 from recruit.rules.model import _located, _message
-
-STUDY = Study.__table__
+from recruit.tables import STUDY
 
 # UK telephone numbers as people write them: digits, spaces, brackets and a leading +44.
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()]{8,18}[0-9]$")

@@ -46,12 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from recruit.errors import RecruitError
-from recruit.models import Patient, SearchResult, SearchRun, StepCount
-
-RUN = SearchRun.__table__
-RESULT = SearchResult.__table__
-PATIENT = Patient.__table__
-STEP_COUNT = StepCount.__table__
+from recruit.tables import PATIENT, RESULT, RUN, STEP_COUNT
 
 WAVES: tuple[tuple[str, float], ...] = (("top 10%", 0.10), ("top 25%", 0.25), ("top 50%", 0.50), ("all", 1.0))
 

@@ -14,11 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from recruit.errors import RecruitError
-from recruit.models import SearchResult, SearchRun, StepCount
-
-RUN = SearchRun.__table__
-STEP_COUNT = StepCount.__table__
-RESULT = SearchResult.__table__
+from recruit.tables import RESULT, RUN, STEP_COUNT
 
 
 @dataclass(frozen=True)

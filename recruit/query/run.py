@@ -43,32 +43,13 @@ from recruit import __version__
 from recruit.codelists import Codelist, CodeSystem, available_codelists, default_directory, load_codelist
 from recruit.dbcopy import insert_rows
 from recruit.errors import RecruitError
-from recruit.models import Codelist as CodelistRow
 from recruit.models import (
-    CodelistCode,
-    Extract,
-    Patient,
-    Practice,
-    SearchResult,
-    SearchRun,
-    StepCount,
-    Study,
     utcnow,
 )
 from recruit.query.compiler import Compiler, code_matches_by_prefix
 from recruit.query.flow import flow_for_order
 from recruit.rules.model import RuleSet, load_rule_set
-
-RUN = SearchRun.__table__
-STEP_COUNT = StepCount.__table__
-RESULT = SearchResult.__table__
-CODELIST = CodelistRow.__table__
-CODES = CodelistCode.__table__
-PRACTICE = Practice.__table__
-EXTRACT = Extract.__table__
-STUDY = Study.__table__
-PATIENT = Patient.__table__
-
+from recruit.tables import CODELIST, CODES, EXTRACT, PATIENT, PRACTICE, RESULT, RUN, STEP_COUNT, STUDY
 
 # --- files ---------------------------------------------------------------------------------
 

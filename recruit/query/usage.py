@@ -13,12 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, and_, func, literal_column, select, union
 
 from recruit.codelists import Codelist
-from recruit.models import ClinicalEvent, CodelistCode, MedicationIssue
 from recruit.query.run import store_codelists
-
-EVENT = ClinicalEvent.__table__
-MEDICATION = MedicationIssue.__table__
-CODES = CodelistCode.__table__
+from recruit.tables import CODES, EVENT, MEDICATION
 
 
 @dataclass(frozen=True)
