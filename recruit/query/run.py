@@ -121,6 +121,16 @@ def run_search(
 ) -> int:
     """Run the rule file against the database (optionally one practice by ODS code); the run id."""
     rule_set, codelists, text = load_search(rules_path)
+    if practice is None:
+        with engine.connect() as conn:
+            if conn.execute(select(PRACTICE.c.id).limit(1)).first() is None:
+                # Most likely a mistyped --db, or a load not yet run: say so rather than
+                # record a search of no one.
+                raise RecruitError(
+                    "No practice's records have been loaded into this database yet, so there is no "
+                    "one to search. Load an extract first (recruit load FOLDER), or check the "
+                    "database given with --db."
+                )
     return run_rule_set(engine, rule_set, codelists, index_date or dt.date.today(), practice, text)
 
 

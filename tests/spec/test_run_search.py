@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import func, select
 
-from recruit.models import Codelist, CodelistCode, SearchResult
+from recruit.errors import RecruitError
+from recruit.models import Codelist, CodelistCode, SearchResult, SearchRun
 from recruit.query.flow import flow_for_order, format_flow, mask_histogram, practice_histograms
 from recruit.query.run import run_search
 from tests.search_helpers import Population, clear, fresh_engine, load_population
@@ -119,3 +121,18 @@ def test_codelist_usage_finds_lists_that_never_match(db_url):
     assert (usage["drugs"].records, usage["drugs"].codes_matched, usage["drugs"].codes) == (1, 1, 2)
     assert usage["wrong_system"].never_matched
     engine.dispose()
+
+
+def test_searching_a_database_with_nothing_loaded_says_so(db_url, tmp_path):
+    """A mistyped --db names a new, empty database: no run is recorded, and the message says why."""
+    rules = tmp_path / "search.yaml"
+    (tmp_path / "codelists").mkdir()
+    (tmp_path / "codelists" / "codelists.yaml").write_text(MANIFEST)
+    (tmp_path / "codelists" / "pain.csv").write_text(PAIN)
+    (tmp_path / "codelists" / "status.csv").write_text(STATUS)
+    rules.write_text(RULES)
+    engine = fresh_engine(db_url)
+    with pytest.raises(RecruitError, match="No practice's records have been loaded"):
+        run_search(engine, rules, dt.date(2025, 6, 30))
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(SearchRun)).scalar() == 0
