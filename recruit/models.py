@@ -118,7 +118,12 @@ class Patient(Base):
     title: Mapped[str | None] = mapped_column(String(40))
     given_name: Mapped[str | None] = mapped_column(String(100))
     family_name: Mapped[str | None] = mapped_column(String(100))
-    date_of_birth: Mapped[dt.date] = mapped_column(Date)
+    date_of_birth: Mapped[dt.date] = mapped_column(
+        Date, doc="The earliest it can be (a partial date's first day)."
+    )
+    date_of_birth_latest: Mapped[dt.date | None] = mapped_column(
+        Date, doc="The latest it can be when only a year or month is recorded; NULL when exact."
+    )
     sex: Mapped[str] = mapped_column(String(8), default="unknown")
     address: Mapped[str | None] = mapped_column(Text, doc="Address lines joined by newlines.")
     postcode: Mapped[str | None] = mapped_column(String(10))
@@ -156,6 +161,14 @@ class ClinicalEvent(Base):
     term: Mapped[str | None] = mapped_column(String(255))
     value: Mapped[float | None] = mapped_column(Float)
     unit: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str | None] = mapped_column(
+        String(16), doc="recorded, active, resolved, unconfirmed or cancelled (see recruit.load.status)."
+    )
+    resource_type: Mapped[str | None] = mapped_column(
+        String(40),
+        doc="The record's kind (Condition, Observation, a CSV file's): a newer extract "
+        "replaces only the kinds it carries.",
+    )
     source_resource_id: Mapped[str | None] = mapped_column(String(200))
 
 
@@ -180,6 +193,10 @@ class MedicationIssue(Base):
     term: Mapped[str | None] = mapped_column(String(255))
     quantity: Mapped[float | None] = mapped_column(Float)
     course: Mapped[str] = mapped_column(String(8), default="unknown")
+    status: Mapped[str | None] = mapped_column(
+        String(16), doc="issued, active, completed, stopped, cancelled, ... (see recruit.load.status)."
+    )
+    resource_type: Mapped[str | None] = mapped_column(String(40), doc="As clinical_event.resource_type.")
     source_resource_id: Mapped[str | None] = mapped_column(String(200))
 
 
@@ -200,6 +217,12 @@ class Extract(Base):
     )
     source_paths: Mapped[list[str] | None] = mapped_column(JSONText)
     extract_date: Mapped[dt.date | None] = mapped_column(Date)
+    date_source: Mapped[str | None] = mapped_column(
+        String(60), doc="Where the extract date came from (manifest, Bundle timestamp, --extract-date)."
+    )
+    resource_types: Mapped[list[str] | None] = mapped_column(
+        JSONText, doc="The record kinds this extract carries (a kind it lacks keeps earlier records)."
+    )
     records_read: Mapped[int] = mapped_column(Integer, default=0)
     records_loaded: Mapped[int] = mapped_column(Integer, default=0)
     records_repaired: Mapped[int] = mapped_column(Integer, default=0)
@@ -223,6 +246,31 @@ class Quarantine(Base):
     reason_code: Mapped[str] = mapped_column(String(64), doc="Stable key for counting by reason.")
     reason: Mapped[str] = mapped_column(Text, doc="What is wrong, in words a person can act on.")
     raw_snippet: Mapped[str | None] = mapped_column(Text, doc="At most a few hundred characters.")
+
+
+class PersonHold(Base):
+    """A record that could not be loaded but signals death, leaving the practice or a coded
+    entry (such as dissent from research use): it holds the person back from letters, matched by
+    NHS number or by the practice's own id, whatever else the extract says."""
+
+    __tablename__ = "person_hold"
+    __table_args__ = (
+        Index(None, "nhs_number"),
+        Index(None, "practice_id", "source_id"),
+        CheckConstraint("signal IN ('death', 'left', 'code')", name="signal"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    extract_id: Mapped[int] = mapped_column(ForeignKey("extract.id", ondelete="CASCADE"))
+    nhs_number: Mapped[str | None] = mapped_column(String(10))
+    practice_id: Mapped[int | None] = mapped_column(Integer, doc="practice.id, when known.")
+    source_id: Mapped[str | None] = mapped_column(String(200), doc="The patient's id in the practice system.")
+    signal: Mapped[str] = mapped_column(String(8))
+    code_system: Mapped[str | None] = mapped_column(String(10))
+    code: Mapped[str | None] = mapped_column(String(20))
+    reason_code: Mapped[str] = mapped_column(String(64), doc="Why the record was quarantined.")
+    file: Mapped[str | None] = mapped_column(String(500))
+    line: Mapped[int | None] = mapped_column(Integer)
 
 
 # --- codelists and searching ----------------------------------------------------------------

@@ -9,6 +9,7 @@ from recruit.models import (
     LetterBatch,
     MedicationIssue,
     Patient,
+    PersonHold,
     Practice,
     Practitioner,
     Quarantine,
@@ -29,6 +30,7 @@ EXTRACT = Extract.__table__
 INVITATION = Invitation.__table__
 MEDICATION = MedicationIssue.__table__
 PATIENT = Patient.__table__
+HOLD = PersonHold.__table__
 PRACTICE = Practice.__table__
 PRACTITIONER = Practitioner.__table__
 QUARANTINE = Quarantine.__table__

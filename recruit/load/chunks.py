@@ -135,11 +135,12 @@ class Stager:
             rows.setdefault("ld_patient_key", []).extend((key, seq) for key in dict.fromkeys(p.keys))
         if parsed.events:
             rows.setdefault("ld_event", []).extend(
-                (seq, fno, line, rtype, e.resource_id, e.patient_ref, *e[1:7]) for e in parsed.events
+                (seq, fno, line, rtype, e.resource_id, e.patient_ref, *e[1:7], e.status)
+                for e in parsed.events
             )
         if parsed.medications:
             rows.setdefault("ld_med", []).extend(
-                (seq, fno, line, rtype, m.resource_id, m.patient_ref, *m[1:7], m.medication_ref)
+                (seq, fno, line, rtype, m.resource_id, m.patient_ref, *m[1:7], m.medication_ref, m.status)
                 for m in parsed.medications
             )
 

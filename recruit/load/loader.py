@@ -457,6 +457,7 @@ class _Load:
             "date_of_death",
             "needs_interpreter",
             "language",
+            "date_of_birth_latest",
         ]
         ok = p.c.status == "ok"
         match = and_(Patient.practice_id == p.c.practice_id, Patient.source_id == p.c.source_id, ok)
@@ -628,6 +629,8 @@ class _Load:
                     "term",
                     "value",
                     "unit",
+                    "status",
+                    "resource_type",
                     "source_resource_id",
                 ],
                 select(
@@ -639,6 +642,8 @@ class _Load:
                     e.c.term,
                     e.c.value,
                     e.c.unit,
+                    e.c.status,
+                    e.c.resource_type,
                     e.c.resource_id,
                 )
                 .join(r, and_(r.c.seq == e.c.seq, r.c.status == "ok"))
@@ -658,6 +663,8 @@ class _Load:
                     "term",
                     "quantity",
                     "course",
+                    "status",
+                    "resource_type",
                     "source_resource_id",
                 ],
                 select(
@@ -669,6 +676,8 @@ class _Load:
                     func.coalesce(m.c.term, med.c.term),
                     m.c.quantity,
                     m.c.course,
+                    m.c.status,
+                    m.c.resource_type,
                     m.c.resource_id,
                 )
                 .join(r, and_(r.c.seq == m.c.seq, r.c.status == "ok"))

@@ -44,6 +44,8 @@ class PatientRow(NamedTuple):
     date_of_death: str | None
     needs_interpreter: bool
     language: str | None
+    # The latest the birth date can be when only a year or month is recorded (None: exact).
+    date_of_birth_latest: str | None = None
 
 
 class EventRow(NamedTuple):
@@ -55,6 +57,7 @@ class EventRow(NamedTuple):
     value: float | None
     unit: str | None
     resource_id: str | None
+    status: str | None = None  # recruit.load.status vocabulary
 
 
 class MedicationRow(NamedTuple):
@@ -67,6 +70,19 @@ class MedicationRow(NamedTuple):
     course: str
     resource_id: str | None
     medication_ref: str | None
+    status: str | None = None  # recruit.load.status vocabulary
+
+
+class HoldRow(NamedTuple):
+    """A quarantined record that still signals death, leaving, or a coded entry such as dissent:
+    its person is held back from letters (recruit.models.PersonHold)."""
+
+    patient_ref: str | None  # a key of the patient it belongs to (None when it is the patient)
+    nhs_number: str | None
+    source_id: str | None
+    signal: str  # death, left or code
+    code_system: str | None = None
+    code: str | None = None
 
 
 class MedicineRow(NamedTuple):

@@ -58,6 +58,7 @@ ld_patient = _temp(
     Column("date_of_death", Date),
     Column("needs_interpreter", Boolean),
     Column("language", String(40)),
+    Column("date_of_birth_latest", Date),
     Column("practice_id", Integer),
     Column("usual_gp_id", Integer),
     Column("patient_id", Integer),
@@ -97,6 +98,7 @@ ld_event = _record_table(
     Column("term", String(255)),
     Column("value", Float),
     Column("unit", String(40)),
+    Column("status", String(16)),
 )
 ld_med = _record_table(
     "ld_med",
@@ -107,6 +109,29 @@ ld_med = _record_table(
     Column("quantity", Float),
     Column("course", String(8)),
     Column("medication_ref", String(250)),
+    Column("status", String(16)),
+)
+# Keys of Patient records quarantined while reading, so their records can say so.
+ld_bad_patient_key = _temp(
+    "ld_bad_patient_key",
+    Column("key", String(250)),
+    Column("seq", SEQ),
+    Index("ix_ld_bad_patient_key", "key"),
+)
+# Quarantined records that still signal death, leaving or a coded entry (recruit.load.rows.HoldRow).
+ld_hold = _temp(
+    "ld_hold",
+    Column("seq", SEQ),
+    Column("file_no", Integer),
+    Column("line", Integer),
+    Column("resource_type", String(40)),
+    Column("reason_code", String(64)),
+    Column("patient_ref", String(250)),
+    Column("nhs_number", String(10)),
+    Column("source_id", String(200)),
+    Column("signal", String(8)),
+    Column("code_system", String(10)),
+    Column("code", String(20)),
 )
 ld_medicine = _temp(
     "ld_medicine",
