@@ -26,7 +26,17 @@ from typing import Any
 import orjson
 
 from recruit.load.fhir import FhirReader, NotUsed, Parsed
-from recruit.load.files import Record, expand, json_problem, read_fhir
+from recruit.load.files import (
+    BOM,
+    MAX_RECORD_BYTES,
+    Record,
+    expand,
+    json_problem,
+    read_fhir,
+    skip_line,
+    snippet,
+    too_long,
+)
 from recruit.load.rows import OrgRow, PractitionerRow
 from recruit.load.values import DateReader, Invalid
 
@@ -44,6 +54,7 @@ class Chunk:
     first_line: int | None = None
     data: bytes | None = None
     size: int = 0
+    too_long: int = 0  # the size of an over-long line at first_line, skipped unread (data is b"")
 
 
 @dataclass
@@ -151,6 +162,8 @@ def stage_chunk(chunk: Chunk, extract_date: dt.date, strict: dict[tuple[Any, ...
     base = chunk.number << SEQ_BITS
     if chunk.data is None:
         records: Iterator[Record] = read_fhir(Path(chunk.path), chunk.file_no)
+    elif chunk.too_long:
+        records = iter([Record(chunk.file_no, chunk.first_line, None, error=too_long(chunk.too_long))])
     else:
         records = _ndjson_records(chunk)
     for i, record in enumerate(records):
@@ -163,18 +176,25 @@ def stage_chunk(chunk: Chunk, extract_date: dt.date, strict: dict[tuple[Any, ...
 def _ndjson_records(chunk: Chunk) -> Iterator[Record]:
     assert chunk.data is not None and chunk.first_line is not None
     for line_no, line in enumerate(chunk.data.splitlines(keepends=True), start=chunk.first_line):
+        if len(line) > MAX_RECORD_BYTES:  # only when chunks are larger than one record may be
+            yield Record(chunk.file_no, line_no, None, error=too_long(len(line)))
+            continue
         if not line.strip():
             continue
         try:
             data = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            yield Record(chunk.file_no, line_no, None, error=json_problem(exc, line), raw=line[:300])
+            yield Record(chunk.file_no, line_no, None, error=json_problem(exc, line), raw=snippet(line))
             continue
         yield from expand(data, chunk.file_no, line_no)
 
 
 def chunks(files: list[Path], chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
-    """The extract cut into chunks, in file order; NDJSON files are cut between lines."""
+    """The extract cut into chunks, in file order; NDJSON files are cut between lines.
+
+    A line longer than MAX_RECORD_BYTES is never held whole: it is skipped in pieces and handed
+    on as a chunk of its own that says only where it was and how long, to be quarantined.
+    """
     number = 0
     for file_no, path in enumerate(files):
         if path.suffix.lower() not in (".ndjson", ".jsonl"):
@@ -184,11 +204,26 @@ def chunks(files: list[Path], chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]
         line = 1
         with path.open("rb") as f:
             while block := f.read(chunk_bytes):
+                if line == 1 and block.startswith(BOM):
+                    block = block[len(BOM) :]
+                long_size = 0
                 if not block.endswith(b"\n"):
-                    block += f.readline()
-                number += 1
-                yield Chunk(number, file_no, str(path), line, block, len(block))
-                line += block.count(b"\n")
+                    start = block.rfind(b"\n") + 1  # where the unfinished line begins
+                    so_far = len(block) - start
+                    rest = f.readline(max(MAX_RECORD_BYTES + 1 - so_far, 1))
+                    if so_far + len(rest) > MAX_RECORD_BYTES and not rest.endswith(b"\n"):
+                        long_size = so_far + len(rest) + skip_line(f)
+                        block = block[:start]
+                    else:
+                        block += rest
+                if block:
+                    number += 1
+                    yield Chunk(number, file_no, str(path), line, block, len(block))
+                    line += block.count(b"\n")
+                if long_size:
+                    number += 1
+                    yield Chunk(number, file_no, str(path), line, b"", long_size, too_long=long_size)
+                    line += 1
 
 
 def _ignore_interrupt() -> None:

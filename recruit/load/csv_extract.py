@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from recruit.errors import RecruitError
 from recruit.load.codes import DMD, normalise_code
 from recruit.load.fhir import Parsed
-from recruit.load.files import Record
+from recruit.load.files import Record, input_files, regular_file
 from recruit.load.rows import EventRow, MedicationRow, PatientRow, PractitionerRow
+from recruit.load.status import ISSUED, RECORDED
 from recruit.load.values import DateReader, Invalid, clean_nhs_number, clean_postcode
 
 csv.field_size_limit(64 * 1024 * 1024)
@@ -99,7 +100,7 @@ class Mapping(_Strict):
 
 
 def load_mapping(path: Path) -> tuple[Mapping, bytes]:
-    raw = path.read_bytes()
+    raw = regular_file(path).read_bytes()
     try:
         mapping = Mapping.model_validate(yaml.safe_load(raw))
         PatientColumns.model_validate(mapping.patients.columns)
@@ -124,12 +125,14 @@ class CsvSource:
     def __init__(self, paths: list[Path], mapping_path: Path) -> None:
         self.mapping, raw = load_mapping(mapping_path)
         self.parts: dict[str, Path] = {}
+        # Only ordinary files, found without following links (a FIFO or a link out of the folder
+        # is refused before anything is opened).
+        found = [(p, f) for p in paths for f in input_files([p])]
         for part in ("patients", "events", "medications"):
             fm = getattr(self.mapping, part)
             if fm is None:
                 continue
-            matches = [m for p in paths for m in ([p] if p.is_file() else sorted(p.glob(fm.file)))]
-            matches = [m for m in matches if m.match(fm.file)]
+            matches = [f for p, f in found if f.match(fm.file) and _named_by(f, p, fm.file)]
             if not matches:
                 raise RecruitError(
                     f"No file matching '{fm.file}' (the {part} export named in {mapping_path.name}) "
@@ -159,7 +162,9 @@ class CsvSource:
     def _rows(self, path: Path, fm: FileMapping) -> Iterator[tuple[int, dict[str, str], str | None]]:
         wanted = _columns(fm.columns)
         with path.open("rb") as raw:
-            text = io.TextIOWrapper(raw, encoding=self.mapping.encoding, errors="strict", newline="")
+            text = io.TextIOWrapper(
+                raw, encoding=_encoding(self.mapping.encoding), errors="strict", newline=""
+            )
             try:
                 reader = csv.reader(text, delimiter=self.mapping.delimiter)
                 header = next(reader, None)
@@ -284,7 +289,7 @@ class CsvSource:
         unit = row[c.unit].strip()[:40] or None if c.unit else None
         rid = row[c.id].strip() or None if c.id else None
         assert date is not None
-        return Parsed(events=[EventRow(f"nhs:{nhs}", date, system, code, term, value, unit, rid)])
+        return Parsed(events=[EventRow(f"nhs:{nhs}", date, system, code, term, value, unit, rid, RECORDED)])
 
     def _system(self, row: dict[str, str], c: EventColumns) -> str:
         if c.code_system:
@@ -317,8 +322,23 @@ class CsvSource:
         rid = row[c.id].strip() or None if c.id else None
         assert date is not None
         return Parsed(
-            medications=[MedicationRow(f"nhs:{nhs}", date, DMD, code, term, quantity, course, rid, None)]
+            medications=[
+                MedicationRow(f"nhs:{nhs}", date, DMD, code, term, quantity, course, rid, None, ISSUED)
+            ]
         )
+
+
+def _encoding(name: str) -> str:
+    """UTF-8 read so that a byte-order mark at the start (Excel writes one) is skipped, not taken
+    as part of the first column's name."""
+    return "utf-8-sig" if name.lower().replace("_", "-") in ("utf-8", "utf8") else name
+
+
+def _named_by(file: Path, given: Path, pattern: str) -> bool:
+    """A file given directly, or one the pattern names inside the folder given (as glob would)."""
+    if file == given:
+        return True
+    return len(file.relative_to(given).parts) == len(Path(pattern).parts)
 
 
 def _columns(columns: dict[str, Any]) -> list[str]:

@@ -14,6 +14,13 @@ from typing import Any
 
 from recruit.load.codes import DMD, SNOMED, normalise_code, system_name
 from recruit.load.rows import EventRow, MedicationRow, MedicineRow, OrgRow, PatientRow, PractitionerRow
+from recruit.load.status import (
+    ERROR_CODES,
+    concept_codes,
+    condition_status,
+    medication_status,
+    observation_status,
+)
 from recruit.load.values import DateReader, Invalid, clean_nhs_number, clean_postcode
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
@@ -346,7 +353,9 @@ class FhirReader:
             raise Invalid("patient_missing", "the patient reference is empty", "subject")
         return keys[0]
 
-    def _events(self, res: dict[str, Any], date: str, concepts: list[tuple[Any, str]], out: Parsed) -> None:
+    def _events(
+        self, res: dict[str, Any], date: str, concepts: list[tuple[Any, str]], status: str, out: Parsed
+    ) -> None:
         patient = self._subject(res)
         rid = res.get("id")
         value, unit = _quantity(res.get("valueQuantity"))
@@ -356,7 +365,7 @@ class FhirReader:
                 if (system, code) in seen:
                     continue
                 seen.add((system, code))
-                out.events.append(EventRow(patient, date, system, code, term, value, unit, rid))
+                out.events.append(EventRow(patient, date, system, code, term, value, unit, rid, status))
         if not seen:
             raise Invalid(
                 "code_unknown_system",
@@ -365,9 +374,9 @@ class FhirReader:
             )
 
     def _read_Condition(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
-        status = _dict(res.get("verificationStatus"), "verificationStatus")
-        if any(c.get("code") in ("entered-in-error", "refuted") for c in _list(status, "coding")):
+        if ERROR_CODES.intersection(concept_codes(res.get("verificationStatus"), "verificationStatus")):
             raise NotUsed("Condition entered in error or refuted")
+        status = condition_status(res)
         onset_period = _dict(res.get("onsetPeriod"), "onsetPeriod")
         raw, name = _first(
             (res.get("onsetDateTime"), "onsetDateTime"),
@@ -377,11 +386,12 @@ class FhirReader:
         )
         date = self.dates.read(raw, name or "onsetDateTime")
         assert date is not None
-        self._events(res, date, [(res.get("code"), "code")], out)
+        self._events(res, date, [(res.get("code"), "code")], status, out)
 
     def _read_Observation(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
         if res.get("status") == "entered-in-error":
             raise NotUsed("Observation entered in error")
+        status = observation_status(res.get("status"))
         period = _dict(res.get("effectivePeriod"), "effectivePeriod")
         raw, name = _first(
             (res.get("effectiveDateTime"), "effectiveDateTime"),
@@ -393,15 +403,16 @@ class FhirReader:
         concepts = [(res.get("code"), "code")]
         for i, comp in enumerate(_list(res, "component")):
             concepts.append((_dict(comp, f"component[{i}]").get("code"), f"component[{i}].code"))
-        self._events(res, date, concepts, out)
+        self._events(res, date, concepts, status, out)
 
     def _read_MedicationRequest(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
         if res.get("intent") in ("plan", "proposal"):
             raise NotUsed("MedicationRequest authorisation (intent plan), not an issue")
         if res.get("status") in ("entered-in-error", "draft"):
             raise NotUsed(f"MedicationRequest with status {res.get('status')}")
+        status = medication_status(res)
         date = self.dates.read(res.get("authoredOn"), "authoredOn")
-        self._medication(res, date, _course(res), out)
+        self._medication(res, date, _course(res), status, out)
 
     def _read_MedicationStatement(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
         if res.get("status") == "entered-in-error":
@@ -412,10 +423,13 @@ class FhirReader:
             (period.get("start"), "effectivePeriod.start"),
             (res.get("dateAsserted"), "dateAsserted"),
         )
+        status = medication_status(res)
         date = self.dates.read(raw, name or "effectiveDateTime")
-        self._medication(res, date, _course(res), out)
+        self._medication(res, date, _course(res), status, out)
 
-    def _medication(self, res: dict[str, Any], date: str | None, course: str, out: Parsed) -> None:
+    def _medication(
+        self, res: dict[str, Any], date: str | None, course: str, status: str, out: Parsed
+    ) -> None:
         assert date is not None
         patient = self._subject(res)
         quantity = None
@@ -443,7 +457,9 @@ class FhirReader:
             raise Invalid("code_missing", "the prescription does not say which medicine", "medication[x]")
         system, value, term = code if code else (None, None, None)
         out.medications.append(
-            MedicationRow(patient, date, system, value, term, quantity, course, res.get("id"), medication_ref)
+            MedicationRow(
+                patient, date, system, value, term, quantity, course, res.get("id"), medication_ref, status
+            )
         )
 
     def _contained_medicine(self, res: dict[str, Any], local_id: str) -> tuple[str, str, str | None]:

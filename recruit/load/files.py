@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import orjson
 
 from recruit.errors import RecruitError
 
 FHIR_SUFFIXES = (".ndjson", ".json", ".jsonl")
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some Windows tools put at a file's start
+# One record can be no longer than this: a longer NDJSON line is skipped unread (in pieces, so
+# memory stays flat whatever its length) and quarantined as too long.
+MAX_RECORD_BYTES = 32 << 20
+# A JSON (not NDJSON) file is parsed whole; a larger one is quarantined rather than read, since
+# parsing it would take several times its size in memory.
+MAX_JSON_FILE_BYTES = 64 << 20
+_PIECE = 1 << 20
 IGNORED_NAMES = ("log.ndjson",)  # Bulk Data $export writes non-resources here
 
 
@@ -27,17 +37,102 @@ class Record(NamedTuple):
     raw: bytes | None = None
 
 
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "not an ordinary file"
+
+
+def regular_file(path: Path) -> Path:
+    """A file named directly must be an ordinary file: a FIFO would hang the load when opened,
+    a device would be read for ever. Checked with stat, before anything opens it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise RecruitError(f"{path} does not exist.") from None
+    except OSError as exc:
+        raise RecruitError(f"{path} cannot be read ({exc.strerror}).") from None
+    if not stat.S_ISREG(mode):
+        raise RecruitError(
+            f"{path} is {_kind(mode)}, not an ordinary file: recruit reads only ordinary files, "
+            "so it was not opened. Copy the extract's files into a folder and load that."
+        )
+    return path
+
+
+def walk_files(folder: Path) -> list[Path]:
+    """Every file in a folder and its subfolders, without following links.
+
+    Anything that is not an ordinary file or folder is refused at once, naming it: a symbolic
+    link could lead out of the extract (a system file would be read as records), and a FIFO or
+    device would hang the load or never end. Nothing is opened here; entries are only lstat'ed.
+    """
+    found: list[Path] = []
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError as exc:
+            raise RecruitError(f"The folder {current} cannot be read ({exc.strerror}).") from None
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.is_symlink():
+                raise RecruitError(
+                    f"{path} is a symbolic link. recruit does not follow links inside an extract "
+                    "folder (one could lead outside it), so nothing was loaded. Put the file itself "
+                    "in the folder, or remove the link."
+                )
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(path)
+            elif entry.is_file(follow_symlinks=False):
+                found.append(path)
+            else:
+                mode = entry.stat(follow_symlinks=False).st_mode
+                raise RecruitError(
+                    f"{path} is {_kind(mode)}, not an ordinary file. recruit reads only ordinary "
+                    "files, so nothing was loaded; remove it from the extract folder."
+                )
+    return sorted(found)
+
+
+def input_files(paths: list[Path]) -> list[Path]:
+    """Every ordinary file the given paths name: files named directly, and files inside folders.
+
+    A path named directly may be a link (the user chose it); inside a folder nothing is followed.
+    """
+    found: list[Path] = []
+    for path in paths:
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise RecruitError(f"{path} does not exist.") from None
+        except OSError as exc:
+            raise RecruitError(f"{path} cannot be read ({exc.strerror}).") from None
+        if stat.S_ISDIR(mode):
+            found.extend(walk_files(path))
+        else:
+            found.append(regular_file(path))
+    return found
+
+
 def find_files(paths: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
     """Every input file under the given files and folders, in a stable order."""
     found: list[Path] = []
     for path in paths:
-        if not path.exists():
+        if not os.path.lexists(path):
             raise RecruitError(f"{path} does not exist.")
         if path.is_dir():
-            children = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            children = [p for p in walk_files(path) if p.suffix.lower() in suffixes]
             found.extend(p for p in children if p.name not in IGNORED_NAMES and not _is_manifest(p))
         elif path.name not in IGNORED_NAMES:
-            found.append(path)
+            found.append(regular_file(path))
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
         raise RecruitError(f"No extract files found in {', '.join(str(p) for p in paths)}.")
@@ -83,27 +178,75 @@ def read_fhir(path: Path, file_no: int) -> Iterator[Record]:
         yield from _read_json(path, file_no)
 
 
+def too_long(size: int) -> str:
+    return (
+        f"the line is {size / 2**20:,.0f} MB long, more than one record can be "
+        f"({MAX_RECORD_BYTES >> 20} MB); it was skipped without being read"
+    )
+
+
+def skip_line(f: BinaryIO) -> int:
+    """Read to the end of the current line in pieces (never all at once); the bytes skipped."""
+    skipped = 0
+    while piece := f.readline(_PIECE):
+        skipped += len(piece)
+        if piece.endswith(b"\n"):
+            break
+    return skipped
+
+
 def _read_ndjson(path: Path, file_no: int) -> Iterator[Record]:
     with path.open("rb") as f:
-        for line_no, line in enumerate(f, start=1):
+        line_no = 0
+        while line := f.readline(MAX_RECORD_BYTES + 1):
+            line_no += 1
+            if line_no == 1 and line.startswith(BOM):
+                line = line[len(BOM) :]
+            if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
+                size = len(line) + skip_line(f)
+                yield Record(file_no, line_no, None, error=too_long(size))
+                continue
             if not line.strip():
                 continue
             try:
                 data = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                yield Record(file_no, line_no, None, error=json_problem(exc, line), raw=line[:300])
+                yield Record(file_no, line_no, None, error=json_problem(exc, line), raw=snippet(line))
                 continue
             yield from expand(data, file_no, line_no)
 
 
 def _read_json(path: Path, file_no: int) -> Iterator[Record]:
+    size = path.stat().st_size
+    if size > MAX_JSON_FILE_BYTES:
+        yield Record(
+            file_no,
+            None,
+            None,
+            error=f"the file is {size / 2**20:,.0f} MB, more than a JSON file recruit reads whole "
+            f"({MAX_JSON_FILE_BYTES >> 20} MB); export it as NDJSON (one record a line)",
+        )
+        return
     raw = path.read_bytes()
+    if raw.startswith(BOM):
+        raw = raw[len(BOM) :]
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        yield Record(file_no, None, None, error=json_problem(exc, raw), raw=raw[:300])
+        yield Record(file_no, None, None, error=json_problem(exc, raw), raw=snippet(raw))
         return
     yield from expand(data, file_no, None)
+
+
+def snippet(raw: bytes) -> bytes | None:
+    """The start of an unreadable record, kept to help fix it, but only when it looks like a JSON
+    record: bytes of anything else (a binary or system file) are never stored."""
+    head = raw[:300]
+    if not head.lstrip().startswith(b"{") or b"\x00" in head:
+        return None
+    if "\ufffd" in head.decode("utf-8", "replace")[:-1]:  # not UTF-8 text (the last may be cut)
+        return None
+    return head
 
 
 def expand(data: Any, file_no: int, line: int | None) -> Iterator[Record]:

@@ -37,7 +37,7 @@ from recruit.errors import RecruitError
 from recruit.load import stage as S
 from recruit.load.chunks import Staged, Stager, default_workers, staged_chunks
 from recruit.load.fhir import Parsed
-from recruit.load.files import FHIR_SUFFIXES, Record, find_files, fingerprint
+from recruit.load.files import FHIR_SUFFIXES, Record, find_files, fingerprint, input_files
 from recruit.load.rows import OrgRow, PractitionerRow
 from recruit.load.values import DateReader
 from recruit.models import (
@@ -140,8 +140,7 @@ def literal_date(iso: str) -> Any:
 
 def guess_format(paths: list[Path]) -> str:
     """CSV when the inputs are .csv files (or a folder holding only those), else FHIR."""
-    names = [p for path in paths for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()]
-    suffixes = {p.suffix.lower() for p in names}
+    suffixes = {p.suffix.lower() for p in input_files(paths)}  # refuses FIFOs and links at once
     return "csv" if suffixes and suffixes <= {".csv"} else "fhir"
 
 

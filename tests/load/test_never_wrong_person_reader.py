@@ -1,0 +1,379 @@
+"""Issue 14 (never the wrong person), the reading side: every case the reader owns, by number.
+
+Small hand-made extracts in the shapes UK extracts come in; every NHS number is in the 999 range
+NHS England never issues.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from recruit.db import make_engine
+from recruit.errors import RecruitError
+from recruit.load import load_extract
+from recruit.load.chunks import stage_chunk
+from recruit.load.fhir import FhirReader, NotUsed
+from recruit.load.values import DateReader, Invalid
+from recruit.migrate import upgrade
+from recruit.models import ClinicalEvent, MedicationIssue, Patient, Quarantine
+from tests.load import fhir_samples as fx
+
+ROOT = Path(__file__).resolve().parents[2]
+SYNTH_MAPPING = ROOT / "rules" / "mappings" / "synthetic_ehr.yaml"
+EXTRACT_DATE = dt.date(2026, 11, 1)
+
+
+def reader() -> FhirReader:
+    return FhirReader(DateReader(EXTRACT_DATE))
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = make_engine(db_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url):
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def rows(engine, *cols, where=None) -> list[tuple]:
+    q = select(*cols)
+    if where is not None:
+        q = q.where(where)
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(q)]
+
+
+def count(engine, model) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+def load(engine, *paths: Path, **kw):
+    return load_extract(engine, list(paths), extract_date=EXTRACT_DATE, **kw)
+
+
+# --- case 11: what counts as evidence (the reading side: every record keeps its status) ------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        ({}, "recorded"),
+        ({"clinicalStatus": {"coding": [{"code": "active"}]}}, "active"),
+        ({"clinicalStatus": {"coding": [{"code": "relapse"}]}}, "active"),
+        ({"clinicalStatus": {"coding": [{"code": "resolved"}]}}, "resolved"),
+        ({"clinicalStatus": {"coding": [{"code": "inactive"}]}}, "resolved"),
+        ({"clinicalStatus": "remission"}, "resolved"),  # GP Connect STU3: a plain code
+        (
+            {
+                "clinicalStatus": {"coding": [{"code": "active"}]},
+                "verificationStatus": {"coding": [{"code": "provisional"}]},
+            },
+            "unconfirmed",
+        ),
+    ],
+)
+def test_case11_condition_status_is_read_into_the_vocabulary(extra, status):
+    assert reader().read(fx.condition(**extra)).events[0].status == status
+
+
+@pytest.mark.parametrize(
+    ("obs_status", "status"),
+    [(None, "recorded"), ("final", "recorded"), ("preliminary", "unconfirmed"), ("cancelled", "cancelled")],
+)
+def test_case11_observation_status_is_read_into_the_vocabulary(obs_status, status):
+    res = fx.condition(resourceType="Observation", effectiveDateTime="2024-02-03")
+    del res["onsetDateTime"]
+    if obs_status:
+        res["status"] = obs_status
+    assert reader().read(res).events[0].status == status
+
+
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        ({"status": "completed"}, "completed"),
+        ({"status": "stopped"}, "stopped"),
+        ({"status": "cancelled"}, "cancelled"),
+        ({"status": "on-hold"}, "on_hold"),
+        ({"status": "active", "doNotPerform": True}, "do_not_perform"),
+    ],
+)
+def test_case11_prescription_status_is_stored_not_dropped(extra, status):
+    assert reader().read(fx.med_request(**extra)).medications[0].status == status
+
+
+def test_case11_statement_not_taken_and_entered_in_error_not_used():
+    statement = fx.med_request(resourceType="MedicationStatement", status="not-taken")
+    statement["effectiveDateTime"] = "2024-03-01"
+    assert reader().read(statement).medications[0].status == "not_taken"
+    with pytest.raises(NotUsed, match="entered-in-error"):
+        reader().read(fx.med_request(status="entered-in-error"))
+
+
+def test_case11_wrong_typed_status_is_quarantined_not_defaulted():
+    with pytest.raises(Invalid) as err:
+        reader().read(fx.med_request(doNotPerform="true"))
+    assert err.value.code == "wrong_type" and err.value.field == "doNotPerform"
+
+
+def test_case11_statuses_reach_the_database(engine, tmp_path):
+    folder = tmp_path / "x"
+    fx.base_extract(folder)
+    fx.write_ndjson(
+        folder / "Condition.ndjson",
+        [
+            fx.condition("c1", clinicalStatus={"coding": [{"code": "resolved"}]}),
+            fx.condition("c2", code="279039007"),
+        ],
+    )
+    fx.write_ndjson(
+        folder / "MedicationRequest.ndjson",
+        [fx.med_request("m1", status="cancelled"), fx.med_request("m2", status="active", doNotPerform=True)],
+    )
+    load(engine, folder)
+    assert sorted(rows(engine, ClinicalEvent.source_resource_id, ClinicalEvent.status)) == [
+        ("c1", "resolved"),
+        ("c2", "recorded"),
+    ]
+    assert sorted(rows(engine, MedicationIssue.source_resource_id, MedicationIssue.status)) == [
+        ("m1", "cancelled"),
+        ("m2", "do_not_perform"),
+    ]
+
+
+def _csv_extract(folder: Path, bom: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = "\ufeff" if bom else ""
+    (folder / "patients.csv").write_text(
+        prefix + "Practice Code,NHS Number,Surname,Forename,Sex,Date of Birth,Date of Death,"
+        "Address Line 1,Town,Postcode,Registration Date,Deregistration Date,Usual GP\n"
+        f"ZZ9001,{fx.NHS_NUMBERS[0]},TESTER,Pat,Female,01/05/1980,,2 Low Road,Testtown,ZZ1 1ZZ,"
+        "01/01/2000,,Dr Alex Example\n",
+        encoding="utf-8",
+    )
+    (folder / "events.csv").write_text(
+        f"NHS Number,Date,Code,Code System,Term\n{fx.NHS_NUMBERS[0]},03/02/2024,82423001,SNOMED CT,Pain\n",
+        encoding="utf-8",
+    )
+    (folder / "medications.csv").write_text(
+        f"NHS Number,Issue Date,dm+d Code,Drug,Quantity,Issue Type\n"
+        f"{fx.NHS_NUMBERS[0]},01/03/2024,322341003,Codeine,100,Repeat\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+def test_case11_csv_events_are_recorded_and_issues_issued(sqlite_engine, tmp_path):
+    load(sqlite_engine, _csv_extract(tmp_path / "csv"), format="csv", mapping=SYNTH_MAPPING)
+    assert rows(sqlite_engine, ClinicalEvent.status) == [("recorded",)]
+    assert rows(sqlite_engine, MedicationIssue.status) == [("issued",)]
+
+
+# --- case 13: only ordinary files inside the folder ----------------------------------------------
+
+
+def _load_with_timeout(engine, paths: list[Path], fifo: Path | None = None, **kw):
+    """Run a load on a thread; if it blocks on a FIFO, unblock it (so the test never hangs) and fail."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["summary"] = load_extract(engine, paths, extract_date=EXTRACT_DATE, **kw)
+        except Exception as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)
+    if thread.is_alive():
+        if fifo is not None:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.close(fd)
+        thread.join(30)
+        pytest.fail("the load blocked on the FIFO instead of refusing it")
+    return outcome
+
+
+def test_case13_fifo_named_directly_is_refused_at_once(sqlite_engine, tmp_path):
+    fifo = tmp_path / "Patient.ndjson"
+    os.mkfifo(fifo)
+    outcome = _load_with_timeout(sqlite_engine, [fifo], fifo)
+    err = outcome.get("error")
+    assert isinstance(err, RecruitError)
+    assert str(fifo) in str(err) and "named pipe" in str(err)
+    assert count(sqlite_engine, Patient) == 0
+
+
+def test_case13_fifo_inside_a_folder_is_refused_not_skipped(sqlite_engine, tmp_path):
+    folder = tmp_path / "x"
+    fx.base_extract(folder)
+    fifo = folder / "Observation.ndjson"
+    os.mkfifo(fifo)
+    outcome = _load_with_timeout(sqlite_engine, [folder], fifo)
+    err = outcome.get("error")
+    assert isinstance(err, RecruitError) and "Observation.ndjson" in str(err)
+    assert count(sqlite_engine, Patient) == 0
+
+
+def test_case13_fifo_in_a_csv_folder_is_refused(sqlite_engine, tmp_path):
+    folder = _csv_extract(tmp_path / "csv")
+    fifo = folder / "extra.csv"
+    os.mkfifo(fifo)
+    outcome = _load_with_timeout(sqlite_engine, [folder], fifo, format="csv", mapping=SYNTH_MAPPING)
+    assert isinstance(outcome.get("error"), RecruitError) and "extra.csv" in str(outcome["error"])
+
+
+def test_case13_symlink_out_of_the_folder_is_refused_and_nothing_stored(sqlite_engine, tmp_path):
+    secret = tmp_path / "outside" / "system-file.txt"
+    secret.parent.mkdir()
+    secret.write_bytes(b'{"not": "an extract"} SECRET-BYTES-OF-A-SYSTEM-FILE\n')
+    folder = tmp_path / "x"
+    fx.base_extract(folder)
+    (folder / "Observation.ndjson").symlink_to(secret)
+    with pytest.raises(RecruitError, match="symbolic link") as err:
+        load(sqlite_engine, folder)
+    assert "Observation.ndjson" in str(err.value)
+    assert count(sqlite_engine, Patient) == 0 and count(sqlite_engine, Quarantine) == 0
+    # guess_format (no --format) and the CSV reader refuse the same way
+    with pytest.raises(RecruitError, match="symbolic link"):
+        load(sqlite_engine, folder, format="csv", mapping=SYNTH_MAPPING)
+    with sqlite_engine.connect() as conn:
+        dump = "\n".join(conn.connection.dbapi_connection.iterdump())
+    assert "SECRET-BYTES" not in dump
+
+
+def test_case13_binary_file_bytes_are_never_stored(sqlite_engine, tmp_path):
+    folder = tmp_path / "x"
+    fx.base_extract(folder)
+    (folder / "Observation.ndjson").write_bytes(b"\x7fELF\x02\x01\x01SECRET\x00\x00binary\n")
+    summary = load(sqlite_engine, folder)
+    assert summary.quarantined == 1
+    assert rows(sqlite_engine, Quarantine.raw_snippet) == [(None,)]
+
+
+# --- case 14: a byte-order mark, and a line too long to be one record ------------------------------
+
+
+def test_case14_bom_before_the_first_ndjson_record_is_skipped(sqlite_engine, tmp_path):
+    folder = tmp_path / "x"
+    fx.base_extract(folder)
+    path = folder / "Patient.ndjson"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    summary = load(sqlite_engine, folder)
+    assert summary.quarantined == 0 and count(sqlite_engine, Patient) == 1
+
+
+def test_case14_bom_in_the_worker_chunk_path_is_skipped(tmp_path):
+    from recruit.load.chunks import chunks
+
+    path = fx.write_ndjson(tmp_path / "Patient.ndjson", [fx.patient(), fx.patient("p2", fx.NHS_NUMBERS[1])])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    staged = [stage_chunk(c, EXTRACT_DATE, {}) for c in chunks([path], chunk_bytes=64)]
+    assert sum(len(s.rows.get("ld_patient", [])) for s in staged) == 2
+    assert not any(s.quarantine for s in staged)
+
+
+def test_case14_bom_before_a_json_bundle_is_skipped(sqlite_engine, tmp_path):
+    folder = tmp_path / "x"
+    folder.mkdir()
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r} for r in (fx.organization(), fx.practitioner(), fx.patient())],
+    }
+    (folder / "bundle.json").write_bytes(b"\xef\xbb\xbf" + orjson.dumps(bundle))
+    summary = load(sqlite_engine, folder)
+    assert summary.quarantined == 0 and count(sqlite_engine, Patient) == 1
+
+
+def test_case14_bom_before_a_csv_header_is_skipped(sqlite_engine, tmp_path):
+    import yaml
+
+    mapping = yaml.safe_load(SYNTH_MAPPING.read_text())
+    mapping["encoding"] = "utf-8"  # a BOM must not become part of the first column's name
+    plain = tmp_path / "mapping.yaml"
+    plain.write_text(yaml.safe_dump(mapping))
+    summary = load(sqlite_engine, _csv_extract(tmp_path / "csv", bom=True), format="csv", mapping=plain)
+    assert summary.quarantined == 0 and count(sqlite_engine, Patient) == 1
+
+
+def test_case14_long_line_is_skipped_in_pieces_keeping_line_numbers(tmp_path, monkeypatch):
+    from recruit.load import chunks as C
+    from recruit.load import files as F
+
+    monkeypatch.setattr(C, "MAX_RECORD_BYTES", 1000)
+    monkeypatch.setattr(F, "MAX_RECORD_BYTES", 1000)
+    good = [orjson.dumps(fx.patient(f"p{i}", fx.NHS_NUMBERS[i])) for i in range(3)]
+    long_line = b'{"resourceType": "Patient", "id": "' + b"x" * 5000 + b'"}'
+    path = tmp_path / "Patient.ndjson"
+    path.write_bytes(b"\n".join([good[0], long_line, good[1], good[2]]) + b"\n")
+    for chunk_bytes in (64, 300, 4 << 20):
+        staged = [stage_chunk(c, EXTRACT_DATE, {}) for c in C.chunks([path], chunk_bytes=chunk_bytes)]
+        lines = sorted(r[2] for s in staged for r in s.rows.get("ld_patient", []))
+        assert lines == [1, 3, 4], chunk_bytes
+        quarantined = [q for s in staged for q in s.quarantine]
+        assert [(q[1], q[6]) for q in quarantined] == [(2, "unreadable")]
+        assert "skipped without being read" in quarantined[0][7] and quarantined[0][8] is None
+    # the single-file reader does the same
+    records = list(F.read_fhir(path, 0))
+    assert [(r.line, r.error is not None) for r in records] == [(1, False), (2, True), (3, False), (4, False)]
+
+
+@pytest.mark.slow
+def test_case14_a_300_mb_line_keeps_memory_under_500_mb(tmp_path):
+    folder = tmp_path / "x"
+    fx.base_extract(folder)
+    obs = folder / "Observation.ndjson"
+    with obs.open("wb") as f:
+        f.write(orjson.dumps(fx.condition("c1")) + b"\n")
+        f.write(b'{"resourceType": "Observation", "id": "big", "note": "')
+        piece = b"y" * (1 << 20)
+        for _ in range(300):
+            f.write(piece)
+        f.write(b'"}\n')
+        f.write(orjson.dumps(fx.condition("c2", code="279039007")) + b"\n")
+    db = tmp_path / "big.db"
+    code = textwrap.dedent(
+        f"""
+        import datetime as dt, resource
+        from pathlib import Path
+        from sqlalchemy import select
+        from recruit.db import make_engine
+        from recruit.migrate import upgrade
+        from recruit.load import load_extract
+        from recruit.models import Quarantine
+        engine = make_engine("sqlite:///{db}")
+        upgrade(engine)
+        s = load_extract(engine, [Path({str(folder)!r})], extract_date=dt.date(2026, 11, 1))
+        with engine.connect() as conn:
+            q = conn.execute(select(Quarantine.file, Quarantine.line, Quarantine.reason)).all()
+        peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                   resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+        print(peak, s.loaded, len(q), q[0][1], q[0][0].endswith("Observation.ndjson"))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    peak, loaded, quarantined, line, right_file = out.stdout.split()
+    assert float(peak) < 500, f"peak memory {peak} MB"
+    assert int(loaded) == 5  # organisation, GP, patient and the two good conditions
+    assert (int(quarantined), int(line), right_file) == (1, 2, "True")
