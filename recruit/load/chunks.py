@@ -121,17 +121,19 @@ class Stager:
         res = record.resource if isinstance(record.resource, dict) else {}
         rtype = res.get("resourceType") if isinstance(res.get("resourceType"), str) else None
         rid = res.get("id") if isinstance(res.get("id"), str) else None
+        fno, line = record.file_no, record.line
+        staged: dict[str, list[tuple[Any, ...]]] = {}
+        if isinstance(parsed, Parsed):
+            staged = _rows(parsed, seq, fno, line, rid, rtype)
+            problem = _text_problem(parsed, staged)
+            if problem is not None:
+                parsed = problem
         if isinstance(parsed, Exception):
             assert isinstance(parsed, Invalid)
-            snippet = record.raw.decode("utf-8", "replace")[:300] if record.raw else None
-            out.quarantine.append(
-                (record.file_no, record.line, record.entry, rtype, rid)
-                + (parsed.field, parsed.code, parsed.reason, snippet)
-            )
+            self._quarantine(record, parsed, rtype, rid)
             return
         if parsed.stu3:
             out.stu3 += 1
-        fno, line = record.file_no, record.line
         for org in parsed.orgs:
             for key in org.keys:
                 out.orgs[key] = org
@@ -139,21 +141,165 @@ class Stager:
             for key in prac.keys:
                 out.practitioners[key] = prac
         rows = out.rows
-        if parsed.medicines:
-            rows.setdefault("ld_medicine", []).extend(parsed.medicines)
-        for p in parsed.patients:
-            rows.setdefault("ld_patient", []).append((seq, fno, line, rid, *p[1:], None, None, None, None))
-            rows.setdefault("ld_patient_key", []).extend((key, seq) for key in dict.fromkeys(p.keys))
-        if parsed.events:
-            rows.setdefault("ld_event", []).extend(
-                (seq, fno, line, rtype, e.resource_id, e.patient_ref, *e[1:7], e.status)
-                for e in parsed.events
-            )
-        if parsed.medications:
-            rows.setdefault("ld_med", []).extend(
-                (seq, fno, line, rtype, m.resource_id, m.patient_ref, *m[1:7], m.medication_ref, m.status)
-                for m in parsed.medications
-            )
+        for table, new in staged.items():
+            rows.setdefault(table, []).extend(new)
+
+    def _quarantine(self, record: Record, problem: Invalid, rtype: str | None, rid: str | None) -> None:
+        """Quarantine rows are cut to fit their columns and cleared of NULs: they never fail."""
+        snippet = record.raw.decode("utf-8", "replace")[:300].replace("\x00", "") if record.raw else None
+        self.out.quarantine.append(
+            (record.file_no, record.line, record.entry, fit(rtype, 64), fit(rid, 200))
+            + (fit(problem.field, 200), problem.code, problem.reason.replace("\x00", ""), snippet)
+        )
+
+
+def fit(value: str | None, limit: int) -> str | None:
+    """A value for a column that must never fail: NULs removed, cut to the column's length."""
+    if value is None:
+        return None
+    value = value.replace("\x00", "")
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _rows(
+    parsed: Parsed, seq: int, fno: int, line: int | None, rid: str | None, rtype: str | None
+) -> dict[str, list[tuple[Any, ...]]]:
+    """The staging rows one parsed record gives, by staging table."""
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    if parsed.medicines:
+        rows["ld_medicine"] = list(parsed.medicines)
+    if parsed.patients:
+        rows["ld_patient"] = [(seq, fno, line, rid, *p[1:], None, None, None, None) for p in parsed.patients]
+        rows["ld_patient_key"] = [(key, seq) for p in parsed.patients for key in dict.fromkeys(p.keys)]
+    if parsed.events:
+        rows["ld_event"] = [
+            (seq, fno, line, rtype, e.resource_id, e.patient_ref, *e[1:7], e.status) for e in parsed.events
+        ]
+    if parsed.medications:
+        rows["ld_med"] = [
+            (seq, fno, line, rtype, m.resource_id, m.patient_ref, *m[1:7], m.medication_ref, m.status)
+            for m in parsed.medications
+        ]
+    return rows
+
+
+# --- every text value headed for the database, checked in one place --------------------------------
+
+# How a column is named in a FHIR record, for the quarantine's field (CSV rows name their columns).
+FHIR_FIELDS = {
+    "resource_id": "id",
+    "source_id": "id",
+    "key": "id",
+    "nhs_number": "identifier",
+    "title": "name.prefix",
+    "given_name": "name.given",
+    "family_name": "name.family",
+    "address": "address.line",
+    "postcode": "address.postalCode",
+    "practice_ref": "generalPractitioner",
+    "gp_ref": "generalPractitioner",
+    "language": "communication.language",
+    "patient_ref": "subject",
+    "code_system": "code.coding.system",
+    "code": "code.coding.code",
+    "term": "code.coding.display",
+    "unit": "valueQuantity.unit",
+    "medication_ref": "medicationReference",
+    "ods_code": "identifier",
+    "name": "name",
+    "telephone": "telecom",
+    "professional_code": "identifier",
+}
+Limits = tuple[tuple[int, int | None, str], ...]
+
+
+def _limits(table: str, target: type | None = None, renamed: dict[str, str] | None = None) -> Limits:
+    """(position, longest allowed or None, column) of each text column of a staging table; the
+    length is the smaller of the staging column's and the column the value finally lands in."""
+    from sqlalchemy import String
+
+    from recruit.load import stage as S
+
+    out = []
+    for i, col in enumerate(S.staging.tables[table].columns):
+        if not isinstance(col.type, String) or col.name in ("status", "resource_type", "course", "sex"):
+            continue
+        limit = col.type.length
+        if target is not None:
+            final = target.__table__.columns.get((renamed or {}).get(col.name, col.name))
+            if final is not None and isinstance(final.type, String) and final.type.length:
+                limit = min(limit or final.type.length, final.type.length)
+        out.append((i, limit, col.name))
+    return tuple(out)
+
+
+def _model_limits(model: type, names: tuple[str, ...], renamed: dict[str, str] | None = None) -> Limits:
+    """The same for a row type written with SQLAlchemy (organisations, practitioners)."""
+    out = []
+    for i, name in enumerate(names):
+        col = model.__table__.columns.get((renamed or {}).get(name, name))
+        if col is not None:
+            out.append((i, getattr(col.type, "length", None), name))
+    return tuple(out)
+
+
+def _all_limits() -> dict[str, Limits]:
+    from recruit.models import ClinicalEvent, MedicationIssue, Patient, Practice, Practitioner
+
+    record = {"resource_id": "source_resource_id"}
+    return {
+        "ld_patient": _limits("ld_patient", Patient),
+        "ld_patient_key": _limits("ld_patient_key"),
+        "ld_event": _limits("ld_event", ClinicalEvent, record),
+        "ld_med": _limits("ld_med", MedicationIssue, record),
+        "ld_medicine": _limits("ld_medicine"),
+        "org": _model_limits(Practice, OrgRow._fields, {"keys": "-"}),
+        "practitioner": _model_limits(Practitioner, PractitionerRow._fields, {"keys": "-"}),
+    }
+
+
+LIMITS = _all_limits()
+KEY_LIMIT = 250  # ld_patient_key.key, ld_ref.key
+
+
+def _problem(value: str, limit: int | None) -> str | None:
+    if "\x00" in value:
+        return "contains a NUL character"
+    if limit is not None and len(value) > limit:
+        return f"is longer than {limit} characters"
+    return None
+
+
+def _text_problem(parsed: Parsed, staged: dict[str, list[tuple[Any, ...]]]) -> Invalid | None:
+    """The first text value of a record that the database would refuse or cut: a NUL character
+    (PostgreSQL refuses it) or more characters than its column holds. The whole record is then
+    quarantined, naming the field and what is wrong but never the value."""
+    fields = parsed.fields or FHIR_FIELDS
+    for table, rows in staged.items():
+        limits = LIMITS[table]
+        for row in rows:
+            for i, limit, name in limits:
+                value = row[i]
+                if value is not None and ("\x00" in value or (limit is not None and len(value) > limit)):
+                    return _text_invalid(name, _problem(value, limit), fields)
+    for kind, items in (("org", parsed.orgs), ("practitioner", parsed.practitioners)):
+        for item in items:
+            for i, limit, name in LIMITS[kind]:
+                value = item[i]
+                if isinstance(value, str) and (problem := _problem(value, limit)):
+                    if parsed.fields:  # a CSV's usual GP column, or its practice code column
+                        name = "gp_ref" if kind == "practitioner" else "practice_ref"
+                    return _text_invalid(name, problem, fields)
+            for key in item.keys:
+                if problem := _problem(key, KEY_LIMIT):
+                    return _text_invalid("key", problem, fields)
+    return None
+
+
+def _text_invalid(column: str, problem: str | None, fields: dict[str, str]) -> Invalid:
+    field_ = fields.get(column, column)
+    code = "text_nul" if problem and "NUL" in problem else "text_too_long"
+    return Invalid(code, f"the value of {field_} {problem}", field_)
 
 
 def stage_chunk(chunk: Chunk, extract_date: dt.date, strict: dict[tuple[Any, ...], str]) -> Staged:

@@ -214,7 +214,7 @@ class CsvSource:
             except ValueError:
                 continue
             return dates.read(value.isoformat(), field)
-        raise Invalid("date_invalid", f"'{raw[:30]}' is not a date in the form the mapping expects", field)
+        raise Invalid("date_invalid", "the value is not a date in the form the mapping expects", field)
 
     def _patient(self, row: dict[str, str], cols: dict[str, Any], dates: DateReader) -> Parsed:
         c = PatientColumns.model_validate(cols)
@@ -227,7 +227,7 @@ class CsvSource:
             sex_raw.lower() if sex_raw.lower() in ("male", "female") else "unknown"
         )
         gp_name = get(c.usual_gp)
-        out = Parsed()
+        out = Parsed(fields=_fields(c))
         gp_key = None
         if gp_name and ods:
             gp_key = f"gpname:{ods}:{gp_name}"
@@ -289,7 +289,10 @@ class CsvSource:
         unit = row[c.unit].strip()[:40] or None if c.unit else None
         rid = row[c.id].strip() or None if c.id else None
         assert date is not None
-        return Parsed(events=[EventRow(f"nhs:{nhs}", date, system, code, term, value, unit, rid, RECORDED)])
+        return Parsed(
+            events=[EventRow(f"nhs:{nhs}", date, system, code, term, value, unit, rid, RECORDED)],
+            fields=_fields(c),
+        )
 
     def _system(self, row: dict[str, str], c: EventColumns) -> str:
         if c.code_system:
@@ -322,10 +325,33 @@ class CsvSource:
         rid = row[c.id].strip() or None if c.id else None
         assert date is not None
         return Parsed(
+            fields=_fields(c),
             medications=[
                 MedicationRow(f"nhs:{nhs}", date, DMD, code, term, quantity, course, rid, None, ISSUED)
-            ]
+            ],
         )
+
+
+def _fields(c: PatientColumns | EventColumns | MedicationColumns) -> dict[str, str]:
+    """Staged column -> the CSV column it came from, so a quarantine names the CSV's own column."""
+    named = {k: v for k, v in c.model_dump().items() if isinstance(v, str)}
+    out = {
+        "key": c.nhs_number,
+        "patient_ref": c.nhs_number,
+        "source_id": named.get("source_id", c.nhs_number),
+        "resource_id": named.get("id", "id"),
+        "practice_ref": named.get("practice_ods", "practice_ods"),
+        "gp_ref": named.get("usual_gp", "usual_gp"),
+    }
+    if isinstance(c, PatientColumns) and c.address:
+        out["address"] = " / ".join(c.address)
+    for staged in ("nhs_number", "title", "given_name", "family_name", "postcode", "language"):
+        if staged in named:
+            out[staged] = named[staged]
+    for staged in ("code", "code_system", "term", "unit"):
+        if staged in named:
+            out[staged] = named[staged]
+    return out
 
 
 def _encoding(name: str) -> str:
@@ -365,7 +391,7 @@ def _float(raw: str, field: str) -> float | None:
     try:
         return float(raw)
     except ValueError:
-        raise Invalid("wrong_type", f"'{raw[:20]}' is not a number", field) from None
+        raise Invalid("wrong_type", "the value is not a number", field) from None
 
 
 def _snippet(row: dict[str, str]) -> bytes:

@@ -64,6 +64,8 @@ class Parsed:
     orgs: list[OrgRow] = field(default_factory=list)
     practitioners: list[PractitionerRow] = field(default_factory=list)
     stu3: bool = False
+    # How the reader names each staged column (CSV: the file's column names); None: FHIR paths.
+    fields: dict[str, str] | None = None
 
 
 def _list(res: dict[str, Any], name: str) -> list[Any]:
@@ -203,13 +205,13 @@ class FhirReader:
         for i, telecom in enumerate(_list(res, "telecom")):
             telecom = _dict(telecom, f"telecom[{i}]")
             if telecom.get("system") == "phone" and isinstance(telecom.get("value"), str):
-                phone = telecom["value"][:40]
+                phone = telecom["value"]
                 break
         out.orgs.append(
             OrgRow(
                 keys=[*own_keys(res, full_url), f"ods:{ods}"],
                 ods_code=ods,
-                name=(_str(res.get("name"), "name") or ods)[:200],
+                name=_str(res.get("name"), "name") or ods,
                 address=lines,
                 postcode=postcode,
                 telephone=phone,
@@ -222,7 +224,7 @@ class FhirReader:
         for i, ident in enumerate(_list(res, "identifier")):
             ident = _dict(ident, f"identifier[{i}]")
             if ident.get("system") in PROFESSIONAL_SYSTEMS and isinstance(ident.get("value"), str):
-                code = ident["value"][:20]
+                code = ident["value"]
                 break
         if not (family or given):
             raise Invalid("name_missing", "the practitioner has no name to sign letters with", "name")
@@ -540,9 +542,9 @@ def _human_name(names: list[Any]) -> tuple[str | None, str | None, str | None]:
     given = [g for g in _list(chosen, "given") if isinstance(g, str)]
     family = _str(chosen.get("family"), "name.family")
     return (
-        " ".join(prefix)[:40] or None,
-        " ".join(given)[:100] or None,
-        family[:100] if family else None,
+        " ".join(prefix) or None,
+        " ".join(given) or None,
+        family or None,
     )
 
 

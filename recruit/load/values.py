@@ -134,4 +134,4 @@ def clean_postcode(raw: object) -> str | None:
         return None
     text = raw.strip().upper()
     m = _POSTCODE.match(text)
-    return f"{m.group(1)} {m.group(2)}" if m else text[:10]
+    return f"{m.group(1)} {m.group(2)}" if m else text  # too long for a postcode: quarantined

@@ -377,3 +377,59 @@ def test_case14_a_300_mb_line_keeps_memory_under_500_mb(tmp_path):
     assert float(peak) < 500, f"peak memory {peak} MB"
     assert int(loaded) == 5  # organisation, GP, patient and the two good conditions
     assert (int(quarantined), int(line), right_file) == (1, 2, "True")
+
+
+# --- case 12: a NUL or an over-long value quarantines its record, on SQLite and PostgreSQL --------
+
+
+def test_case12_nul_and_overlong_names_are_quarantined_and_the_load_finishes(engine, tmp_path):
+    folder = tmp_path / "x"
+    fx.base_extract(folder)
+    nul = fx.patient(
+        "p2", fx.NHS_NUMBERS[1], name=[{"use": "official", "family": "Te\x00ster", "given": ["Al"]}]
+    )
+    long_name = "L" + "o" * 298 + "ng"
+    overlong = fx.patient("p3", fx.NHS_NUMBERS[2], name=[{"use": "official", "family": long_name}])
+    long_id = fx.patient("p" * 150, fx.NHS_NUMBERS[3])
+    fx.write_ndjson(folder / "Patient.ndjson", [fx.patient(), nul, overlong, long_id])
+    fx.write_ndjson(
+        folder / "Condition.ndjson", [fx.condition("c1"), fx.condition("c2", patient_ref="Patient/p2")]
+    )
+    summary = load(engine, folder)
+    assert count(engine, Patient) == 1
+    assert count(engine, ClinicalEvent) == 1  # p1's; p2's condition waits on its quarantined patient
+    found = rows(
+        engine, Quarantine.line, Quarantine.field, Quarantine.reason_code, Quarantine.reason, Quarantine.file
+    )
+    by_line = {r[0]: r for r in found if r[4].endswith("Patient.ndjson")}
+    assert by_line[2][1:4] == ("name.family", "text_nul", "the value of name.family contains a NUL character")
+    assert by_line[3][1:4] == (
+        "name.family",
+        "text_too_long",
+        "the value of name.family is longer than 100 characters",
+    )
+    assert by_line[4][1:3] == ("id", "text_too_long")
+    assert all(long_name not in r[3] and "Te" not in r[3] for r in found)
+    assert summary.loaded + summary.quarantined == summary.read
+
+
+def test_case12_quarantine_rows_never_fail_to_insert(engine, tmp_path):
+    folder = tmp_path / "x"
+    fx.base_extract(folder)
+    broken = {"resourceType": "Patient", "id": "bad\x00" + "i" * 400, "birthDate": "1980-01-01"}
+    fx.write_ndjson(folder / "Patient.ndjson", [fx.patient(), broken])
+    summary = load(engine, folder)
+    assert summary.quarantined == 1 and count(engine, Patient) == 1
+    [(rid,)] = rows(engine, Quarantine.resource_id)
+    assert "\x00" not in rid and len(rid) <= 200
+
+
+def test_case12_csv_values_are_checked_in_the_same_place(sqlite_engine, tmp_path):
+    folder = _csv_extract(tmp_path / "csv")
+    text = (folder / "patients.csv").read_text()
+    (folder / "patients.csv").write_text(
+        text + f"ZZ9001,{fx.NHS_NUMBERS[1]},SM\x00ITH,Jo,Male,01/05/1980,,1 Road,Town,ZZ1 1ZZ,01/01/2000,,\n"
+    )
+    summary = load(sqlite_engine, folder, format="csv", mapping=SYNTH_MAPPING)
+    assert count(sqlite_engine, Patient) == 1 and summary.quarantined == 1
+    assert rows(sqlite_engine, Quarantine.field, Quarantine.reason_code) == [("Surname", "text_nul")]
