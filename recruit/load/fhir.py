@@ -8,6 +8,7 @@ quarantined with a reason instead of failing the run.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -200,7 +201,7 @@ class FhirReader:
                 break
         if not ods:
             raise Invalid("ods_code_missing", "the organisation has no ODS code identifier", "identifier")
-        lines, postcode = _address(_list(res, "address"))
+        lines, postcode = _address(_list(res, "address"), self.dates.latest_iso, ORG_ADDRESS_USES)
         phone = None
         for i, telecom in enumerate(_list(res, "telecom")):
             telecom = _dict(telecom, f"telecom[{i}]")
@@ -219,7 +220,7 @@ class FhirReader:
         )
 
     def _read_Practitioner(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
-        title, given, family = _human_name(_list(res, "name"))
+        title, given, family = _human_name(_list(res, "name"), self.dates.latest_iso)
         code = None
         for i, ident in enumerate(_list(res, "identifier")):
             ident = _dict(ident, f"identifier[{i}]")
@@ -265,8 +266,8 @@ class FhirReader:
             raise Invalid("id_missing", "the patient has no id", "id")
         dob = self.dates.read(res.get("birthDate"), "birthDate")
         assert dob is not None
-        title, given, family = _human_name(_list(res, "name"))
-        lines, postcode = _address(_list(res, "address"))
+        title, given, family = _human_name(_list(res, "name"), self.dates.latest_iso)
+        lines, postcode = _address(_list(res, "address"), self.dates.latest_iso)
         gender = res.get("gender")
         sex = gender if gender in ("female", "male", "other", "unknown") else "unknown"
 
@@ -521,49 +522,107 @@ def _quantity(raw: Any) -> tuple[float | None, str | None]:
     return float(value), unit and unit[:40]
 
 
-def _human_name(names: list[Any]) -> tuple[str | None, str | None, str | None]:
-    """Title, given names and family name, preferring the official or usual name."""
-    chosen: dict[str, Any] | None = None
-    for i, name in enumerate(names):
-        name = _dict(name, f"name[{i}]")
-        if (
-            chosen is None
-            or name.get("use") in ("official", "usual")
-            and chosen.get("use")
-            not in (
-                "official",
-                "usual",
-            )
-        ):
-            chosen = name
+# Which names and addresses may be used, best first (issue 14 case 9). A name in use `old` or
+# `maiden`, or a nickname, is never chosen; nor is an address in use `old`, nor a `work` or
+# `billing` address for a patient (a letter about employment support must not go to a workplace).
+NAME_USES: tuple[str | None, ...] = ("usual", "official", None, "temp")
+PATIENT_ADDRESS_USES: tuple[str | None, ...] = ("home", None, "temp")
+ORG_ADDRESS_USES: tuple[str | None, ...] = ("work", None, "home", "temp")
+_PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+
+
+def _bound(raw: Any, name: str, *, latest: bool) -> str | None:
+    """A period's start or end as an ISO date: for a partial date its last possible day when
+    `latest`, else its first, so an unclear period is read the safe way. None: unreadable."""
+    if not isinstance(raw, str):
+        raise Invalid("wrong_type", f"'{name}' should be text", name)
+    m = _PARTIAL_DATE.match(raw.strip())
+    if not m:
+        return None
+    year, month, day = m.group(1), m.group(2), m.group(3)
+    if day:
+        return f"{year}-{month}-{day}"
+    if month:
+        return f"{year}-{month}-{'31' if latest else '01'}"  # compared as text: 31 sorts last
+    return f"{year}-{'12-31' if latest else '01-01'}"
+
+
+def _current(entry: dict[str, Any], today: str, name: str) -> tuple[bool, str]:
+    """Whether a name's or address's period covers the extract date, and when it began.
+
+    Not current: it begins after the extract date, or ends on or before it (a letter arrives
+    later still), or its period cannot be read."""
+    if "period" not in entry:
+        return True, ""
+    period = _dict(entry.get("period"), f"{name}.period")
+    start = end = None
+    if period.get("start") is not None:
+        start = _bound(period["start"], f"{name}.period.start", latest=True)
+        if start is None or start > today:
+            return False, ""
+    if period.get("end") is not None:
+        end = _bound(period["end"], f"{name}.period.end", latest=False)
+        if end is None or end <= today:
+            return False, ""
+    return True, start or ""
+
+
+def _best(entries: list[Any], today: str, uses: tuple[str | None, ...], name: str) -> dict[str, Any] | None:
+    """The entry of the most preferred use that is current now, whatever the list's order; among
+    equals the one that began latest, then the first listed."""
+    best: tuple[int, str, int] | None = None
+    chosen = None
+    for i, entry in enumerate(entries):
+        entry = _dict(entry, f"{name}[{i}]")
+        use = _str(entry.get("use"), f"{name}[{i}].use")
+        if use not in uses or not _has_content(entry, name):
+            continue
+        current, began = _current(entry, today, f"{name}[{i}]")
+        if not current:
+            continue
+        rank = (uses.index(use), _invert(began), i)
+        if best is None or rank < best:
+            best, chosen = rank, entry
+    return chosen
+
+
+def _invert(iso: str) -> str:
+    """Sorts later dates first (no date last)."""
+    return "".join(chr(0x7F - ord(c)) for c in iso) if iso else "\x7f"
+
+
+def _has_content(entry: dict[str, Any], name: str) -> bool:
+    if name == "name":
+        return bool(entry.get("family") or entry.get("given"))
+    return bool(entry.get("line") or entry.get("postalCode") or entry.get("text"))
+
+
+def _human_name(names: list[Any], today: str) -> tuple[str | None, str | None, str | None]:
+    """Title, given names and family name of the current usual or official name."""
+    chosen = _best(names, today, NAME_USES, "name")
     if not chosen:
         return None, None, None
     prefix = [p for p in _list(chosen, "prefix") if isinstance(p, str)]
     given = [g for g in _list(chosen, "given") if isinstance(g, str)]
     family = _str(chosen.get("family"), "name.family")
-    return (
-        " ".join(prefix) or None,
-        " ".join(given) or None,
-        family or None,
-    )
+    return " ".join(prefix) or None, " ".join(given) or None, family or None
 
 
-def _address(addresses: list[Any]) -> tuple[str | None, str | None]:
-    """The home address as newline-joined lines, and its postcode."""
-    chosen: dict[str, Any] | None = None
-    for i, address in enumerate(addresses):
-        address = _dict(address, f"address[{i}]")
-        if address.get("use") in ("old", "temp") and chosen is not None:
-            continue
-        if chosen is None or address.get("use") == "home":
-            chosen = address
+def _address(
+    addresses: list[Any], today: str, uses: tuple[str | None, ...] = PATIENT_ADDRESS_USES
+) -> tuple[str | None, str | None]:
+    """The current address to write to (home, else one with no use, else a current temporary
+    one) as newline-joined lines, and its postcode; none when no address is usable."""
+    chosen = _best(addresses, today, uses, "address")
     if not chosen:
         return None, None
-    lines = [line for line in _list(chosen, "line") if isinstance(line, str) and line.strip()]
+    lines = [line.strip() for line in _list(chosen, "line") if isinstance(line, str) and line.strip()]
+    if not lines and isinstance(chosen.get("text"), str):
+        lines = [part.strip() for part in re.split(r"[\n,]", chosen["text"]) if part.strip()]
     for part in ("city", "district"):
         value = chosen.get(part)
-        if isinstance(value, str) and value.strip() and value not in lines:
-            lines.append(value)
+        if isinstance(value, str) and value.strip() and value.strip() not in lines:
+            lines.append(value.strip())
     return "\n".join(lines) or None, clean_postcode(chosen.get("postalCode"))
 
 

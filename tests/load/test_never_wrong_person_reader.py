@@ -433,3 +433,87 @@ def test_case12_csv_values_are_checked_in_the_same_place(sqlite_engine, tmp_path
     summary = load(sqlite_engine, folder, format="csv", mapping=SYNTH_MAPPING)
     assert count(sqlite_engine, Patient) == 1 and summary.quarantined == 1
     assert rows(sqlite_engine, Quarantine.field, Quarantine.reason_code) == [("Surname", "text_nul")]
+
+
+# --- case 9: the current name and address, by use and period, whatever their order ---------------
+
+
+def _name(family: str, use: str | None = None, **extra) -> dict:
+    out = {"family": family, "given": ["Pat"], **extra}
+    if use:
+        out["use"] = use
+    return out
+
+
+def _addr(first_line: str, use: str | None = None, **extra) -> dict:
+    out = {"line": [first_line], "city": "Testtown", "postalCode": "ZZ1 1ZZ", **extra}
+    if use:
+        out["use"] = use
+    return out
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_case9_old_and_maiden_names_are_never_chosen(reverse):
+    names = [
+        _name("Maiden", "maiden"),
+        _name("Former", "old"),
+        _name("Ended", "official", period={"start": "2000-01-01", "end": "2019-05-01"}),
+        _name("Nick", "nickname"),
+        _name("Current", "usual", period={"start": "2019-05-01"}),
+    ]
+    res = fx.patient(name=names[::-1] if reverse else names)
+    assert reader().read(res).patients[0].family_name == "Current"
+
+
+def test_case9_usual_name_is_preferred_and_no_usable_name_gives_none():
+    res = fx.patient(name=[_name("Legal", "official"), _name("Known", "usual")])
+    assert reader().read(res).patients[0].family_name == "Known"
+    res = fx.patient(
+        name=[_name("Maiden", "maiden"), _name("Future", "usual", period={"start": "2027-01-01"})]
+    )
+    assert reader().read(res).patients[0].family_name is None
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_case9_old_ended_future_work_and_billing_addresses_are_never_chosen(reverse):
+    addresses = [
+        _addr("1 Old Street", "old"),
+        _addr("2 Ended Road", "home", period={"start": "2001", "end": "2024-06"}),
+        _addr("3 Work Park", "work"),
+        _addr("4 Billing Way", "billing"),
+        _addr("5 Future Close", "home", period={"start": "2027-01-01"}),
+        _addr("6 Home Lane", "home", period={"start": "2024-06-02"}),
+        _addr("7 Temp Flat", "temp", period={"start": "2026-10-01", "end": "2026-12-31"}),
+    ]
+    res = fx.patient(address=addresses[::-1] if reverse else addresses)
+    assert reader().read(res).patients[0].address == "6 Home Lane\nTesttown"
+
+
+def test_case9_an_address_ending_on_the_extract_date_is_not_current():
+    ends = _addr("2 Ending Road", "home", period={"end": EXTRACT_DATE.isoformat()})
+    assert reader().read(fx.patient(address=[ends])).patients[0].address is None
+
+
+def test_case9_home_then_no_use_then_current_temp():
+    no_use = _addr("8 Plain Street")
+    temp = _addr("7 Temp Flat", "temp", period={"start": "2026-10-01", "end": "2026-12-31"})
+    assert reader().read(fx.patient(address=[temp, no_use])).patients[0].address == "8 Plain Street\nTesttown"
+    assert reader().read(fx.patient(address=[temp])).patients[0].address == "7 Temp Flat\nTesttown"
+    ended_temp = _addr("7 Temp Flat", "temp", period={"start": "2026-01-01", "end": "2026-02-01"})
+    assert reader().read(fx.patient(address=[ended_temp])).patients[0].address is None
+
+
+def test_case9_no_usable_current_address_stores_no_address(sqlite_engine, tmp_path):
+    folder = tmp_path / "x"
+    fx.base_extract(folder)
+    only_old = fx.patient(address=[_addr("1 Old Street", "old"), _addr("3 Work Park", "work")])
+    fx.write_ndjson(folder / "Patient.ndjson", [only_old])
+    summary = load(sqlite_engine, folder)
+    assert summary.quarantined == 0
+    assert rows(sqlite_engine, Patient.address, Patient.postcode) == [(None, None)]
+
+
+def test_case9_practice_work_address_is_still_read():
+    org = fx.organization()
+    org["address"] = [_addr("1 High Street", "work"), _addr("9 Old Surgery", "old")]
+    assert reader().read(org).orgs[0].address == "1 High Street\nTesttown"
