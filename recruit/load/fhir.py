@@ -86,6 +86,21 @@ def _dict(value: Any, name: str) -> dict[str, Any]:
     return value
 
 
+def _bool(value: Any, name: str) -> bool:
+    """A FHIR boolean: true or false, never text or a number read as a default."""
+    if not isinstance(value, bool):
+        raise Invalid("wrong_type", f"'{name}' should be true or false", name)
+    return value
+
+
+def _strs(value: list[Any], name: str) -> list[str]:
+    """A list of texts (name.given, address.line): an item of another type is not dropped."""
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise Invalid("wrong_type", f"'{name}[{i}]' should be text", f"{name}[{i}]")
+    return value
+
+
 def _str(value: Any, name: str) -> str | None:
     if value is None:
         return None
@@ -145,8 +160,12 @@ def codings(concept: Any, name: str) -> Iterator[tuple[str, str, str | None]]:
         coding = _dict(coding, f"{name}.coding[{i}]")
         system = system_name(coding.get("system"))
         code = coding.get("code")
-        if system is None or not isinstance(code, str):
+        if system is None:
             continue
+        if not isinstance(code, str):
+            raise Invalid(
+                "wrong_type", f"'{name}.coding[{i}].code' should be text", f"{name}.coding[{i}].code"
+            )
         clean = normalise_code(system, code)
         if clean is None:
             raise Invalid(
@@ -257,6 +276,7 @@ class FhirReader:
         for i, ident in enumerate(_list(res, "identifier")):
             ident = _dict(ident, f"identifier[{i}]")
             if ident.get("system") == NHS_NUMBER_SYSTEM:
+                _str(ident.get("value"), f"identifier[{i}].value")  # a number, not text: wrong type
                 nhs = clean_nhs_number(ident.get("value"), f"identifier[{i}].value")
                 break
         if nhs is None:
@@ -264,20 +284,23 @@ class FhirReader:
         keys = own_keys(res, full_url)
         if not keys:
             raise Invalid("id_missing", "the patient has no id", "id")
-        dob = self.dates.read(res.get("birthDate"), "birthDate")
-        assert dob is not None
+        # A year or month alone is a range: both ends are kept, so age is decided the safe way.
+        dob, dob_latest = self.dates.read_range(res.get("birthDate"), "birthDate")
         title, given, family = _human_name(_list(res, "name"), self.dates.latest_iso)
         lines, postcode = _address(_list(res, "address"), self.dates.latest_iso)
-        gender = res.get("gender")
+        gender = _str(res.get("gender"), "gender")
         sex = gender if gender in ("female", "male", "other", "unknown") else "unknown"
 
         death = None
         if "deceasedDateTime" in res:
             death = self.dates.read(res["deceasedDateTime"], "deceasedDateTime")
-        elif res.get("deceasedBoolean") is True:
+        elif "deceasedBoolean" in res and _bool(res["deceasedBoolean"], "deceasedBoolean"):
+            # (A wrong type, "true" as text, is quarantined by _bool: never read as a default.)
             # Known dead, date unknown: the extract date is the latest it can be.
             death = self.dates.latest_iso
             self.dates.repaired += 1
+        if "active" in res:
+            _bool(res["active"], "active")
 
         practice_refs: list[str] = []
         gp_refs: list[str] = []
@@ -315,6 +338,7 @@ class FhirReader:
                 date_of_death=death,
                 needs_interpreter=interpreter,
                 language=language,
+                date_of_birth_latest=dob_latest,
             )
         )
 
@@ -438,7 +462,13 @@ class FhirReader:
         quantity = None
         dispense = _dict(res.get("dispenseRequest"), "dispenseRequest")
         q = _dict(dispense.get("quantity"), "dispenseRequest.quantity")
-        if isinstance(q.get("value"), int | float) and not isinstance(q.get("value"), bool):
+        if q.get("value") is not None:
+            if isinstance(q["value"], bool) or not isinstance(q["value"], int | float):
+                raise Invalid(
+                    "wrong_type",
+                    "'dispenseRequest.quantity.value' should be a number",
+                    "dispenseRequest.quantity",
+                )
             quantity = float(q["value"])
         code = None
         medication_ref = None
@@ -516,8 +546,10 @@ def _course(res: dict[str, Any]) -> str:
 def _quantity(raw: Any) -> tuple[float | None, str | None]:
     q = _dict(raw, "valueQuantity")
     value = q.get("value")
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if value is None:
         return None, None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Invalid("wrong_type", "'valueQuantity.value' should be a number", "valueQuantity.value")
     unit = q.get("unit") if isinstance(q.get("unit"), str) else None
     return float(value), unit and unit[:40]
 
@@ -602,8 +634,8 @@ def _human_name(names: list[Any], today: str) -> tuple[str | None, str | None, s
     chosen = _best(names, today, NAME_USES, "name")
     if not chosen:
         return None, None, None
-    prefix = [p for p in _list(chosen, "prefix") if isinstance(p, str)]
-    given = [g for g in _list(chosen, "given") if isinstance(g, str)]
+    prefix = _strs(_list(chosen, "prefix"), "name.prefix")
+    given = _strs(_list(chosen, "given"), "name.given")
     family = _str(chosen.get("family"), "name.family")
     return " ".join(prefix) or None, " ".join(given) or None, family or None
 
@@ -616,14 +648,14 @@ def _address(
     chosen = _best(addresses, today, uses, "address")
     if not chosen:
         return None, None
-    lines = [line.strip() for line in _list(chosen, "line") if isinstance(line, str) and line.strip()]
+    lines = [line.strip() for line in _strs(_list(chosen, "line"), "address.line") if line.strip()]
     if not lines and isinstance(chosen.get("text"), str):
         lines = [part.strip() for part in re.split(r"[\n,]", chosen["text"]) if part.strip()]
     for part in ("city", "district"):
-        value = chosen.get(part)
-        if isinstance(value, str) and value.strip() and value.strip() not in lines:
+        value = _str(chosen.get(part), f"address.{part}")
+        if value and value.strip() and value.strip() not in lines:
             lines.append(value.strip())
-    return "\n".join(lines) or None, clean_postcode(chosen.get("postalCode"))
+    return "\n".join(lines) or None, clean_postcode(_str(chosen.get("postalCode"), "address.postalCode"))
 
 
 def _communication(res: dict[str, Any]) -> tuple[bool, str | None]:
@@ -639,16 +671,20 @@ def _communication(res: dict[str, Any]) -> tuple[bool, str | None]:
                 language = (_dict(coding, "coding").get("display") or code)[:40]
         for ext in _list(comm, "extension"):
             ext = _dict(ext, "communication.extension")
-            if "interpreter" in str(ext.get("url", "")).lower() and ext.get("valueBoolean") is True:
-                interpreter = True
+            if "interpreter" in str(ext.get("url", "")).lower() and "valueBoolean" in ext:
+                interpreter = (
+                    _bool(ext["valueBoolean"], "communication.extension.valueBoolean") or interpreter
+                )
     for ext in _list(res, "extension"):
         ext = _dict(ext, "extension")
         url = str(ext.get("url", "")).lower()
-        if "interpreterrequired" in url and ext.get("valueBoolean") is True:
-            interpreter = True
+        if "interpreterrequired" in url and "valueBoolean" in ext:
+            interpreter = _bool(ext["valueBoolean"], "extension.valueBoolean") or interpreter
         if "nhscommunication" in url:
             for sub in _list(ext, "extension"):
                 sub = _dict(sub, "extension.extension")
-                if "interpreter" in str(sub.get("url", "")).lower() and sub.get("valueBoolean") is True:
-                    interpreter = True
+                if "interpreter" in str(sub.get("url", "")).lower() and "valueBoolean" in sub:
+                    interpreter = (
+                        _bool(sub["valueBoolean"], "extension.extension.valueBoolean") or interpreter
+                    )
     return interpreter, language

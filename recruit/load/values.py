@@ -41,7 +41,7 @@ def clean_nhs_number(raw: object, field: str) -> str:
     if not nhs_number_is_valid(value):
         raise Invalid(
             "nhs_number_invalid",
-            f"the NHS number '{_short(raw)}' fails its check digit (Modulus 11) or is not 10 digits",
+            "the NHS number fails its check digit (Modulus 11) or is not 10 digits",
             field,
         )
     return value
@@ -61,7 +61,8 @@ class DateReader:
 
     A dateTime with a time zone is moved to Europe/London before the date is taken (23:30 UTC
     on 30 June is 1 July in England). One without a time zone is read as London time and
-    counted as repaired. Partial dates (a year, or year and month) take the first day.
+    counted as repaired. Partial dates (a year, or year and month) take the first day; read_range
+    gives both ends (birth dates).
     """
 
     def __init__(self, latest: dt.date) -> None:
@@ -75,7 +76,7 @@ class DateReader:
                 raise Invalid("date_missing", "the date is missing", field)
             return None
         if not isinstance(raw, str):
-            raise Invalid("date_invalid", f"the date {_short(raw)!r} is not text", field)
+            raise Invalid("wrong_type", f"'{field}' should be a date written as text", field)
         if len(raw) == 10 and raw[4] == "-" and raw[7] == "-":
             try:
                 value = dt.date.fromisoformat(raw).isoformat()
@@ -86,12 +87,29 @@ class DateReader:
         if value > self.latest_iso:
             raise Invalid(
                 "date_in_future",
-                f"the date {value} is after the extract date {self.latest_iso}",
+                f"the date is after the extract date ({self.latest_iso})",
                 field,
             )
         if value < "1880":
-            raise Invalid("date_invalid", f"the date {value} is implausibly early", field)
+            raise Invalid("date_invalid", "the date is before 1880, which cannot be right", field)
         return value
+
+    def read_range(self, raw: object, field: str) -> tuple[str, str | None]:
+        """The first and last day a date can be: a year (2008) or a month (2008-11) is a range,
+        so an age bound can be decided the safe way. The last is None when the date is exact,
+        and never later than the extract date (the thing had happened by then)."""
+        first = self.read(raw, field)
+        assert first is not None and isinstance(raw, str)
+        m = _DATE.match(raw.strip())
+        if not m or m.group(3):
+            return first, None
+        year, month = int(m.group(1)), m.group(2)
+        if month:
+            nxt = dt.date(year + (month == "12"), int(month) % 12 + 1, 1)
+            last = (nxt - dt.timedelta(days=1)).isoformat()
+        else:
+            last = f"{year:04d}-12-31"
+        return first, min(last, self.latest_iso)
 
     def _parse(self, raw: str, field: str) -> dt.date:
         m = _DATE.match(raw)
@@ -111,18 +129,15 @@ class DateReader:
                 return aware.astimezone(LONDON).date()
         except ValueError:
             pass
-        raise Invalid("date_invalid", f"'{_short(raw)}' is not a date", field)
+        raise Invalid(
+            "date_invalid", "the value is not a date (YYYY, YYYY-MM, YYYY-MM-DD or a dateTime)", field
+        )
 
 
 def _offset(tz: str) -> dt.timedelta:
     sign = -1 if tz[0] == "-" else 1
     hours, minutes = int(tz[1:3]), int(tz[4:6])
     return sign * dt.timedelta(hours=hours, minutes=minutes)
-
-
-def _short(raw: object, limit: int = 40) -> str:
-    text = str(raw)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?) ?([0-9][A-Z]{2})$")

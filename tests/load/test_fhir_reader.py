@@ -129,11 +129,11 @@ def test_authorisations_are_not_issues():
         ),
         (fx.patient(identifier=[]), "nhs_number_missing", "identifier"),
         (fx.patient(birthDate="2099-01-01"), "date_in_future", "birthDate"),
-        (fx.patient(birthDate=19800501), "date_invalid", "birthDate"),
+        (fx.patient(birthDate=19800501), "wrong_type", "birthDate"),
         (fx.patient(name="Pat Tester"), "wrong_type", "name"),
         (fx.condition(onsetDateTime="31/02/2024"), "date_invalid", "onsetDateTime"),
         (
-            fx.condition(code={"coding": [{"system": "http://loinc.org", "code": "1-8"}]}),
+            fx.condition() | {"code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]}},
             "code_unknown_system",
             "code",
         ),

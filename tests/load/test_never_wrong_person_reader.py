@@ -517,3 +517,84 @@ def test_case9_practice_work_address_is_still_read():
     org = fx.organization()
     org["address"] = [_addr("1 High Street", "work"), _addr("9 Old Surgery", "old")]
     assert reader().read(org).orgs[0].address == "1 High Street\nTesttown"
+
+
+# --- case 10: partial birth dates as a range; a value of the wrong type is never a default --------
+
+
+@pytest.mark.parametrize(
+    ("raw", "first", "last"),
+    [
+        ("2008", "2008-01-01", "2008-12-31"),
+        ("2008-11", "2008-11-01", "2008-11-30"),
+        ("2008-02", "2008-02-01", "2008-02-29"),
+        ("2007-12", "2007-12-01", "2007-12-31"),
+        ("2008-11-15", "2008-11-15", None),
+        ("2026", "2026-01-01", "2026-11-01"),  # never later than the extract date
+    ],
+)
+def test_case10_partial_birth_date_keeps_both_ends(raw, first, last):
+    p = reader().read(fx.patient(birthDate=raw)).patients[0]
+    assert (p.date_of_birth, p.date_of_birth_latest) == (first, last)
+
+
+def test_case10_birth_date_checks_are_kept():
+    for raw, code in (("2027", "date_in_future"), ("1850-03", "date_invalid"), ("11/2008", "date_invalid")):
+        with pytest.raises(Invalid) as err:
+            reader().read(fx.patient(birthDate=raw))
+        assert (err.value.code, err.value.field) == (code, "birthDate")
+
+
+def test_case10_partial_birth_date_reaches_the_database(engine, tmp_path):
+    folder = tmp_path / "x"
+    fx.base_extract(folder)
+    fx.write_ndjson(folder / "Patient.ndjson", [fx.patient(birthDate="2008-11")])
+    load(engine, folder)
+    assert rows(engine, Patient.date_of_birth, Patient.date_of_birth_latest) == [
+        (dt.date(2008, 11, 1), dt.date(2008, 11, 30))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"deceasedBoolean": "true"}, "deceasedBoolean"),
+        ({"deceasedBoolean": 1}, "deceasedBoolean"),
+        ({"deceasedDateTime": 20200101}, "deceasedDateTime"),
+        ({"active": "false"}, "active"),
+        ({"gender": 1}, "gender"),
+        ({"birthDate": 19800501}, "birthDate"),
+        ({"identifier": [{"system": fx.NHS, "value": 9990000018}]}, "identifier[0].value"),
+        ({"name": [{"use": "official", "family": "Tester", "given": ["Pat", 7]}]}, "name.given[1]"),
+        (
+            {"address": [{"use": "home", "line": [["2 Low Road"]], "postalCode": "ZZ1 1ZZ"}]},
+            "address.line[0]",
+        ),
+        ({"address": [{"use": "home", "line": ["2 Low Road"], "postalCode": 1234}]}, "address.postalCode"),
+        (
+            {"extension": [{"url": "https://example.org/InterpreterRequired", "valueBoolean": "yes"}]},
+            "extension.valueBoolean",
+        ),
+    ],
+)
+def test_case10_wrong_typed_patient_values_are_quarantined_not_defaulted(extra, field):
+    with pytest.raises(Invalid) as err:
+        reader().read(fx.patient(**extra))
+    assert (err.value.code, err.value.field) == ("wrong_type", field)
+
+
+def test_case10_wrong_typed_record_values_are_quarantined():
+    obs = fx.condition(
+        resourceType="Observation", effectiveDateTime="2024-01-01", valueQuantity={"value": "12"}
+    )
+    del obs["onsetDateTime"]
+    numeric_code = fx.condition()
+    numeric_code["code"]["coding"][0]["code"] = 827241000000103
+    for res, field in (
+        (obs, "valueQuantity.value"),
+        (numeric_code, "code.coding[0].code"),
+        (fx.med_request(dispenseRequest={"quantity": {"value": "100"}}), "dispenseRequest.quantity"),
+    ):
+        with pytest.raises(Invalid) as err:
+            reader().read(res)
+        assert (err.value.code, err.value.field) == ("wrong_type", field)
