@@ -241,13 +241,21 @@ def quarantine_list(
         return
     for extract_id, reason, n in counts:
         out.print(f"extract {extract_id}: {reason}: {n:,}")
-    table = Table("file", "line", "record", "field", "what is wrong")
-    for row in quarantine_rows(engine, extract, limit):
+    # Grouped by file, each file's full path on a line of its own (never cut short or wrapped).
+    table = None
+    current = None
+    for row in quarantine_rows(engine, extract, limit):  # identifiers masked there
+        if row["file"] != current:
+            if table is not None:
+                out.print(table)
+            current = row["file"]
+            out.print(f"In {current}:", soft_wrap=True, highlight=False)
+            table = Table("line", "record", "field", "what is wrong")
         record = " ".join(str(v) for v in (row["resource_type"], row["resource_id"]) if v)
-        table.add_row(
-            Path(row["file"]).name, str(row["line"] or ""), record, row["field"] or "", row["reason"]
-        )
-    out.print(table)
+        assert table is not None
+        table.add_row(str(row["line"] or ""), record, row["field"] or "", row["reason"])
+    if table is not None:
+        out.print(table)
 
 
 @quarantine_app.command("export")

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from recruit.load.fhir import FhirReader, NotUsed, Parsed
+from recruit.load.fhir import NHS_NUMBER_SYSTEM, FhirReader, NotUsed, Parsed, own_keys
 from recruit.load.files import (
     BOM,
     MAX_RECORD_BYTES,
@@ -37,8 +37,8 @@ from recruit.load.files import (
     snippet,
     too_long,
 )
-from recruit.load.rows import OrgRow, PractitionerRow
-from recruit.load.values import DateReader, Invalid
+from recruit.load.rows import HoldRow, OrgRow, PractitionerRow
+from recruit.load.values import DateReader, Invalid, nhs_number_is_valid
 
 CHUNK_BYTES = 4 << 20
 SEQ_BITS = 32  # records per chunk stay far below 2**32
@@ -101,7 +101,10 @@ class Stager:
         except (Invalid, NotUsed) as exc:
             parsed = exc
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
-            parsed = Invalid("malformed", f"the record's structure is not as FHIR R4 describes ({exc})")
+            # (the exception's own words may quote a value from the record: not shown)
+            parsed = Invalid(
+                "malformed", f"the record's structure is not as FHIR R4 describes ({type(exc).__name__})"
+            )
         if self.strict_failures and isinstance(parsed, Parsed):
             problem = self.strict_failures.get((record.file_no, record.line, record.entry))
             if problem:
@@ -123,14 +126,24 @@ class Stager:
         rid = res.get("id") if isinstance(res.get("id"), str) else None
         fno, line = record.file_no, record.line
         staged: dict[str, list[tuple[Any, ...]]] = {}
+        parsed_rows = None  # a record read whole but refused for a text value
         if isinstance(parsed, Parsed):
             staged = _rows(parsed, seq, fno, line, rid, rtype)
             problem = _text_problem(parsed, staged)
             if problem is not None:
-                parsed = problem
+                parsed_rows, parsed = parsed, problem
         if isinstance(parsed, Exception):
             assert isinstance(parsed, Invalid)
             self._quarantine(record, parsed, rtype, rid)
+            if parsed_rows is not None:
+                holds = parsed_holds(parsed_rows, self.dates.latest_iso)
+            elif parsed.holds is not None:
+                holds = parsed.holds
+            else:
+                holds = self.reader.holds(res, record.full_url)
+            self._hold(record, parsed, rtype, seq, holds)
+            if rtype == "Patient":
+                self._bad_patient(res, record.full_url, seq)
             return
         if parsed.stu3:
             out.stu3 += 1
@@ -144,6 +157,26 @@ class Stager:
         for table, new in staged.items():
             rows.setdefault(table, []).extend(new)
 
+    def _hold(
+        self, record: Record, problem: Invalid, rtype: str | None, seq: int, holds: list[HoldRow]
+    ) -> None:
+        """Stage what a quarantined record still signals (the loader makes person_hold rows)."""
+        if not holds:
+            return
+        rows = self.out.rows.setdefault("ld_hold", [])
+        for h in holds:
+            rows.append(
+                (seq, record.file_no, record.line, fit(rtype, 40), problem.code[:64], fit(h.patient_ref, 250))
+                + (h.nhs_number, fit(h.source_id, 200), h.signal, h.code_system, fit(h.code, 20))
+            )
+
+    def _bad_patient(self, res: dict[str, Any], full_url: str | None, seq: int) -> None:
+        """The keys of a Patient quarantined while reading, so its records say so rather than
+        "not in this extract"."""
+        keys = bad_patient_keys(res, full_url)
+        if keys:
+            self.out.rows.setdefault("ld_bad_patient_key", []).extend((key, seq) for key in keys)
+
     def _quarantine(self, record: Record, problem: Invalid, rtype: str | None, rid: str | None) -> None:
         """Quarantine rows are cut to fit their columns and cleared of NULs: they never fail."""
         snippet = record.raw.decode("utf-8", "replace")[:300].replace("\x00", "") if record.raw else None
@@ -151,6 +184,36 @@ class Stager:
             (record.file_no, record.line, record.entry, fit(rtype, 64), fit(rid, 200))
             + (fit(problem.field, 200), problem.code, problem.reason.replace("\x00", ""), snippet)
         )
+
+
+def bad_patient_keys(res: dict[str, Any], full_url: str | None) -> list[str]:
+    """Best effort, never raising: Patient/id, the fullUrl, and nhs:NUMBER when one is valid."""
+    keys: list[str] = []
+    try:
+        if isinstance(res.get("id"), str) or isinstance(full_url, str):
+            keys = own_keys({"resourceType": "Patient", "id": res.get("id")}, full_url)
+        for ident in res.get("identifier") or []:
+            if isinstance(ident, dict) and ident.get("system") == NHS_NUMBER_SYSTEM:
+                value = "".join(str(ident.get("value")).split()).replace("-", "")
+                if nhs_number_is_valid(value):
+                    keys.append(f"nhs:{value}")
+                    break
+    except (TypeError, AttributeError):
+        pass
+    return [k for k in dict.fromkeys(keys) if len(k) <= KEY_LIMIT and "\x00" not in k]
+
+
+def parsed_holds(parsed: Parsed, today: str) -> list[HoldRow]:
+    """What a record read whole, but refused for a text value, signals."""
+    holds = []
+    for p in parsed.patients:
+        if p.date_of_death:
+            holds.append(HoldRow(None, p.nhs_number, p.source_id, "death"))
+        if p.registration_end and p.registration_end <= today:
+            holds.append(HoldRow(None, p.nhs_number, p.source_id, "left"))
+    for e in parsed.events:
+        holds.append(HoldRow(e.patient_ref, None, None, "code", e.code_system, e.code))
+    return holds
 
 
 def fit(value: str | None, limit: int) -> str | None:

@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recruit.errors import RecruitError
 from recruit.load.codes import DMD, normalise_code
-from recruit.load.fhir import Parsed
+from recruit.load.fhir import NHS_NUMBER_SYSTEM, Parsed
 from recruit.load.files import Record, input_files, regular_file
-from recruit.load.rows import EventRow, MedicationRow, PatientRow, PractitionerRow
+from recruit.load.rows import EventRow, HoldRow, MedicationRow, PatientRow, PractitionerRow
 from recruit.load.status import ISSUED, RECORDED
-from recruit.load.values import DateReader, Invalid, clean_nhs_number, clean_postcode
+from recruit.load.values import DateReader, Invalid, clean_nhs_number, clean_postcode, nhs_number_is_valid
 
 csv.field_size_limit(64 * 1024 * 1024)
 
@@ -150,14 +150,55 @@ class CsvSource:
             reader = {"patients": self._patient, "events": self._event, "medications": self._medication}[part]
             for line, row, problem in self._rows(path, fm):
                 rtype = {"patients": "Patient", "events": "Event", "medications": "Medication"}[part]
-                record = Record(file_no, line, {"resourceType": rtype}, raw=_snippet(row))
+                resource: dict[str, Any] = {"resourceType": rtype}
+                nhs_column = fm.columns.get("nhs_number")
+                if part == "patients" and row and isinstance(nhs_column, str):
+                    # Only so a quarantined patient's key can be staged (recruit.load.chunks).
+                    resource["identifier"] = [{"system": NHS_NUMBER_SYSTEM, "value": row.get(nhs_column)}]
+                record = Record(file_no, line, resource, raw=_snippet(row))
                 if problem:
                     yield record, Invalid("unreadable", problem)
                     continue
                 try:
                     yield record, reader(row, fm.columns, dates)
                 except Invalid as exc:
+                    exc.holds = self._holds(part, row, fm.columns, dates)
                     yield record, exc
+
+    def _holds(
+        self, part: str, row: dict[str, str], cols: dict[str, Any], dates: DateReader
+    ) -> list[HoldRow]:
+        """What a row that could not be read still signals, best effort (issue 14 case 2): a
+        patient with any date of death, or any deregistration date not after the extract date
+        (or one that cannot be read); an event's code in a system recruit reads."""
+        nhs = "".join(row.get(cols.get("nhs_number") or "", "").split()).replace("-", "")
+        nhs = nhs if nhs_number_is_valid(nhs) else None
+        if part == "patients":
+            c = PatientColumns.model_validate(cols)
+            source_id = (row.get(c.source_id) or "").strip() if c.source_id else nhs
+            if not (nhs or source_id):
+                return []
+            holds = []
+            if c.date_of_death and row.get(c.date_of_death, "").strip():
+                holds.append(HoldRow(None, nhs, source_id, "death"))
+            if c.registration_end and row.get(c.registration_end, "").strip():
+                try:
+                    end = self._date(row[c.registration_end], c.registration_end, dates)
+                except Invalid as exc:
+                    end = None if exc.code == "date_in_future" else ""
+                if end is not None:
+                    holds.append(HoldRow(None, nhs, source_id, "left"))
+            return holds
+        if part == "events" and nhs:
+            c_event = EventColumns.model_validate(cols)
+            try:
+                system = self._system(row, c_event)
+            except Invalid:
+                return []
+            code = normalise_code(system, row.get(c_event.code, ""))
+            if code is not None:
+                return [HoldRow(f"nhs:{nhs}", None, None, "code", system, code)]
+        return []
 
     def _rows(self, path: Path, fm: FileMapping) -> Iterator[tuple[int, dict[str, str], str | None]]:
         wanted = _columns(fm.columns)

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recruit.load.codes import DMD, SNOMED, normalise_code, system_name
-from recruit.load.rows import EventRow, MedicationRow, MedicineRow, OrgRow, PatientRow, PractitionerRow
+from recruit.load.rows import (
+    EventRow,
+    HoldRow,
+    MedicationRow,
+    MedicineRow,
+    OrgRow,
+    PatientRow,
+    PractitionerRow,
+)
 from recruit.load.status import (
     ERROR_CODES,
     concept_codes,
@@ -22,7 +30,7 @@ from recruit.load.status import (
     medication_status,
     observation_status,
 )
-from recruit.load.values import DateReader, Invalid, clean_nhs_number, clean_postcode
+from recruit.load.values import DateReader, Invalid, clean_nhs_number, clean_postcode, nhs_number_is_valid
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 ODS_SYSTEMS = ("https://fhir.nhs.uk/Id/ods-organization-code", "https://fhir.nhs.uk/Id/ods-site-code")
@@ -208,6 +216,24 @@ class FhirReader:
         out = Parsed(stu3="meta" in res and _is_stu3(res))
         method(res, full_url, out)
         return out
+
+    # --- what a broken record still says (issue 14 case 2) ----------------------------------
+
+    def holds(self, res: Any, full_url: str | None = None) -> list[HoldRow]:
+        """What a record that could not be read still signals, read best-effort and never
+        raising: a Patient that has died or left, or the codes of an Observation or Condition
+        (such as dissent from research use). Each holds its person back from letters."""
+        if not isinstance(res, dict):
+            return []
+        try:
+            rtype = res.get("resourceType")
+            if rtype == "Patient":
+                return _patient_holds(res, full_url, self.dates.latest_iso)
+            if rtype in ("Observation", "Condition"):
+                return _code_holds(res)
+        except Exception:  # noqa: BLE001 - best effort on a record already known to be broken
+            return []
+        return []
 
     # --- reference data -------------------------------------------------------------------
 
@@ -507,6 +533,90 @@ class FhirReader:
             f"the contained medication #{local_id} is missing or has no dm+d code",
             "medicationReference",
         )
+
+
+def _patient_holds(res: dict[str, Any], full_url: str | None, today: str) -> list[HoldRow]:
+    nhs = None
+    for ident in res.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("system") == NHS_NUMBER_SYSTEM:
+            value = re.sub(r"[\s-]", "", str(ident.get("value")))
+            if nhs_number_is_valid(value):
+                nhs = value
+                break
+    rid = res.get("id")
+    source_id = rid if isinstance(rid, str) and rid else full_url
+    if nhs is None and not source_id:
+        return []
+    signals = []
+    if _signals_death(res):
+        signals.append("death")
+    if _signals_left(res, today):
+        signals.append("left")
+    return [HoldRow(None, nhs, source_id, signal) for signal in signals]
+
+
+def _plainly_false(value: Any) -> bool:
+    return (
+        value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("", "false"))
+    )
+
+
+def _signals_death(res: dict[str, Any]) -> bool:
+    """Any death element that is not plainly absent or false: "true" as text, a bad date..."""
+    if "deceasedDateTime" in res and res["deceasedDateTime"] not in (None, ""):
+        return True
+    return not _plainly_false(res.get("deceasedBoolean"))
+
+
+def _signals_left(res: dict[str, Any], today: str) -> bool:
+    """An inactive record (false, or "false" as text), or a registration that has ended (or whose
+    end cannot be read)."""
+    active = res.get("active")
+    if active is False or (isinstance(active, str) and active.strip().lower() == "false"):
+        return True
+    for ext in res.get("extension") or []:
+        if not isinstance(ext, dict) or "registration" not in str(ext.get("url", "")).lower():
+            continue
+        periods = [ext.get("valuePeriod")] + [
+            sub.get("valuePeriod") for sub in ext.get("extension") or [] if isinstance(sub, dict)
+        ]
+        for period in periods:
+            if isinstance(period, dict) and period.get("end") not in (None, ""):
+                end = period["end"]
+                m = _PARTIAL_DATE.match(end.strip()) if isinstance(end, str) else None
+                if m is None or end.strip()[:10] <= today:
+                    return True
+    return False
+
+
+def _code_holds(res: dict[str, Any]) -> list[HoldRow]:
+    """One hold per coding in a system recruit reads whose code is well formed."""
+    ref = res.get("subject", res.get("patient"))
+    try:
+        keys = reference_keys(ref, "subject") if ref is not None else []
+    except Invalid:
+        keys = []
+    if not keys:
+        return []
+    concepts = [res.get("code")]
+    concepts += [c.get("code") for c in res.get("component") or [] if isinstance(c, dict)]
+    found: dict[tuple[str, str], HoldRow] = {}
+    for concept in concepts:
+        if not isinstance(concept, dict):
+            continue
+        for coding in concept.get("coding") or []:
+            if not isinstance(coding, dict):
+                continue
+            system = system_name(coding.get("system"))
+            code = coding.get("code")
+            if isinstance(code, int) and not isinstance(code, bool):
+                code = str(code)  # a number where text belongs: still the code it names
+            if system is None or not isinstance(code, str):
+                continue
+            clean = normalise_code(system, code)
+            if clean is not None:
+                found.setdefault((system, clean), HoldRow(keys[0], None, None, "code", system, clean))
+    return list(found.values())
 
 
 def _first(*candidates: tuple[Any, str]) -> tuple[Any, str | None]:

@@ -52,7 +52,8 @@ from recruit.models import (
 
 REASONS = {
     "reference_dangling": "refers to a patient who is not in this extract",
-    "patient_quarantined": "its patient was quarantined, so it cannot be placed",
+    "patient_quarantined": "belongs to a patient whose own record was quarantined (see that Patient's "
+    "reason), so it cannot be placed",
     "before_birth": "is dated before the patient was born",
     "duplicate_id": "has the same id as an earlier record of this extract",
     "duplicate_nhs_number": "has the same NHS number as an earlier patient of this practice",
@@ -525,7 +526,13 @@ class _Load:
                 earlier.c.resource_id == one.c.resource_id,
                 earlier.c.seq < one.c.seq,
             )
+            bad = S.ld_bad_patient_key
             checks = [
+                # Its patient's own record was quarantined while reading: say so, not "missing".
+                (
+                    and_(first_key.c.seq.is_(None), exists().where(bad.c.key == one.c.patient_ref)),
+                    "patient_quarantined",
+                ),
                 (first_key.c.seq.is_(None), "reference_dangling"),
                 (or_(p.c.status.is_(None), p.c.status != "ok"), "patient_quarantined"),
             ]

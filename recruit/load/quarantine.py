@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,16 @@ from recruit.models import Quarantine
 from recruit.safe_text import spreadsheet_safe
 
 COLUMNS = ("extract", "file", "line", "resource_type", "resource_id", "field", "reason_code", "reason")
+# Ten digits, as an NHS number is written (with or without spaces or dashes).
+_NHS_LIKE = re.compile(r"(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)")
+
+
+def mask_identifiers(text: str | None) -> str | None:
+    """Anything written like an NHS number shown by its last two digits only: a record's id or
+    reason must never print a rejected NHS number in full (a system may use it as the id)."""
+    if not text:
+        return text
+    return _NHS_LIKE.sub(lambda m: "*" * 8 + m.group(0)[-2:], text)
 
 
 def quarantine_counts(engine: Engine, extract_id: int | None = None) -> list[tuple[int, str, int]]:
@@ -45,7 +56,10 @@ def quarantine_rows(
         q = q.limit(limit)
     with engine.connect() as conn:
         for row in conn.execute(q):
-            yield dict(row._mapping)
+            out = dict(row._mapping)
+            for name in ("resource_id", "field", "reason"):
+                out[name] = mask_identifiers(out[name])
+            yield out
 
 
 def export_quarantine(engine: Engine, out: Path, extract_id: int | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 from zoneinfo import ZoneInfo
 
 LONDON = ZoneInfo("Europe/London")
@@ -21,6 +22,9 @@ class Invalid(ValueError):
         self.code = code
         self.reason = reason
         self.field = field
+        # What the broken record still signals (death, leaving, a coded entry), when its reader
+        # could tell: the person is held back from letters (recruit.load.rows.HoldRow).
+        self.holds: list[Any] | None = None
 
 
 def nhs_number_is_valid(value: str) -> bool:

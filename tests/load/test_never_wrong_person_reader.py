@@ -21,8 +21,9 @@ from sqlalchemy import func, select
 from recruit.db import make_engine
 from recruit.errors import RecruitError
 from recruit.load import load_extract
-from recruit.load.chunks import stage_chunk
+from recruit.load.chunks import Stager, stage_chunk
 from recruit.load.fhir import FhirReader, NotUsed
+from recruit.load.files import Record
 from recruit.load.values import DateReader, Invalid
 from recruit.migrate import upgrade
 from recruit.models import ClinicalEvent, MedicationIssue, Patient, Quarantine
@@ -598,3 +599,217 @@ def test_case10_wrong_typed_record_values_are_quarantined():
         with pytest.raises(Invalid) as err:
             reader().read(res)
         assert (err.value.code, err.value.field) == ("wrong_type", field)
+
+
+# --- case 15: counts and reasons are true; no identifier printed in full ---------------------------
+
+
+def test_case15_record_of_a_quarantined_patient_says_so(engine, tmp_path):
+    folder = tmp_path / "x"
+    fx.base_extract(folder)
+    bad = fx.patient("p2", "9990000019")  # fails its check digit: quarantined while reading
+    fx.write_ndjson(folder / "Patient.ndjson", [fx.patient(), bad])
+    obs = fx.condition(
+        "o1", patient_ref="Patient/p2", resourceType="Observation", effectiveDateTime="2024-01-01"
+    )
+    del obs["onsetDateTime"]
+    nobody = fx.condition("c3", patient_ref="Patient/nobody")
+    fx.write_ndjson(folder / "Condition.ndjson", [fx.condition("c1"), obs, nobody])
+    summary = load(engine, folder)
+    found = dict(rows(engine, Quarantine.resource_id, Quarantine.reason_code))
+    assert found == {"p2": "nhs_number_invalid", "o1": "patient_quarantined", "c3": "reference_dangling"}
+    [(reason,)] = rows(engine, Quarantine.reason, where=Quarantine.resource_id == "o1")
+    assert reason == (
+        "This Observation belongs to a patient whose own record was quarantined "
+        "(see that Patient's reason), so it cannot be placed."
+    )
+    assert summary.loaded == count(engine, Patient) + count(engine, ClinicalEvent) + 2  # + org and GP
+
+
+def test_case15_csv_record_of_a_quarantined_patient_says_so(sqlite_engine, tmp_path):
+    folder = _csv_extract(tmp_path / "csv")
+    (folder / "patients.csv").write_text(
+        (folder / "patients.csv").read_text().replace("01/05/1980", "31/02/1980")  # not a date
+    )
+    load(sqlite_engine, folder, format="csv", mapping=SYNTH_MAPPING)
+    found = sorted(rows(sqlite_engine, Quarantine.resource_type, Quarantine.reason_code))
+    assert found == [
+        ("Event", "patient_quarantined"),
+        ("Medication", "patient_quarantined"),
+        ("Patient", "date_invalid"),
+    ]
+
+
+def test_case15_no_reason_or_listing_prints_an_nhs_number_in_full(tmp_path):
+    from tests.helpers import run_cli
+
+    folder = tmp_path / "in"
+    fx.base_extract(folder)
+    rejected = "9990000019"
+    fx.write_ndjson(folder / "Patient.ndjson", [fx.patient(), fx.patient(rejected, rejected)])
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    loaded = run_cli("load", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr
+    listed = run_cli("quarantine", "list", "--db", db, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert rejected not in listed.stdout and "fails its check digit" in listed.stdout
+    assert "********19" in listed.stdout
+    assert f"In {(folder / 'Patient.ndjson').resolve()}:" in listed.stdout  # the full path
+    out = tmp_path / "q.csv"
+    assert run_cli("quarantine", "export", "--out", str(out), "--db", db, cwd=tmp_path).returncode == 0
+    assert rejected not in out.read_text()
+    engine = make_engine(db)
+    [(reason,)] = rows(engine, Quarantine.reason)
+    assert rejected not in reason
+    engine.dispose()
+
+
+def test_case15_malformed_record_reason_quotes_no_value():
+    stager = Stager(DateReader(EXTRACT_DATE))
+    res = fx.patient(name=[{"use": "official", "family": "Tester", "given": "Secretname"}])
+    stager.record(Record(0, 1, res), 1)
+    [q] = stager.out.quarantine
+    assert "Secretname" not in str(q)
+
+
+# --- case 2 (reading side): a broken record that signals death, leaving or a code is held ---------
+
+
+def _stage(*resources: dict, extract_date: dt.date = EXTRACT_DATE):
+    stager = Stager(DateReader(extract_date))
+    for i, res in enumerate(resources, start=1):
+        stager.record(Record(0, i, res), i)
+    return stager.take()
+
+
+def _holds(staged) -> list[tuple]:
+    """(line, reason_code, patient_ref, nhs_number, source_id, signal, code_system, code)"""
+    return [(h[2], h[4], *h[5:]) for h in staged.rows.get("ld_hold", [])]
+
+
+def test_case2_broken_patient_that_signals_death_is_held():
+    staged = _stage(
+        fx.patient("p1", deceasedBoolean="true"),  # wrong type
+        fx.patient("p2", fx.NHS_NUMBERS[1], deceasedDateTime="last week"),  # not a date
+        fx.patient("p3", "9990000019", deceasedDateTime="2024-01-01"),  # bad NHS number: held by id
+        fx.patient("p4", fx.NHS_NUMBERS[3], birthDate="1980-13-01", deceasedBoolean=False),  # no signal
+    )
+    assert len(staged.quarantine) == 4
+    assert _holds(staged) == [
+        (1, "wrong_type", None, fx.NHS_NUMBERS[0], "p1", "death", None, None),
+        (2, "date_invalid", None, fx.NHS_NUMBERS[1], "p2", "death", None, None),
+        (3, "nhs_number_invalid", None, None, "p3", "death", None, None),
+    ]
+
+
+def test_case2_broken_patient_that_signals_leaving_is_held():
+    ended = [
+        {
+            "url": "https://fhir.nhs.uk/StructureDefinition/Extension-UKCore-RegistrationDetails",
+            "extension": [
+                {"url": "registrationPeriod", "valuePeriod": {"start": "2001", "end": "2025-03-04"}}
+            ],
+        }
+    ]
+    staged = _stage(
+        fx.patient("p1", active="false"),
+        fx.patient("p2", fx.NHS_NUMBERS[1], birthDate="someday", extension=ended),
+    )
+    assert [(h[0], h[5]) for h in _holds(staged)] == [(1, "left"), (2, "left")]
+
+
+def test_case2_broken_dissent_record_is_held_by_its_codes():
+    dissent = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {
+            "coding": [
+                {"system": fx.SCT, "code": "827241000000103"},
+                {"system": "http://read.info/readv2", "code": "9Nu0."},
+                {"system": "http://loinc.org", "code": "1-8"},
+            ]
+        },
+    }
+    future = dissent | {"id": "o2", "effectiveDateTime": "2031-01-01"}
+    numeric = dissent | {"id": "o3", "effectiveDateTime": "2024-01-01"}
+    numeric["code"] = {"coding": [{"system": fx.SCT, "code": 827241000000103}]}
+    no_subject = {k: v for k, v in dissent.items() if k != "subject"}
+    condition = fx.condition("c1", onsetDateTime="not a date")
+    staged = _stage(dissent, future, numeric, no_subject, condition)
+    assert len(staged.quarantine) == 5
+    assert _holds(staged) == [
+        (1, "date_missing", "Patient/p1", None, None, "code", "snomedct", "827241000000103"),
+        (1, "date_missing", "Patient/p1", None, None, "code", "readv2", "9Nu0."),
+        (2, "date_in_future", "Patient/p1", None, None, "code", "snomedct", "827241000000103"),
+        (2, "date_in_future", "Patient/p1", None, None, "code", "readv2", "9Nu0."),
+        (3, "wrong_type", "Patient/p1", None, None, "code", "snomedct", "827241000000103"),
+        (5, "date_invalid", "Patient/p1", None, None, "code", "snomedct", "82423001"),
+    ]
+
+
+def test_case2_patient_refused_for_a_text_value_is_still_held():
+    res = fx.patient(name=[{"use": "official", "family": "Te\x00ster"}], deceasedDateTime="2025-01-01")
+    staged = _stage(res)
+    assert [q[6] for q in staged.quarantine] == ["text_nul"]
+    assert _holds(staged) == [(1, "text_nul", None, fx.NHS_NUMBERS[0], "p1", "death", None, None)]
+
+
+def test_case2_quarantined_patient_keys_are_staged():
+    staged = _stage(fx.patient("p9", fx.NHS_NUMBERS[2], birthDate="nope"), fx.patient("p8", "9990000019"))
+    assert sorted(staged.rows["ld_bad_patient_key"]) == [
+        ("Patient/p8", 2),
+        ("Patient/p9", 1),
+        (f"nhs:{fx.NHS_NUMBERS[2]}", 1),
+    ]
+
+
+def test_case2_broken_csv_rows_are_held(sqlite_engine, tmp_path):
+    folder = _csv_extract(tmp_path / "csv")
+    (folder / "patients.csv").write_text(
+        (folder / "patients.csv").read_text()
+        + f"ZZ9001,{fx.NHS_NUMBERS[1]},DEAD,Al,Male,99/99/1980,soon,1 Road,Town,ZZ1 1ZZ,01/01/2000,,\n"
+    )
+    (folder / "events.csv").write_text(
+        (folder / "events.csv").read_text()
+        + f"{fx.NHS_NUMBERS[0]},31/02/2024,827241000000103,SNOMED CT,Dissent\n"
+    )
+    from recruit.load.csv_extract import CsvSource
+
+    source = CsvSource([folder], SYNTH_MAPPING)
+    stager = Stager(DateReader(EXTRACT_DATE))
+    for record, parsed in source.records(stager.dates):
+        stager.parsed(record, parsed)
+    staged = stager.take()
+    holds = [(h[3], h[4], *h[5:]) for h in staged.rows["ld_hold"]]
+    assert holds == [
+        ("Patient", "date_invalid", None, fx.NHS_NUMBERS[1], fx.NHS_NUMBERS[1], "death", None, None),
+        (
+            "Event",
+            "date_invalid",
+            f"nhs:{fx.NHS_NUMBERS[0]}",
+            None,
+            None,
+            "code",
+            "snomedct",
+            "827241000000103",
+        ),
+    ]
+    assert (f"nhs:{fx.NHS_NUMBERS[1]}", 2) in staged.rows["ld_bad_patient_key"]
+    # and a whole load with held records finishes, on the database
+    summary = load(sqlite_engine, folder, format="csv", mapping=SYNTH_MAPPING)
+    assert summary.quarantined == 2 and count(sqlite_engine, Patient) == 1
+
+
+def test_case2_load_with_held_records_finishes(engine, tmp_path):
+    folder = tmp_path / "x"
+    fx.base_extract(folder)
+    fx.write_ndjson(
+        folder / "Patient.ndjson",
+        [fx.patient(), fx.patient("p2", fx.NHS_NUMBERS[1], deceasedBoolean="true")],
+    )
+    dissent = fx.condition("c9", code="827241000000103", onsetDateTime="2031-01-01")
+    fx.write_ndjson(folder / "Condition.ndjson", [fx.condition("c1"), dissent])
+    summary = load(engine, folder)
+    assert summary.quarantined == 2 and count(engine, Patient) == 1 and count(engine, ClinicalEvent) == 1
