@@ -31,7 +31,6 @@ from sqlalchemy import (
     cast,
     delete,
     exists,
-    false,
     func,
     insert,
     literal,
@@ -561,15 +560,14 @@ class _Load:
 
         Rows of a kind it carries; and, when it carries any kind of this sort of record, rows of
         no recorded kind (loaded before kinds were kept) or of the other format's kinds."""
-        carried = sorted(self.kinds)
         column = model.resource_type
+        # Never NULL (the "kept" query negates it): a row of unknown kind is decided explicitly.
+        of_carried_kind = and_(column.is_not(None), column.in_(sorted(self.kinds)))
         if self.fmt == "csv":
-            if csv_kind not in self.kinds:
-                return column.in_(carried) if carried else false()
-            return literal(True)
+            return literal(True) if csv_kind in self.kinds else of_carried_kind
         if not sort_kinds:
-            return column.in_(carried)
-        return or_(column.in_(carried), column.is_(None), column == csv_kind)
+            return of_carried_kind
+        return or_(of_carried_kind, column.is_(None), column == csv_kind)
 
     def _kept_earlier(self, held: list[int]) -> None:
         """Say which kinds of earlier record this extract lacks, so they were kept."""
@@ -614,7 +612,9 @@ class _Load:
             update(Patient)
             .where(other)
             .values(
-                source_id=func.substr(Patient.source_id, 1, 150, type_=String) + "~retired~" + cast(Patient.id, String),
+                source_id=func.substr(Patient.source_id, 1, 150, type_=String)
+                + "~retired~"
+                + cast(Patient.id, String),
                 registration_end=case(
                     (
                         or_(Patient.registration_end.is_(None), Patient.registration_end > taken),
@@ -1005,13 +1005,15 @@ class _Load:
             .where(r.c.kind == "event", r.c.status != "ok", e.c.code.is_not(None))
         )
         every = union_all(staged_holds, *patient_holds, event_holds).subquery("every")
-        result = c.execute(
+        c.execute(
             insert(PersonHold).from_select(
                 cols,
                 select(*every.c).where(or_(every.c[1].is_not(None), every.c[3].is_not(None))),
             )
         )
-        self.summary.holds = max(result.rowcount or 0, 0)
+        self.summary.holds = c.execute(
+            select(func.count()).select_from(PersonHold).where(PersonHold.extract_id == self.extract_id)
+        ).scalar_one()
 
     def _finish_practices(self, held: list[int], gp_ids: dict[int, list[int]]) -> None:
         c = self.conn
