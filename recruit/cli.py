@@ -232,8 +232,7 @@ def load(
         )
     for ods, kinds in summary.kept_earlier.items():
         out.print(
-            f"  Practice {ods}: this extract has no {', '.join(kinds)} records; "
-            "the earlier ones were kept."
+            f"  Practice {ods}: this extract has no {', '.join(kinds)} records; the earlier ones were kept."
         )
     if summary.quarantined:
         out.print("See them with: recruit quarantine list")

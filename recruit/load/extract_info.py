@@ -129,8 +129,14 @@ def check_manifest(paths: list[Path]) -> set[str]:
         if isinstance(rtype, str) and rtype:
             types.add(rtype)
         if isinstance(url, str) and url:
-            name = Path(unquote(urlparse(url).path)).name
-            if name and not (manifest.parent / name).is_file():
+            parsed = urlparse(url)
+            where = unquote(parsed.path)
+            name = Path(where).name
+            # A relative URL names a path beside the manifest; an absolute one, a file copied here.
+            candidates = [manifest.parent / name]
+            if not parsed.scheme and not where.startswith("/"):
+                candidates.append(manifest.parent / where)
+            if name and not any(c.is_file() for c in candidates):
                 missing.append(name)
     if missing:
         raise RecruitError(

@@ -312,7 +312,7 @@ class _Load:
         self._refuse_if_older(held)
         self._record_kinds()
         self._kept_earlier(held)
-        self._retire_reused_ids()
+        self._retire_reused_ids(held)
         self._replace_practice_records(held)
         self._upsert_patients()
         self._resolve_records()
@@ -589,7 +589,7 @@ class _Load:
                 kept.setdefault(ods, set()).add(kind or "earlier records of unrecorded kind")
         self.summary.kept_earlier = {ods: sorted(k) for ods, k in sorted(kept.items())}
 
-    def _retire_reused_ids(self) -> None:
+    def _retire_reused_ids(self, held: list[int]) -> None:
         """A patient id that now carries another NHS number or birth date is another person.
 
         The stored row keeps its history (reviews, invitations) but frees its id and its
@@ -608,9 +608,11 @@ class _Load:
             p.c.source_id == Patient.source_id,
             differs,
         )
+        if not held:
+            return
         self.conn.execute(
             update(Patient)
-            .where(other)
+            .where(Patient.practice_id.in_(held), other)
             .values(
                 source_id=func.substr(Patient.source_id, 1, 150, type_=String)
                 + "~retired~"

@@ -597,3 +597,23 @@ def test_case8_a_move_keeps_each_practices_registration_start(engine, tmp_path):
         ).all()
     # B's extract does not touch A's row: the letters side decides which registration is current.
     assert [tuple(r) for r in regs] == [(A, dt.date(2010, 1, 1), None), (B, dt.date(2026, 10, 10), None)]
+
+
+# --- case 6 for CSV exports: the mapping names where the export says when it was taken ---------------
+
+
+def test_case6_csv_export_date_comes_from_the_file_the_mapping_names(engine, tmp_path):
+    import synthetic_ehr
+
+    synthetic_ehr.generate(tmp_path / "s", practices=1, patients=20, seed=3, workers=1, formats=["csv"])
+    folder = tmp_path / "s" / "csv"
+    summary = load_extract(engine, [folder])
+    balanced(summary)
+    assert summary.date_source == "the CSV export's date file"
+    assert summary.extract_date == synthetic_ehr.load_params(None).extract_date
+    assert set(summary.resource_types) >= {"Patient", "Event", "Medication"}
+
+    (folder / "manifest.csv").unlink()
+    (folder / "events.csv").write_bytes((folder / "events.csv").read_bytes() + b"\r\n")  # a new extract
+    with pytest.raises(RecruitError, match="does not say when it was taken"):
+        load_extract(engine, [folder])
