@@ -162,11 +162,6 @@ def load_extract(
         raise unavailable(engine, exc) from None
 
 
-def literal_date(iso: str) -> Any:
-    """An ISO date as a bound date value (portable: SQLite stores text, PostgreSQL a date)."""
-    return dt.date.fromisoformat(iso)
-
-
 def guess_format(paths: list[Path]) -> str:
     """CSV when the inputs are .csv files (or a folder holding only those), else FHIR."""
     names = [p for path in paths for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()]
