@@ -182,7 +182,11 @@ def load(
         bool, typer.Option("--strict", help="Also check every FHIR resource fully (slower).")
     ] = False,
     extract_date: Annotated[
-        str | None, typer.Option(help="When the extract was taken, YYYY-MM-DD (default: today).")
+        str | None,
+        typer.Option(
+            help="When the extract was taken, YYYY-MM-DD (default: from its manifest, Bundle "
+            "timestamps, the records' meta.lastUpdated, or the CSV mapping's date file)."
+        ),
     ] = None,
     db: DbOption = None,
 ) -> None:
@@ -209,6 +213,8 @@ def load(
     out.print(
         f"Extract {summary.extract_id} loaded for practice(s) {', '.join(summary.practices) or '(none)'}"
     )
+    if summary.extract_date is not None:
+        out.print(f"  taken on:            {summary.extract_date} (from {summary.date_source})")
     out.print(f"  records read:        {summary.read:,}")
     out.print(f"  loaded:              {summary.loaded:,}")
     out.print(f"  repaired on the way: {summary.repaired:,} (dates without a time zone, read as UK time)")
@@ -219,6 +225,15 @@ def load(
         out.print(f"  not needed by recruit: {sum(summary.not_used.values()):,}")
         for what, n in summary.not_used.most_common():
             out.print(f"    {what}: {n:,}")
+    if summary.holds:
+        out.print(
+            f"  held back from letters: {summary.holds:,} quarantined record(s) still say a person died, "
+            "left or has a coded entry such as an opt-out; nobody they name will be written to"
+        )
+    for ods, kinds in summary.kept_earlier.items():
+        out.print(
+            f"  Practice {ods}: this extract has no {', '.join(kinds)} records; the earlier ones were kept."
+        )
     if summary.quarantined:
         out.print("See them with: recruit quarantine list")
 

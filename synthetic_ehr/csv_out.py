@@ -52,6 +52,15 @@ def header_bytes(name: str) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
+def manifest_bytes(extract: int) -> bytes:
+    """csv/manifest.csv: when the extract was taken (the mapping's extract_date names it)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    writer.writerow(["Extract Date"])
+    writer.writerow([uk_date(extract)])
+    return buf.getvalue().encode("utf-8")
+
+
 class CsvChunk:
     """Accumulates rows for a chunk of patients; `.bytes()` gives each file's part."""
 

@@ -193,18 +193,24 @@ def patient_resources(
     }
 
 
-def bundle_bytes(pid: str, resources: dict[str, list[bytes]], context: list[bytes] = ()) -> bytes:
+def bundle_bytes(
+    pid: str, resources: dict[str, list[bytes]], context: list[bytes] = (), timestamp: str | None = None
+) -> bytes:
     """A collection Bundle for one patient, assembled from already-serialised resources.
 
     Like a GP Connect structured record, it carries the practice Organization and the usual GP's
-    Practitioner (`context`), so a bundle can be loaded on its own.
+    Practitioner (`context`), so a bundle can be loaded on its own. `timestamp` (Bundle.timestamp)
+    says when the extract was taken, so a loader knows which of two extracts is newer.
     """
     entries = [b'{"resource":' + r + b"}" for r in context] + [
         b'{"resource":' + r + b"}"
         for rtype in ("Patient", "Condition", "Observation", "MedicationRequest")
         for r in resources[rtype]
     ]
-    head = b'{"resourceType":"Bundle","id":"bundle-' + pid.encode() + b'","type":"collection","entry":['
+    head = b'{"resourceType":"Bundle","id":"bundle-' + pid.encode() + b'","type":"collection",'
+    if timestamp is not None:
+        head += b'"timestamp":"' + timestamp.encode() + b'",'
+    head += b'"entry":['
     return head + b",".join(entries) + b"]}"
 
 

@@ -25,7 +25,7 @@ from .params import Params, load_params
 from .people import AgeModel, Practice, make_person, make_practices
 from .record import RecordModel, make_record
 from .truth import EmploymentModel, make_truth
-from .util import stream
+from .util import iso, stream
 
 FHIR_TYPES = ("Patient", "Organization", "Practitioner", "Condition", "Observation", "MedicationRequest")
 ALL_FORMATS = ("ndjson", "bundles", "csv")
@@ -112,7 +112,8 @@ def _work(item: tuple[int, int, int]) -> tuple[dict[str, bytes], dict[str, int]]
                 if gp_bytes is None:
                     gp_bytes = gp_cache[person.gp.id] = orjson.dumps(fhir_out.practitioner(person.gp))
                 context = [org_bytes, gp_bytes]
-                bundles.append(fhir_out.bundle_bytes(person.id, res, context))
+                stamp = f"{iso(st.extract)}T00:00:00Z"
+                bundles.append(fhir_out.bundle_bytes(person.id, res, context, stamp))
         if csv_chunk is not None:
             csv_chunk.add(person, practice, rec)
         truth_chunk.add(person, practice, truth, rec)
@@ -268,6 +269,9 @@ def generate(
         )
     )
     paths = {rel: out / rel for rel in files}
+    if "csv" in fmt:
+        (out / "csv" / "manifest.csv").write_bytes(csv_out.manifest_bytes(params.extract_date.toordinal()))
+        paths["csv/manifest.csv"] = out / "csv" / "manifest.csv"
     paths["truth/practices.csv"] = out / "truth" / "practices.csv"
     paths["truth/params.json"] = out / "truth" / "params.json"
     if "ndjson" in fmt:

@@ -66,6 +66,9 @@ class Staged:
     quarantine: list[tuple[Any, ...]] = field(default_factory=list)
     orgs: dict[str, OrgRow] = field(default_factory=dict)
     practitioners: dict[str, PractitionerRow] = field(default_factory=dict)
+    # Records read per ODS code / practitioner id, so ones that end up unused can be counted so.
+    org_records: Counter[str] = field(default_factory=Counter)
+    practitioner_records: Counter[str] = field(default_factory=Counter)
     read: int = 0
     not_used: Counter[str] = field(default_factory=Counter)
     stu3: int = 0
@@ -148,9 +151,13 @@ class Stager:
         if parsed.stu3:
             out.stu3 += 1
         for org in parsed.orgs:
+            if rtype == "Organization":
+                out.org_records[org.ods_code] += 1
             for key in org.keys:
                 out.orgs[key] = org
         for prac in parsed.practitioners:
+            if rtype == "Practitioner":  # (a CSV patient row names its GP: not a record of its own)
+                out.practitioner_records[prac.source_id] += 1
             for key in prac.keys:
                 out.practitioners[key] = prac
         rows = out.rows

@@ -80,6 +80,13 @@ class FileMapping(_Strict):
     columns: dict[str, Any]
 
 
+class ExtractDateMapping(_Strict):
+    """Where the export says when it was taken: a column of a small file (its first row)."""
+
+    file: str = Field(description="File name (or glob) inside the extract folder.")
+    column: str
+
+
 class Mapping(_Strict):
     """A practice system's report layout."""
 
@@ -97,6 +104,9 @@ class Mapping(_Strict):
     patients: FileMapping
     events: FileMapping | None = None
     medications: FileMapping | None = None
+    extract_date: ExtractDateMapping | None = Field(
+        None, description="Where the export records when it was taken (else --extract-date)."
+    )
 
 
 def load_mapping(path: Path) -> tuple[Mapping, bytes]:
@@ -140,9 +150,44 @@ class CsvSource:
                 )
             self.parts[part] = matches[0]
         self.files = list(self.parts.values())
+        self.date_file: Path | None = None
+        if self.mapping.extract_date is not None:
+            pattern = self.mapping.extract_date.file
+            found = [m for p in paths for m in ([p] if p.is_file() else sorted(p.glob(pattern)))]
+            found = [m for m in found if m.match(pattern)]
+            self.date_file = found[0] if found else None
         from recruit.load.files import fingerprint
 
-        self.fingerprint = fingerprint(self.files, hashlib.sha256(raw).hexdigest().encode())
+        dated = self.files + ([self.date_file] if self.date_file else [])
+        self.fingerprint = fingerprint(dated, hashlib.sha256(raw).hexdigest().encode())
+
+    def check_headers(self) -> None:
+        """Refuse at once a file that is not text or lacks a mapped column (reads the header)."""
+        for part, path in self.parts.items():
+            rows = self._rows(path, getattr(self.mapping, part))
+            next(rows, None)
+            rows.close()
+
+    def extract_date(self) -> dt.date | None:
+        """The date the export says it was taken (the mapping's extract_date file), if any."""
+        spec = self.mapping.extract_date
+        if spec is None or self.date_file is None:
+            return None
+        fm = FileMapping(file=spec.file, columns={"extract_date": spec.column})
+        for _, row, problem in self._rows(self.date_file, fm):
+            if problem:
+                break
+            raw = row[spec.column].strip()
+            for fmt in [*self.mapping.date_formats, "%Y-%m-%d"]:
+                try:
+                    return dt.datetime.strptime(raw, fmt).date()
+                except ValueError:
+                    continue
+            raise RecruitError(
+                f"{self.date_file.name} gives the extract date in a form the mapping does not expect; "
+                "give the date with --extract-date YYYY-MM-DD."
+            )
+        return None
 
     def records(self, dates: DateReader) -> Iterator[tuple[Record, Parsed | Exception]]:
         for file_no, (part, path) in enumerate(self.parts.items()):

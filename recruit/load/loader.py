@@ -1,9 +1,16 @@
 """Loading an extract: read every record, stage it, resolve it in SQL, commit whole or not at all.
 
 Every record read ends up loaded, quarantined with a reason, or counted as "not used" (a resource
-type or kind recruit has no use for); loaded + quarantined = read. A newer extract of a practice
-replaces that practice's events and prescriptions and updates its patients in place, so the
-workflow history (runs, reviews, invitations) still points at the same patients.
+type or kind recruit has no use for, another practice's Organization); loaded + quarantined = read.
+
+Every extract has a date (given, or from its manifest, Bundle timestamps or meta.lastUpdated); an
+extract older than the newest loaded for a practice it holds is refused. A newer extract of a
+practice replaces that practice's events and prescriptions of the kinds it carries (a missing
+file keeps its kind's earlier records) and updates its patients in place, so the workflow history
+(runs, reviews, invitations) still points at the same patients; a patient id reused for another
+person (a different NHS number or birth date) starts a new patient. An extract changes only the
+practices its patients are registered with. Quarantined records that still signal death, leaving
+or a coded entry (dissent) are kept as person holds, so the person is never written to.
 """
 
 from __future__ import annotations
@@ -15,19 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     Connection,
     Engine,
+    String,
     and_,
     case,
+    cast,
     delete,
     exists,
     func,
     insert,
     literal,
+    null,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,6 +46,7 @@ from recruit.db import unavailable
 from recruit.errors import RecruitError
 from recruit.load import stage as S
 from recruit.load.chunks import Staged, Stager, default_workers, staged_chunks
+from recruit.load.extract_info import NO_DATE, check_manifest, fhir_extract_date, file_types
 from recruit.load.fhir import Parsed
 from recruit.load.files import FHIR_SUFFIXES, Record, find_files, fingerprint, input_files
 from recruit.load.rows import OrgRow, PractitionerRow
@@ -45,6 +56,7 @@ from recruit.models import (
     Extract,
     MedicationIssue,
     Patient,
+    PersonHold,
     Practice,
     Practitioner,
     Quarantine,
@@ -78,6 +90,13 @@ class LoadSummary:
     already_loaded: bool = False
     practices: list[str] = field(default_factory=list)
     stu3_records: int = 0
+    extract_date: dt.date | None = None
+    date_source: str | None = None
+    resource_types: list[str] = field(default_factory=list)
+    # Per practice (ODS code): kinds of record its previous extract had that this one lacks;
+    # their earlier records were kept.
+    kept_earlier: dict[str, list[str]] = field(default_factory=dict)
+    holds: int = 0  # person holds written (quarantined records signalling death, leaving, dissent)
 
 
 Progress = Callable[[int], None]
@@ -107,10 +126,20 @@ def load_extract(
 
         source = CsvSource(paths, mapping or default_mapping())
         files, print_ = source.files, source.fingerprint
+        kinds = {"Patient"} | {CSV_KINDS[part] for part in source.parts if part != "patients"}
+        if extract_date is not None:
+            when, date_source = extract_date, "--extract-date"
+        else:
+            source.check_headers()
+            found = source.extract_date()
+            if found is None:
+                raise RecruitError(NO_DATE)
+            when, date_source = found, "the CSV export's date file"
     elif fmt == "fhir":
         files = find_files(paths, FHIR_SUFFIXES)
+        kinds = check_manifest(paths) | file_types(files)
         print_ = fingerprint(files)
-        extract_date = extract_date or manifest_date(paths)
+        when, date_source = fhir_extract_date(paths, files, extract_date)
     else:
         raise RecruitError(f"Unknown extract format '{fmt}': use fhir or csv.")
     try:
@@ -120,7 +149,7 @@ def load_extract(
             ).scalar_one_or_none()
             if existing is not None:
                 return LoadSummary(existing, print_, len(files), already_loaded=True)
-            job = _Load(conn, files, print_, fmt, extract_date or dt.date.today(), progress)
+            job = _Load(conn, files, print_, fmt, when, progress, date_source, kinds)
             if source is None:
                 if strict:
                     from recruit.load.strict import strict_failures
@@ -132,11 +161,6 @@ def load_extract(
             return job.finish()
     except SQLAlchemyError as exc:
         raise unavailable(engine, exc) from None
-
-
-def literal_date(iso: str) -> Any:
-    """An ISO date as a bound date value (portable: SQLite stores text, PostgreSQL a date)."""
-    return dt.date.fromisoformat(iso)
 
 
 def guess_format(paths: list[Path]) -> str:
@@ -154,17 +178,12 @@ def default_mapping() -> Path:
     raise RecruitError("No CSV mapping given: use --mapping FILE (see rules/mappings/ for examples).")
 
 
-def manifest_date(paths: list[Path]) -> dt.date | None:
-    """A Bulk Data manifest's transactionTime is when the extract was taken."""
-    for path in paths:
-        manifest = path / "manifest.json" if path.is_dir() else None
-        if manifest and manifest.is_file():
-            try:
-                data = orjson.loads(manifest.read_bytes())
-                return dt.datetime.fromisoformat(str(data["transactionTime"]).replace("Z", "+00:00")).date()
-            except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
-                return None
-    return None
+# The kinds a CSV export's files carry (the resource_type of their rows).
+CSV_KINDS = {"patients": "Patient", "events": "Event", "medications": "Medication"}
+# Kinds of record that become events or prescriptions, by format: a newer extract carrying any of
+# them also replaces rows of unknown kind (loaded before kinds were kept) or of the other format.
+FHIR_EVENT_KINDS = frozenset({"Condition", "Observation"})
+FHIR_MED_KINDS = frozenset({"MedicationRequest", "MedicationStatement"})
 
 
 class _Load:
@@ -176,12 +195,23 @@ class _Load:
         fmt: str,
         extract_date: dt.date,
         progress: Progress | None,
+        date_source: str = "--extract-date",
+        kinds: set[str] | None = None,
     ) -> None:
         self.conn = conn
         self.files = files
+        self.fmt = fmt
         self.dates = DateReader(extract_date)
         self.progress = progress
-        self.summary = LoadSummary(None, print_, len(files))
+        self.summary = LoadSummary(
+            None, print_, len(files), extract_date=extract_date, date_source=date_source
+        )
+        # Kinds of record the extract carries: its files' (and manifest's) kinds, then every
+        # record's kind as read, quarantined or not.
+        self.kinds: set[str] = set(kinds or ())
+        self.org_records: Counter[str] = Counter()
+        self.practitioner_records: Counter[str] = Counter()
+        self.fallback_practice: int | None = None
         self.extract_id = conn.execute(
             insert(Extract)
             .values(
@@ -189,6 +219,7 @@ class _Load:
                 format=fmt,
                 source_paths=[str(p) for p in files],
                 extract_date=extract_date,
+                date_source=date_source,
             )
             .returning(Extract.id)
         ).scalar_one()
@@ -230,10 +261,14 @@ class _Load:
         self.repaired += staged.repaired
         self.orgs.update(staged.orgs)
         self.practitioners.update(staged.practitioners)
+        self.org_records.update(staged.org_records)
+        self.practitioner_records.update(staged.practitioner_records)
         for name, rows in staged.rows.items():
             self.writer.add_many(name, rows)
         paths = self.paths
         for file_no, line, entry, rtype, rid, field_, code, reason, snippet in staged.quarantine:
+            if rtype:
+                self.kinds.add(rtype)
             self.quarantine_rows.append(
                 {
                     "extract_id": self.extract_id,
@@ -268,16 +303,23 @@ class _Load:
         self._resolve_patients(practice_ids)
         gp_ids = self._practitioners(practice_ids)
         self._quarantine_staged_patients()
-        self._replace_practice_records(practice_ids)
+        held = self._held_practices()
+        self._refuse_if_older(held)
+        self._record_kinds()
+        self._kept_earlier(held)
+        self._retire_reused_ids(held)
+        self._replace_practice_records(held)
         self._upsert_patients()
         self._resolve_records()
         self._insert_events_and_medications()
-        self._finish_practices(practice_ids, gp_ids)
+        self._write_holds(held)
+        self._finish_practices(held, gp_ids)
         S.drop_staging(self.conn)
         s = self.summary
         s.repaired = self.repaired + self.dates.repaired
         s.quarantined = sum(s.quarantined_by_reason.values())
         s.loaded = s.read - s.quarantined
+        s.resource_types = sorted(self.kinds)
         self.conn.execute(
             update(Extract)
             .where(Extract.id == self.extract_id)
@@ -287,42 +329,69 @@ class _Load:
                 records_repaired=s.repaired,
                 records_quarantined=s.quarantined,
                 practice_ods_code=s.practices[0] if len(s.practices) == 1 else None,
+                resource_types=s.resource_types,
             )
         )
         return s
 
+    def _not_used(self, what: str, n: int) -> None:
+        """Records read but neither stored nor quarantined: counted as not used, not as read."""
+        if n:
+            self.summary.read -= n
+            self.summary.not_used[what] += n
+
     def _practices(self) -> dict[str, int]:
-        """Upsert the practices named by Organization records or by ODS code; map key -> id."""
+        """The practices the extract's patients are registered with: map key -> practice id.
+
+        Only they are created (or found); an Organization no patient is registered with (a
+        previous practice, say) changes nothing and is counted as not used. Their details are
+        updated at the end, and only for the practices the extract holds.
+        """
         c = self.conn
         referenced = {
             r for (r,) in c.execute(select(S.ld_patient.c.practice_ref).distinct()) if r is not None
         }
+        unstated = c.execute(select(exists().where(S.ld_patient.c.practice_ref.is_(None)))).scalar()
         orgs: dict[str, OrgRow] = dict(self.orgs)
         for key in referenced:
             if key.startswith("ods:") and key not in orgs:
                 ods = key[4:]
                 orgs[key] = OrgRow([key], ods, f"Practice {ods}", None, None, None)
+        all_ods = {org.ods_code for org in self.orgs.values()}
+        wanted = {orgs[key].ods_code for key in referenced if key in orgs}
+        # One practice in the extract: patients that do not say are its own.
+        if unstated and len(all_ods) == 1:
+            wanted |= all_ods
+        self.org_values: dict[str, OrgRow] = {}
         key_to_id: dict[str, int] = {}
         by_ods: dict[str, int] = {}
         for key, org in sorted(orgs.items()):
+            if org.ods_code not in wanted:
+                continue
             if org.ods_code not in by_ods:
                 found = c.execute(select(Practice.id).where(Practice.ods_code == org.ods_code)).scalar()
-                values = {
-                    "name": org.name,
-                    "address": org.address,
-                    "postcode": org.postcode,
-                    "telephone": org.telephone,
-                }
                 if found is None:
                     found = c.execute(
-                        insert(Practice).values(ods_code=org.ods_code, **values).returning(Practice.id)
+                        insert(Practice)
+                        .values(
+                            ods_code=org.ods_code,
+                            name=org.name,
+                            address=org.address,
+                            postcode=org.postcode,
+                            telephone=org.telephone,
+                        )
+                        .returning(Practice.id)
                     ).scalar_one()
-                elif org.address is not None or not org.name.startswith("Practice "):
-                    c.execute(update(Practice).where(Practice.id == found).values(**values))
                 by_ods[org.ods_code] = found
             key_to_id[key] = by_ods[org.ods_code]
+            if org.address is not None or not org.name.startswith("Practice "):
+                self.org_values[org.ods_code] = org
+        if unstated and len(all_ods) == 1 and all_ods <= set(by_ods):
+            self.fallback_practice = by_ods[next(iter(all_ods))]
         if key_to_id:
             c.execute(insert(S.ld_ref), [{"key": k, "target_id": v} for k, v in key_to_id.items()])
+        others = sum(n for ods, n in self.org_records.items() if ods not in wanted)
+        self._not_used("Organization of another practice: not changed", others)
         return key_to_id
 
     def _resolve_patients(self, practice_ids: dict[str, int]) -> None:
@@ -334,9 +403,8 @@ class _Load:
                 .scalar_subquery()
             )
         )
-        only = set(practice_ids.values())
-        if len(only) == 1:  # one practice in the extract: patients that do not say are its own
-            c.execute(update(p).where(p.c.practice_ref.is_(None)).values(practice_id=only.pop()))
+        if self.fallback_practice is not None:
+            c.execute(update(p).where(p.c.practice_ref.is_(None)).values(practice_id=self.fallback_practice))
 
     def _practitioners(self, practice_ids: dict[str, int]) -> dict[int, list[int]]:
         """Practitioners belong to the practices whose patients name them as usual GP."""
@@ -373,6 +441,9 @@ class _Load:
         gp_ids: dict[int, list[int]] = {}
         for (practice_id, _), gp_id in sorted(ids.items()):
             gp_ids.setdefault(practice_id, []).append(gp_id)
+        stored = {source_id for _, source_id in ids}
+        unnamed = sum(n for sid, n in self.practitioner_records.items() if sid not in stored)
+        self._not_used("Practitioner no patient of the extract names: not stored", unnamed)
         return gp_ids
 
     def _upsert_practitioner(self, practice_id: int, prac: PractitionerRow) -> int:
@@ -433,12 +504,135 @@ class _Load:
             "Patient",
         )
 
-    def _replace_practice_records(self, practice_ids: dict[str, int]) -> None:
-        ids = sorted(set(practice_ids.values()))
-        if not ids:
+    def _held_practices(self) -> list[int]:
+        """The practices this extract is for: those its stored patients are registered with."""
+        p = S.ld_patient
+        found = self.conn.execute(
+            select(p.c.practice_id).where(p.c.status == "ok", p.c.practice_id.is_not(None)).distinct()
+        ).scalars()
+        return sorted(found)
+
+    def _refuse_if_older(self, held: list[int]) -> None:
+        """An extract older than the newest loaded for a practice it holds would bring back
+        facts that are no longer true (a death undone): refuse it, naming both dates."""
+        if not held:
             return
-        self.conn.execute(delete(ClinicalEvent).where(ClinicalEvent.practice_id.in_(ids)))
-        self.conn.execute(delete(MedicationIssue).where(MedicationIssue.practice_id.in_(ids)))
+        newer = self.conn.execute(
+            select(Practice.ods_code, Extract.extract_date)
+            .join(Extract, Extract.id == Practice.extract_id)
+            .where(Practice.id.in_(held), Extract.extract_date > self.dates.latest)
+            .order_by(Practice.ods_code)
+        ).all()
+        if newer:
+            which = "; ".join(f"practice {ods} has one taken on {when}" for ods, when in newer)
+            raise RecruitError(
+                f"This extract was taken on {self.dates.latest_iso} ({self.summary.date_source}), "
+                f"but a newer extract is already loaded: {which}. An older extract cannot replace "
+                "newer records, so nothing was loaded."
+            )
+
+    def _record_kinds(self) -> None:
+        """Add the kinds of every staged record to those the files named."""
+        c = self.conn
+        staged: list[set[str]] = []
+        for table in (S.ld_event, S.ld_med):
+            staged.append(
+                {k for (k,) in c.execute(select(table.c.resource_type).distinct()) if k is not None}
+            )
+            self.kinds |= staged[-1]
+        self.event_kinds = (FHIR_EVENT_KINDS | staged[0]) & self.kinds
+        self.med_kinds = (FHIR_MED_KINDS | staged[1]) & self.kinds
+        for table, kind in ((S.ld_patient, "Patient"), (S.ld_medicine, "Medication")):
+            if c.execute(select(exists().select_from(table))).scalar():
+                self.kinds.add(kind)
+        if self.orgs:
+            self.kinds.add("Organization")
+        if self.practitioners and self.fmt != "csv":
+            self.kinds.add("Practitioner")
+
+    def _replaced(self, model: Any, sort_kinds: set[str], csv_kind: str) -> Any:
+        """Which of a practice's earlier rows (events or prescriptions) this extract replaces.
+
+        Rows of a kind it carries; and, when it carries any kind of this sort of record, rows of
+        no recorded kind (loaded before kinds were kept) or of the other format's kinds."""
+        column = model.resource_type
+        # Never NULL (the "kept" query negates it): a row of unknown kind is decided explicitly.
+        of_carried_kind = and_(column.is_not(None), column.in_(sorted(self.kinds)))
+        if self.fmt == "csv":
+            return literal(True) if csv_kind in self.kinds else of_carried_kind
+        if not sort_kinds:
+            return of_carried_kind
+        return or_(of_carried_kind, column.is_(None), column == csv_kind)
+
+    def _kept_earlier(self, held: list[int]) -> None:
+        """Say which kinds of earlier record this extract lacks, so they were kept."""
+        if not held:
+            return
+        c = self.conn
+        kept: dict[str, set[str]] = {}
+        for model, kinds, csv_kind in (
+            (ClinicalEvent, self.event_kinds, "Event"),
+            (MedicationIssue, self.med_kinds, "Medication"),
+        ):
+            rows = c.execute(
+                select(Practice.ods_code, model.resource_type)
+                .join(Practice, Practice.id == model.practice_id)
+                .where(model.practice_id.in_(held), ~self._replaced(model, kinds, csv_kind))
+                .distinct()
+            ).all()
+            for ods, kind in rows:
+                kept.setdefault(ods, set()).add(kind or "earlier records of unrecorded kind")
+        self.summary.kept_earlier = {ods: sorted(k) for ods, k in sorted(kept.items())}
+
+    def _retire_reused_ids(self, held: list[int]) -> None:
+        """A patient id that now carries another NHS number or birth date is another person.
+
+        The stored row keeps its history (reviews, invitations) but frees its id and its
+        registration ends at the extract date; the incoming person gets a row of their own, so
+        nothing the GP decided about the first person passes to the second."""
+        p = S.ld_patient
+        taken = self.dates.latest
+        differs = or_(
+            p.c.nhs_number != Patient.nhs_number,
+            p.c.date_of_birth != Patient.date_of_birth,
+            p.c.date_of_birth_latest.is_distinct_from(Patient.date_of_birth_latest),
+        )
+        other = exists().where(
+            p.c.status == "ok",
+            p.c.practice_id == Patient.practice_id,
+            p.c.source_id == Patient.source_id,
+            differs,
+        )
+        if not held:
+            return
+        self.conn.execute(
+            update(Patient)
+            .where(Patient.practice_id.in_(held), other)
+            .values(
+                source_id=func.substr(Patient.source_id, 1, 150, type_=String)
+                + "~retired~"
+                + cast(Patient.id, String),
+                registration_end=case(
+                    (
+                        or_(Patient.registration_end.is_(None), Patient.registration_end > taken),
+                        taken,
+                    ),
+                    else_=Patient.registration_end,
+                ),
+            )
+        )
+
+    def _replace_practice_records(self, held: list[int]) -> None:
+        """A newer extract replaces its practices' events and prescriptions of the kinds it carries."""
+        if not held:
+            return
+        for model, kinds, csv_kind in (
+            (ClinicalEvent, self.event_kinds, "Event"),
+            (MedicationIssue, self.med_kinds, "Medication"),
+        ):
+            self.conn.execute(
+                delete(model).where(model.practice_id.in_(held), self._replaced(model, kinds, csv_kind))
+            )
 
     def _upsert_patients(self) -> None:
         c, p = self.conn, S.ld_patient
@@ -693,25 +887,165 @@ class _Load:
             )
         )
 
-    def _finish_practices(self, practice_ids: dict[str, int], gp_ids: dict[int, list[int]]) -> None:
-        ids = sorted(set(practice_ids.values()))
-        if ids:
-            self.conn.execute(update(Practice).where(Practice.id.in_(ids)).values(extract_id=self.extract_id))
+    def _write_holds(self, held: list[int]) -> None:
+        """Person holds: quarantined records that still say the person died, left, or has a
+        coded entry (such as dissent from research use). Letters match them by NHS number or by
+        (practice, patient id), so a broken record can never let a letter through.
+
+        Three sources, each one INSERT ... SELECT: holds the reader staged for records it could
+        not read (ld_hold); patients quarantined here carrying a death or an ended registration;
+        events quarantined here, with their codes."""
+        c, p, k = self.conn, S.ld_patient, S.ld_patient_key
+        h, bk, f = S.ld_hold, S.ld_bad_patient_key, S.ld_file
+        practice = literal(held[0]) if len(held) == 1 else null()
+        first_key = select(k.c.key, func.min(k.c.seq).label("seq")).group_by(k.c.key).subquery("first_key")
+        # A quarantined Patient's NHS number and id: from its own hold, else from an nhs: key.
+        bad_key = select(bk.c.key, func.min(bk.c.seq).label("seq")).group_by(bk.c.key).subquery("bad_key")
+        bad_hold = (
+            select(
+                h.c.seq,
+                func.min(h.c.nhs_number).label("nhs_number"),
+                func.min(h.c.source_id).label("source_id"),
+            )
+            .where(h.c.patient_ref.is_(None))
+            .group_by(h.c.seq)
+            .subquery("bad_hold")
+        )
+        bad_nhs = (
+            select(bk.c.seq, func.min(func.substr(bk.c.key, 5)).label("nhs_number"))
+            .where(bk.c.key.like("nhs:%"))
+            .group_by(bk.c.seq)
+            .subquery("bad_nhs")
+        )
+
+        def from_key(ref: Any) -> Any:
+            return case((ref.like("nhs:%"), func.substr(ref, 5)), else_=null())
+
+        cols = [
+            "extract_id",
+            "nhs_number",
+            "practice_id",
+            "source_id",
+            "signal",
+            "code_system",
+            "code",
+            "reason_code",
+            "file",
+            "line",
+        ]
+        staged_holds = (
+            select(
+                literal(self.extract_id),
+                func.coalesce(
+                    h.c.nhs_number,
+                    p.c.nhs_number,
+                    bad_hold.c.nhs_number,
+                    bad_nhs.c.nhs_number,
+                    from_key(h.c.patient_ref),
+                ),
+                func.coalesce(p.c.practice_id, practice),
+                func.coalesce(h.c.source_id, p.c.source_id, bad_hold.c.source_id),
+                h.c.signal,
+                h.c.code_system,
+                h.c.code,
+                h.c.reason_code,
+                f.c.path,
+                h.c.line,
+            )
+            .select_from(h)
+            .outerjoin(first_key, first_key.c.key == h.c.patient_ref)
+            .outerjoin(p, p.c.seq == first_key.c.seq)
+            .outerjoin(bad_key, bad_key.c.key == h.c.patient_ref)
+            .outerjoin(bad_hold, bad_hold.c.seq == bad_key.c.seq)
+            .outerjoin(bad_nhs, bad_nhs.c.seq == bad_key.c.seq)
+            .outerjoin(f, f.c.file_no == h.c.file_no)
+        )
+        quarantined = p.c.status != "ok"
+        patient_holds = [
+            select(
+                literal(self.extract_id),
+                p.c.nhs_number,
+                p.c.practice_id,
+                p.c.source_id,
+                literal(signal),
+                null(),
+                null(),
+                p.c.status,
+                f.c.path,
+                p.c.line,
+            )
+            .select_from(p)
+            .outerjoin(f, f.c.file_no == p.c.file_no)
+            .where(quarantined, condition)
+            for signal, condition in (
+                ("death", p.c.date_of_death.is_not(None)),
+                ("left", p.c.registration_end <= self.dates.latest),
+            )
+        ]
+        r, e = S.ld_record, S.ld_event
+        event_holds = (
+            select(
+                literal(self.extract_id),
+                func.coalesce(
+                    p.c.nhs_number, bad_hold.c.nhs_number, bad_nhs.c.nhs_number, from_key(e.c.patient_ref)
+                ),
+                func.coalesce(p.c.practice_id, practice),
+                func.coalesce(p.c.source_id, bad_hold.c.source_id),
+                literal("code"),
+                e.c.code_system,
+                e.c.code,
+                r.c.status,
+                f.c.path,
+                e.c.line,
+            )
+            .select_from(r)
+            .join(e, e.c.seq == r.c.seq)
+            .outerjoin(p, p.c.seq == r.c.patient_seq)
+            .outerjoin(bad_key, bad_key.c.key == e.c.patient_ref)
+            .outerjoin(bad_hold, bad_hold.c.seq == bad_key.c.seq)
+            .outerjoin(bad_nhs, bad_nhs.c.seq == bad_key.c.seq)
+            .outerjoin(f, f.c.file_no == e.c.file_no)
+            .where(r.c.kind == "event", r.c.status != "ok", e.c.code.is_not(None))
+        )
+        every = union_all(staged_holds, *patient_holds, event_holds).subquery("every")
+        c.execute(
+            insert(PersonHold).from_select(
+                cols,
+                select(*every.c).where(or_(every.c[1].is_not(None), every.c[3].is_not(None))),
+            )
+        )
+        self.summary.holds = c.execute(
+            select(func.count()).select_from(PersonHold).where(PersonHold.extract_id == self.extract_id)
+        ).scalar_one()
+
+    def _finish_practices(self, held: list[int], gp_ids: dict[int, list[int]]) -> None:
+        c = self.conn
+        if held:
+            c.execute(update(Practice).where(Practice.id.in_(held)).values(extract_id=self.extract_id))
+            for ods, org in sorted(self.org_values.items()):
+                c.execute(
+                    update(Practice)
+                    .where(Practice.id.in_(held), Practice.ods_code == ods)
+                    .values(
+                        name=org.name, address=org.address, postcode=org.postcode, telephone=org.telephone
+                    )
+                )
+        if held and "Patient" in self.kinds:
             # A patient missing from the practice's newer extract is no longer on its list: keep the row
             # (runs, reviews and invitations point at it) but end the registration by the extract date,
-            # so searches and letters treat them as gone.
-            taken = self.dates.latest_iso
-            self.conn.execute(
+            # so searches and letters treat them as gone. Only an extract carrying patients says so.
+            taken = self.dates.latest
+            c.execute(
                 update(Patient)
                 .where(
-                    Patient.practice_id.in_(ids),
+                    Patient.practice_id.in_(held),
                     Patient.extract_id != self.extract_id,
-                    or_(Patient.registration_end.is_(None), Patient.registration_end > literal_date(taken)),
+                    or_(Patient.registration_end.is_(None), Patient.registration_end > taken),
                 )
-                .values(registration_end=literal_date(taken))
+                .values(registration_end=taken)
             )
         self.summary.practices = sorted(
-            self.conn.execute(select(Practice.ods_code).where(Practice.id.in_(ids))).scalars()
+            c.execute(select(Practice.ods_code).where(Practice.id.in_(held))).scalars()
         )
 
 
