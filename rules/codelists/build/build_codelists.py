@@ -684,8 +684,11 @@ OPT_OUT_EXTRA_SOURCES = {
 # (code, system, term, category, source): codes the shared file lacks, each read in the cited
 # page. Withdrawal codes (type 1 'dissent withdrawn', type 2 withdrawal) and a SNOMED CT code for
 # national audit dissent were searched for (OpenCodelists copies in public repositories, NHS
-# England/NHS Digital and practice pages) and not found published, so none is listed: until they
-# are, a recorded dissent is never taken back by the search (the safe direction).
+# England/NHS Digital and practice pages) and not found published with their meaning, so none is
+# listed: until they are, a recorded dissent is never taken back by the search (the safe
+# direction). DiscoveryQueryLibrary@7f8573df1bf4:Projects/BartsPancreasTissueBankPhase2/Queries/
+# bp2_type1and2.sql extracts 9Nu1./XaZ8a with type 1 and 9Nu5./XaaVM with type 2 but gives no
+# terms; a code wrongly taken for a withdrawal would re-include opted-out people, so they wait.
 OPT_OUT_ADDITIONS = [
     (
         "827241000000103",
