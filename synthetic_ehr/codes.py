@@ -265,7 +265,7 @@ def load_codes(codelists_dir: str | Path | None = None) -> CodeSet:
                 _add(excl, cat, _code(r))
     opt: dict = {}
     opt_rows = [r for r in _rows(root / "research_opt_out.csv") if r["system"] in SYSTEM_URI]
-    type1 = [r for r in opt_rows if (r.get("category") or "") == "type1_opt_out"]
+    type1 = [r for r in opt_rows if (r.get("category") or "") == "type1_dissent"]
     for r in type1 or opt_rows:  # prefer the type 1 opt-out codes when the list says which
         _add(opt, "opt_out", _code(r))
     # The shared reference layout keeps these in one exclusions.csv; use it only for gaps.

@@ -71,6 +71,7 @@ class Population:
             "source_id": f"p{pid}",
             "nhs_number": None,
             "date_of_birth": dt.date(1980, 1, 1),
+            "date_of_birth_latest": None,
             "sex": "unknown",
             "registration_start": dt.date(2000, 1, 1),
             "registration_end": None,
@@ -80,7 +81,15 @@ class Population:
         self.patients.append(row)
         return row
 
-    def add_event(self, pid: int, day: dt.date, system: str, code: str, term: str | None = None) -> None:
+    def add_event(
+        self,
+        pid: int,
+        day: dt.date,
+        system: str,
+        code: str,
+        term: str | None = None,
+        status: str | None = None,
+    ) -> None:
         self.events.append(
             {
                 "id": max((e["id"] for e in self.events), default=0) + 1,
@@ -90,11 +99,18 @@ class Population:
                 "code_system": system,
                 "code": code,
                 "term": term if term is not None else f"term {code}",
+                "status": status,
             }
         )
 
     def add_issue(
-        self, pid: int, day: dt.date, code: str, course: str = "repeat", system: str = "dmd"
+        self,
+        pid: int,
+        day: dt.date,
+        code: str,
+        course: str = "repeat",
+        system: str = "dmd",
+        status: str | None = None,
     ) -> None:
         self.medications.append(
             {
@@ -106,6 +122,7 @@ class Population:
                 "code": code,
                 "term": f"drug {code}",
                 "course": course,
+                "status": status,
             }
         )
 

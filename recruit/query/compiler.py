@@ -57,7 +57,13 @@ from sqlalchemy.sql.elements import ColumnElement
 from recruit.codelists import Code, Codelist, CodeSystem
 from recruit.errors import RecruitError
 from recruit.query.dates import months_before, window_bounds, years_before
-from recruit.rules.model import Criterion, LatestCodeAmong, RuleSet
+from recruit.rules.model import (
+    EVENT_STATUS_WHEN_NULL,
+    ISSUE_STATUS_WHEN_NULL,
+    Criterion,
+    LatestCodeAmong,
+    RuleSet,
+)
 from recruit.tables import CODES, EVENT, INVITATION, MEDICATION, PATIENT, STUDY
 
 ATOM_KINDS = {"has_code", "medication_count", "already_invited", "do_not_contact"}
@@ -240,9 +246,13 @@ class Compiler:
         if kind == "alive":
             return or_(PATIENT.c.date_of_death.is_(None), PATIENT.c.date_of_death > index)
         if kind == "age_between":
-            # date_of_birth is never NULL, so this is never NULL either.
+            # A partial birth date spans date_of_birth (first possible day) to
+            # date_of_birth_latest (last); the minimum age must hold for the latest possible
+            # birth and the maximum for the earliest. date_of_birth is never NULL, so neither
+            # side is NULL either.
+            latest_birth = func.coalesce(PATIENT.c.date_of_birth_latest, PATIENT.c.date_of_birth)
             return and_(
-                PATIENT.c.date_of_birth <= years_before(index, body.min),
+                latest_birth <= years_before(index, body.min),
                 PATIENT.c.date_of_birth > years_before(index, body.max + 1),
             )
         if kind in ATOM_KINDS:
@@ -278,15 +288,25 @@ class Compiler:
         if kind == "has_code":
             start, end = window_bounds(body.window, index)
             if body.occurrence == "any":
-                return self._matches(EVENT, body.names, body.categories, start, end, patient_only=True)
-            m = self._matches(EVENT, body.names, body.categories, None, index).subquery()
+                return self._matches(
+                    EVENT, body.names, body.categories, start, end, patient_only=True, statuses=body.statuses
+                )
+            m = self._matches(
+                EVENT, body.names, body.categories, None, index, statuses=body.statuses
+            ).subquery()
             edge = func.min(m.c.date) if body.occurrence == "first" else func.max(m.c.date)
             having = [edge <= end] + ([edge >= start] if start is not None else [])
             return select(m.c.patient_id).group_by(m.c.patient_id).having(and_(*having))
         if kind == "medication_count":
             start, end = window_bounds(body.window, index)
             m = self._matches(
-                MEDICATION, body.names, body.categories, start, end, course=body.course
+                MEDICATION,
+                body.names,
+                body.categories,
+                start,
+                end,
+                course=body.course,
+                statuses=body.statuses,
             ).subquery()
             having = [func.count() >= body.min_issues]
             if body.min_distinct_months is not None:
@@ -334,9 +354,11 @@ class Compiler:
         course: str = "any",
         patients: Table | None = None,
         patient_only: bool = False,
+        statuses: Sequence[str] | None = None,
     ) -> Select:
         """Distinct records (id, patient_id, date, system, code, term) with a code from the lists,
-        of the patients searched (or of `patients`, a subset of them)."""
+        of the patients searched (or of `patients`, a subset of them), and with one of
+        `statuses` when given (a record with no status counts as recorded / unknown)."""
         date_col = records.c.event_date if records is EVENT else records.c.issue_date
         ids = [self.codelist_ids[name] for name in names]
         pop = self.population if patients is None else patients
@@ -347,6 +369,9 @@ class Compiler:
             where.append(CODES.c.category.in_(list(categories)))
         if course != "any":
             where.append(records.c.course == course)
+        if statuses is not None:
+            when_null = EVENT_STATUS_WHEN_NULL if records is EVENT else ISSUE_STATUS_WHEN_NULL
+            where.append(func.coalesce(records.c.status, when_null).in_(list(statuses)))
         columns = (
             (records.c.patient_id,)
             if patient_only
@@ -517,7 +542,16 @@ class Compiler:
             if kind == "has_code" and body.occurrence != "any":
                 newest_first = body.occurrence == "last"
                 start = None
-            m = self._matches(records, body.names, body.categories, start, end, course, patients=held)
+            m = self._matches(
+                records,
+                body.names,
+                body.categories,
+                start,
+                end,
+                course,
+                patients=held,
+                statuses=body.statuses,
+            )
             m = m.subquery()
             ranked = select(
                 m,

@@ -14,7 +14,15 @@ from typing import Any
 
 from recruit.codelists import Codelist
 from recruit.query.dates import age_on, months_before, window_bounds
-from recruit.rules.model import Criterion, LatestCodeAmong, RuleSet, StatusSource, Window
+from recruit.rules.model import (
+    EVENT_STATUS_WHEN_NULL,
+    ISSUE_STATUS_WHEN_NULL,
+    Criterion,
+    LatestCodeAmong,
+    RuleSet,
+    StatusSource,
+    Window,
+)
 
 Row = Mapping[str, Any]
 Evidence = tuple[dt.date, str, str, str | None]  # date, system, code, term
@@ -80,11 +88,15 @@ class Reference:
         names: Sequence[str],
         categories,
         window: Window,
+        statuses: Sequence[str] | None = None,
     ) -> list[Row]:
         start, end = window_bounds(window, self.index)
+        when_null = EVENT_STATUS_WHEN_NULL if date_key == "event_date" else ISSUE_STATUS_WHEN_NULL
         found = []
         for row in rows:
             if row["patient_id"] != patient["id"]:
+                continue
+            if statuses is not None and (row.get("status") or when_null) not in statuses:
                 continue
             day = row[date_key]
             if day > end or (start is not None and day < start):
@@ -111,15 +123,26 @@ class Reference:
         if kind == "alive":
             return p["date_of_death"] is None or p["date_of_death"] > index, None
         if kind == "age_between":
-            return body.min <= age_on(p["date_of_birth"], index) <= body.max, None
+            # Safe direction for partial birth dates: old enough if born on the last possible
+            # day, young enough if born on the first.
+            latest_birth = p.get("date_of_birth_latest") or p["date_of_birth"]
+            return body.min <= age_on(latest_birth, index) and age_on(
+                p["date_of_birth"], index
+            ) <= body.max, None
         if kind == "has_code":
             if body.occurrence == "any":
                 rows = self._records(
-                    self.data.events, "event_date", p, body.names, body.categories, body.window
+                    self.data.events, "event_date", p, body.names, body.categories, body.window, body.statuses
                 )
                 return bool(rows), _newest(rows, "event_date")
             rows = self._records(
-                self.data.events, "event_date", p, body.names, body.categories, Window(ever=True)
+                self.data.events,
+                "event_date",
+                p,
+                body.names,
+                body.categories,
+                Window(ever=True),
+                body.statuses,
             )
             if not rows:
                 return False, None
@@ -129,7 +152,13 @@ class Reference:
             return ok, pick if ok else None
         if kind == "medication_count":
             rows = self._records(
-                self.data.medications, "issue_date", p, body.names, body.categories, body.window
+                self.data.medications,
+                "issue_date",
+                p,
+                body.names,
+                body.categories,
+                body.window,
+                body.statuses,
             )
             if body.course != "any":
                 rows = [r for r in rows if r["course"] == body.course]

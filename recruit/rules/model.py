@@ -27,6 +27,27 @@ from recruit.errors import RecruitError
 SCHEMA_PATH = Path("rules") / "rule-set.schema.json"
 MAX_STEPS = 62  # bit i of a signed 64-bit step_mask is step i
 
+# The record statuses the loader stores (clinical_event.status, medication_issue.status). A rule
+# may count only some of them; a record loaded before statuses were kept (NULL) counts as the
+# first of each list: a plain `recorded` event, an `unknown` issue.
+EventStatus = Literal["recorded", "active", "resolved", "unconfirmed", "cancelled"]
+IssueStatus = Literal[
+    "issued",
+    "active",
+    "completed",
+    "stopped",
+    "on_hold",
+    "cancelled",
+    "intended",
+    "not_taken",
+    "unknown",
+    "do_not_perform",
+]
+EVENT_STATUSES: tuple[str, ...] = EventStatus.__args__  # type: ignore[attr-defined]
+ISSUE_STATUSES: tuple[str, ...] = IssueStatus.__args__  # type: ignore[attr-defined]
+EVENT_STATUS_WHEN_NULL = "recorded"
+ISSUE_STATUS_WHEN_NULL = "unknown"
+
 
 # Given the parsed rule set: the codelist names that exist, or a mapping of name -> the values of
 # its category column (None when it has none), which also lets categories be checked.
@@ -125,7 +146,12 @@ class Alive(_Strict):
 
 
 class AgeBetween(_Strict):
-    """Age in whole years on the index date, both ends included."""
+    """Age in whole years on the index date, both ends included.
+
+    A partial birth date (a year, or a year and month) is decided in the safe direction: the
+    person must be at least `min` even if born on the last possible day, and at most `max` even
+    if born on the first, so nobody can be too young or too old on any reading of the record.
+    """
 
     min: int = Field(ge=0, le=130)
     max: int = Field(ge=0, le=130)
@@ -146,6 +172,14 @@ class HasCode(_Codelists):
 
     window: Window = EVER
     occurrence: Literal["any", "first", "last"] = "any"
+    statuses: list[EventStatus] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Only events with one of these statuses count (default: every status). An event "
+            "loaded without a status counts as recorded."
+        ),
+    )
 
 
 class MedicationCount(_Codelists):
@@ -156,6 +190,14 @@ class MedicationCount(_Codelists):
     min_issues: int = Field(default=1, ge=1)
     min_distinct_months: int | None = Field(default=None, ge=1)
     course: Literal["any", "repeat", "acute"] = "any"
+    statuses: list[IssueStatus] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Only issues with one of these statuses count (default: every status). An issue "
+            "loaded without a status counts as unknown."
+        ),
+    )
 
 
 class StatusSource(_Strict):
@@ -314,8 +356,12 @@ class RuleSet(_Strict):
         return definitions
 
     def fingerprint(self) -> str:
-        """sha256 of the canonical JSON: equal rule sets share it whatever their layout."""
-        text = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+        """sha256 of the canonical JSON: equal rule sets share it whatever their layout.
+
+        Fields added later and left unset (`statuses`) are left out, so a rule set written
+        before they existed keeps its fingerprint and its stored runs still match it."""
+        data = _without_unset(self.model_dump(mode="json", by_alias=True), _ADDED_FIELDS)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def codelist_names(self) -> list[str]:
@@ -334,6 +380,17 @@ class RuleSet(_Strict):
             yield ("steps", i, "criterion"), step.criterion
         for i, component in enumerate(self.score):
             yield ("score", i, "criterion"), component.criterion
+
+
+_ADDED_FIELDS = frozenset({"statuses"})
+
+
+def _without_unset(node: Any, names: frozenset[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_unset(v, names) for k, v in node.items() if not (k in names and v is None)}
+    if isinstance(node, list):
+        return [_without_unset(v, names) for v in node]
+    return node
 
 
 def walk(

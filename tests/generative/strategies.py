@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 
 from hypothesis import strategies as st
 
-from recruit.rules.model import RuleSet
+from recruit.rules.model import EVENT_STATUSES, ISSUE_STATUSES, RuleSet
 from tests.search_helpers import Population, make_codelist
 
 EVENT_CODES = [
@@ -49,6 +50,28 @@ def codelists(draw):
     return out
 
 
+# NULL is a record loaded before statuses were kept.
+event_statuses = st.one_of(st.none(), st.sampled_from(EVENT_STATUSES))
+issue_statuses = st.one_of(st.none(), st.sampled_from(ISSUE_STATUSES))
+
+
+@st.composite
+def births(draw):
+    """An exact birth date, or a partial one (a year, or a year and month) kept as its first and
+    last possible days. Dates near the index dates' birthdays make the two readings differ."""
+    day = draw(st.dates(dt.date(1950, 1, 1), dt.date(2012, 12, 31)))
+    precision = draw(st.sampled_from(["day", "day", "year", "month"]))
+    if precision == "day":
+        return {"date_of_birth": day, "date_of_birth_latest": None}
+    if precision == "year":
+        return {"date_of_birth": dt.date(day.year, 1, 1), "date_of_birth_latest": dt.date(day.year, 12, 31)}
+    last = calendar.monthrange(day.year, day.month)[1]
+    return {
+        "date_of_birth": dt.date(day.year, day.month, 1),
+        "date_of_birth_latest": dt.date(day.year, day.month, last),
+    }
+
+
 @st.composite
 def populations(draw):
     pop = Population()
@@ -61,7 +84,7 @@ def populations(draw):
             pid,
             practice_id=draw(st.sampled_from([1, 2])),
             nhs_number=draw(st.sampled_from([None, f"9{pid:09d}", "9000000001"])),
-            date_of_birth=draw(st.dates(dt.date(1950, 1, 1), dt.date(2012, 12, 31))),
+            **draw(births()),
             registration_start=start,
             registration_end=draw(st.one_of(st.none(), dates)) if start else None,
             date_of_death=draw(st.one_of(st.none(), dates)),
@@ -69,11 +92,15 @@ def populations(draw):
         for _ in range(draw(st.integers(0, 4))):
             system, code = draw(st.sampled_from(EVENT_CODES))
             term = draw(st.sampled_from([None, "t1", "t2"]))
-            pop.add_event(pid, draw(dates), system, code, term)
+            pop.add_event(pid, draw(dates), system, code, term, status=draw(event_statuses))
         for _ in range(draw(st.integers(0, 4))):
             _, code = draw(st.sampled_from(DRUG_CODES))
             pop.add_issue(
-                pid, draw(dates), code, course=draw(st.sampled_from(["acute", "repeat", "unknown"]))
+                pid,
+                draw(dates),
+                code,
+                course=draw(st.sampled_from(["acute", "repeat", "unknown"])),
+                status=draw(issue_statuses),
             )
         for _ in range(draw(st.integers(0, 1))):
             pop.add_invitation(
@@ -149,6 +176,10 @@ def leaves(draw):
     if kind == "has_code":
         body = _codes(draw, ["a", "b", "c"]) | {"window": draw(windows)}
         body["occurrence"] = draw(st.sampled_from(["any", "first", "last"]))
+        if draw(st.booleans()):
+            body["statuses"] = draw(
+                st.lists(st.sampled_from(EVENT_STATUSES), min_size=1, max_size=3, unique=True)
+            )
         return {"has_code": body}
     if kind == "medication_count":
         body = _codes(draw, ["m"]) | {"window": draw(windows), "min_issues": draw(st.integers(1, 3))}
@@ -156,6 +187,10 @@ def leaves(draw):
         if draw(st.booleans()):
             body["min_distinct_months"] = draw(st.integers(1, 3))
         body["course"] = draw(st.sampled_from(["any", "repeat", "acute"]))
+        if draw(st.booleans()):
+            body["statuses"] = draw(
+                st.lists(st.sampled_from(ISSUE_STATUSES), min_size=1, max_size=4, unique=True)
+            )
         return {"medication_count": body}
     if kind == "latest_code_among":
         return {

@@ -652,11 +652,59 @@ def build_cancer(ex: list[Row]) -> tuple[list[Row], dict[str, int]]:
     return out, {"dropped_benign_in_situ_uncertain_history": dropped}
 
 
+# Categories follow `<kind>_dissent` / `<kind>_withdrawn`: for each kind, a person's latest
+# dated record of that kind decides whether they are in dissent (on one day, dissent wins).
 OPT_OUT_MAP = {
-    "type1_opt_out_dissent_secondary_use": "type1_opt_out",
-    "type2_opt_out_dissent_disclosure_by_hscic": "hscic_disclosure_dissent",
+    "type1_opt_out_dissent_secondary_use": "type1_dissent",
+    "type2_opt_out_dissent_disclosure_by_hscic": "type2_dissent",
     "dissent_national_audit": "national_audit_dissent",
 }
+
+TYPE1_PAGE = (
+    "https://www.thegoodpractice.london/type-1-opt-out (practice page: type 1 objection is "
+    "XaZ89 or 827241000000103; term as the CTV3 code's)"
+)
+TYPE1_CEGEDIM = (
+    "https://knowledge.cegedim-healthcare.co.uk/national-data-opt-out-reminder-1 "
+    "(Cegedim Healthcare, Nov 2018: type 1 opt-out recorded as 9Nu0.)"
+)
+TYPE2_PAGE = (
+    "https://www.doncasterlmc.co.uk/guidance/national-patient-data-opt-out "
+    "(Doncaster LMC: type 2 objection Read v2 9Nu4., CTV3 XaaVL, SNOMED CT 881561000000100)"
+)
+
+# Further published sources for rows the shared file already has, by (code, system).
+OPT_OUT_EXTRA_SOURCES = {
+    ("9Nu0.", "readv2"): TYPE1_CEGEDIM,
+    ("XaZ89", "ctv3"): TYPE1_PAGE,
+    ("9Nu4.", "readv2"): TYPE2_PAGE,
+    ("XaaVL", "ctv3"): TYPE2_PAGE,
+}
+
+# (code, system, term, category, source): codes the shared file lacks, each read in the cited
+# page. Withdrawal codes (type 1 'dissent withdrawn', type 2 withdrawal) and a SNOMED CT code for
+# national audit dissent were searched for (OpenCodelists copies in public repositories, NHS
+# England/NHS Digital and practice pages) and not found published with their meaning, so none is
+# listed: until they are, a recorded dissent is never taken back by the search (the safe
+# direction). DiscoveryQueryLibrary@7f8573df1bf4:Projects/BartsPancreasTissueBankPhase2/Queries/
+# bp2_type1and2.sql extracts 9Nu1./XaZ8a with type 1 and 9Nu5./XaaVM with type 2 but gives no
+# terms; a code wrongly taken for a withdrawal would re-include opted-out people, so they wait.
+OPT_OUT_ADDITIONS = [
+    (
+        "827241000000103",
+        "snomedct",
+        "Dissent from secondary use of GP patient identifiable data",
+        "type1_dissent",
+        TYPE1_PAGE,
+    ),
+    (
+        "881561000000100",
+        "snomedct",
+        "Dissent from disclosure of personal confidential data by Health and Social Care Information Centre",
+        "type2_dissent",
+        TYPE2_PAGE,
+    ),
+]
 
 
 def build_opt_out(ex: list[Row]) -> list[Row]:
@@ -664,7 +712,13 @@ def build_opt_out(ex: list[Row]) -> list[Row]:
     for r in ex:
         if r["category"] != "opt_out_dissent" or r["subcategory"] not in OPT_OUT_MAP:
             continue
-        out.append({**r, "category": OPT_OUT_MAP[r["subcategory"]]})
+        source = r["source"]
+        extra = OPT_OUT_EXTRA_SOURCES.get((r["code"], r["system"]))
+        if extra:
+            source = f"{source} ; {extra}"
+        out.append({**r, "category": OPT_OUT_MAP[r["subcategory"]], "source": source})
+    for code, system, term, category, source in OPT_OUT_ADDITIONS:
+        out.append({"code": code, "system": system, "term": term, "category": category, "source": source})
     return out
 
 
@@ -896,13 +950,17 @@ def main(argv: list[str] | None = None) -> int:
         "research_opt_out",
         ["category"],
         build_opt_out(ex),
-        "Type 1 opt-out and related dissent from secondary use of GP data.",
-        "Shared exclusions.csv opt_out_dissent rows: Type 1 opt-out (Read v2 9Nu0., CTV3 "
-        "XaZ89) -> type1_opt_out; dissent from disclosure by HSCIC (9Nu4., XaaVL) -> "
-        "hscic_disclosure_dissent; informed dissent for national audit (9M1.., XaJrC) -> "
-        "national_audit_dissent. Summary Care Record / record-sharing refusals and "
-        "confidential-data flags were left out (not about research use). No SNOMED CT code "
-        "and no 'declined research contact' code could be sourced.",
+        "Type 1 opt-out and other recorded dissent from use of the record, by kind.",
+        "Shared exclusions.csv opt_out_dissent rows, plus SNOMED CT codes read in published "
+        "pages. category <kind>_dissent or <kind>_withdrawn: type1_dissent (dissent from "
+        "secondary use of GP patient identifiable data: Read v2 9Nu0., CTV3 XaZ89, SNOMED CT "
+        "827241000000103); type2_dissent (dissent from disclosure by HSCIC, the old type 2 "
+        "objection: 9Nu4., XaaVL, 881561000000100); national_audit_dissent (informed dissent "
+        "for national audit: 9M1.., XaJrC). No withdrawal code (type 1 or type 2 'dissent "
+        "withdrawn') and no SNOMED CT national audit dissent code could be found published, so "
+        "none is listed and a recorded dissent is never taken back. Summary Care Record / "
+        "record-sharing refusals and confidential-data flags were left out (not about research "
+        "use); no 'declined research contact' code could be sourced.",
         "exclusions.csv",
     )
     emit(
