@@ -111,6 +111,8 @@ class Classification:
     refusals: dict[str, int]
     # Approved with nothing against them but no current postal address: the practice is told.
     no_address: list[Candidate] = field(default_factory=list)
+    # Patient id -> the reason counted for them (inside the practice only: never printed).
+    refused: dict[int, str] = field(default_factory=dict)
 
 
 def _blank(column: ColumnElement[Any]) -> ColumnElement[bool]:
@@ -229,6 +231,7 @@ def _held(p: FromClause, signal: str, codelist_ids: Sequence[int] = ()) -> Any:
                 hold.c.practice_id == same.c.practice_id,
                 hold.c.source_id == same.c.source_id,
             )
+            .correlate_except(same)  # the hold one level up, the patient two levels up
         )
         where = [or_(by_number, by_record)]
     if signal == "code":
@@ -381,6 +384,7 @@ def classify(
         .order_by(case((result.c.rank.is_(None), 1), else_=0), result.c.rank, p.c.id)
     )
     refusals: dict[str, int] = {}
+    refused: dict[int, str] = {}
     eligible: list[Candidate] = []
     unaddressed: list[Candidate] = []
     seen_numbers: set[str] = set()
@@ -390,6 +394,7 @@ def classify(
             why = "same_person_twice"
         if why is not None:
             refusals[why] = refusals.get(why, 0) + 1
+            refused[row.id] = why
         if why not in (None, "no_current_address"):
             continue
         seen_numbers.add(row.nhs_number)
@@ -411,7 +416,7 @@ def classify(
             needs_interpreter=bool(row.interpreter),
         )
         (eligible if why is None else unaddressed).append(candidate)
-    return Classification(eligible, refusals, unaddressed)
+    return Classification(eligible, refusals, unaddressed, refused)
 
 
 @dataclass(frozen=True)
