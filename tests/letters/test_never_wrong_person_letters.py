@@ -53,7 +53,7 @@ OPT_OUT_CSV = """code,system,term,category,source
 9Nu1.,readv2,Dissent withdrawn from secondary use of GP patient identifiable data,type1_withdrawn,test list
 XaZ89,ctv3,Dissent from secondary use of GP patient identifiable data,type1_dissent,test list
 827241000000103,snomedct,Dissent from secondary use of GP patient identifiable data,type1_dissent,test list
-827261000000102,snomedct,Dissent withdrawn from secondary use of GP identifiable data,type1_withdrawn,test list
+827261000000102,snomedct,Dissent withdrawn from secondary use of GP identifiable data,type1_withdrawn,test
 9M1..,readv2,Informed dissent for national audit,national_audit_dissent,test list
 """
 
