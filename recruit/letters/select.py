@@ -310,10 +310,18 @@ def _invitation(p: FromClause, condition: Any) -> Any:
     )
 
 
+def _no_text(column: ColumnElement[Any]) -> ColumnElement[bool]:
+    """NULL, or nothing but spaces, tabs and line breaks (an address is lines joined by \n)."""
+    text = func.coalesce(column, "")
+    for space in ("\n", "\r", "\t"):
+        text = func.replace(text, space, "")
+    return func.trim(text) == ""
+
+
 def no_current_address(p: FromClause) -> ColumnElement[bool]:
     """No address to post to: blank address or postcode, or the no-fixed-abode ZZ99 postcode."""
     postcode = func.upper(func.replace(func.coalesce(p.c.postcode, ""), " ", ""))
-    return or_(_blank(p.c.address), postcode == "", postcode.like("ZZ99%"))
+    return or_(_no_text(p.c.address), postcode == "", postcode.like("ZZ99%"))
 
 
 def classify(

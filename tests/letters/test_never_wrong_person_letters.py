@@ -12,7 +12,9 @@ contract gives (categories `<kind>_dissent` / `<kind>_withdrawn`).
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,10 @@ import pytest
 import yaml
 from sqlalchemy import Engine, insert, select
 
-from recruit.letters.batch import _letter_codelists
-from recruit.letters.select import classify
+from recruit.audit import Rule, audit
+from recruit.audit.figures import refusal_label
+from recruit.letters.batch import _letter_codelists, write_letters
+from recruit.letters.select import EARLIER_REFUSALS, REFUSALS, classify
 from recruit.letters.study import load_study_settings
 from recruit.models import (
     ClinicalEvent,
@@ -37,7 +41,8 @@ from recruit.models import (
 )
 from recruit.query.run import store_codelists
 from tests.conftest import postgres_schema_url
-from tests.letters.builders import OPT_OUT, ROOT, STUDY_FILE, Person, build
+from tests.helpers import run_cli
+from tests.letters.builders import OPT_OUT, ROOT, STUDY_FILE, Person, build, invited
 from tests.search_helpers import fresh_engine
 
 SNOMED_TYPE1_DISSENT = ("snomedct", "827241000000103")
@@ -429,3 +434,111 @@ def test_case8_only_the_practice_with_the_current_registration_writes(engine, st
         8: "no_longer_registered",
     }
     assert counts == {"registered_elsewhere": 2, "registration_unclear": 3, "no_longer_registered": 1}
+
+
+# --- case 9: no current address, no letter; the practice is told ------------------------------
+
+
+def _listed(folder: Path) -> dict[str, dict[str, str]]:
+    with open(folder / "contact-another-way.csv", encoding="utf-8-sig", newline="") as handle:
+        return {row["Surname"]: row for row in csv.DictReader(handle)}
+
+
+def test_case9_no_current_address_means_no_letter_and_a_line_for_the_practice(engine, study_file, tmp_path):
+    world = build(
+        engine,
+        [
+            Person(1, family="Posted"),
+            Person(2, family="Noaddress", address=None),
+            Person(3, family="Nofixedabode", postcode="ZZ99 3VZ"),
+            Person(4, family="Nopostcode", postcode=" "),
+            Person(5, family="Blankaddress", address="  \n "),
+            # Dead, with no address: refused as dead, never listed for the practice to contact.
+            Person(6, family="Deceased", address=None, died=True),
+        ],
+    )
+    summary = write_letters(engine, world.run_id, tmp_path / "out", study_file=study_file, workers=1)
+    assert summary.letters_written == 1
+    assert set(invited(engine)) == {1}
+    assert summary.refusals == {"no_current_address": 4, "died": 1}
+    assert summary.practice_contact == {"no_current_address": 4}
+    listed = _listed(tmp_path / "out")
+    assert set(listed) == {"Noaddress", "Nofixedabode", "Nopostcode", "Blankaddress"}
+    for row in listed.values():
+        assert row["WhatIsNeeded"].startswith("No current postal address on record")
+        assert row["StudyNumber"] == ""  # no letter, no invitation, no study number
+        assert row["PracticeODS"] == "A00001"
+    batch = (tmp_path / "out" / "batch.json").read_text()
+    assert all(Person(i).nhs_number not in batch for i in range(1, 7))
+
+    # The audit counts each reason a letter was withheld, in plain words and counts only.
+    report, paths = audit(engine, [world.run_id], tmp_path / "audit", Rule(enabled=False))
+    figures = {(f["column"], f["item"]): f["number"] for f in report.runs[0].records()}
+    assert figures[("all", "letters.refused.no_current_address")] == 4
+    assert figures[("all", "letters.refused.died")] == 1
+    html = next(p for p in paths if p.suffix == ".html").read_text(encoding="utf-8")
+    assert "Not written to: No current postal address on record" in html
+    assert "Not written to: Has died" in html
+    assert "Noaddress" not in html and Person(2).nhs_number not in html
+
+
+# --- the reasons: every one labelled, and the command says them plainly ------------------------
+
+
+def test_every_refusal_reason_has_a_plain_label():
+    source = (ROOT / "recruit" / "letters" / "select.py").read_text(encoding="utf-8")
+    source += (ROOT / "recruit" / "letters" / "batch.py").read_text(encoding="utf-8")
+    produced = set(re.findall(r'literal\("([a-z0-9_]+)"\)', source))
+    produced |= {"same_person_twice", "details_do_not_fit_window"}
+    assert produced <= set(REFUSALS), produced - set(REFUSALS)
+    for key, text in {**REFUSALS, **EARLIER_REFUSALS}.items():
+        assert text and "_" not in text and not re.search(r"\d{3}", text), key
+        assert refusal_label(key) == text[:1].upper() + text[1:]
+    assert refusal_label("something_new") == "Something new"  # an unknown key still reads
+
+
+def test_the_letters_command_says_every_refusal_plainly(engine, study_file, tmp_path):
+    world = build(
+        engine,
+        [
+            Person(1, family="Posted"),
+            Person(2, died=True),
+            Person(3, left=True),
+            Person(4, address=None),
+            Person(5),
+            Person(6),
+            Person(7),
+        ],
+    )
+    with engine.begin() as conn:
+        _practice(conn, 2, "B00002")
+        _patient(conn, 105, _nhs(5), start=dt.date(2025, 1, 1))  # moved
+        _hold(conn, "code", nhs=_nhs(6), practice_id=1, code=READ_TYPE1_DISSENT)
+        _event(conn, 7, SNOMED_TYPE1_DISSENT, dt.date(2025, 1, 1))
+    url = engine.url.render_as_string(hide_password=False)
+    done = run_cli(
+        "letters",
+        str(world.run_id),
+        "--out",
+        str(tmp_path / "out"),
+        "--study",
+        str(study_file),
+        "--db",
+        url,
+        cwd=tmp_path,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said
+    assert "Traceback" not in said
+    assert "1 letters" in said
+    for key in (
+        "died",
+        "no_longer_registered",
+        "no_current_address",
+        "registered_elsewhere",
+        "unreadable_record_says_opted_out",
+        "research_opt_out",
+    ):
+        assert f"{REFUSALS[key]}: 1" in said, key
+    assert not any(Person(i).nhs_number in said for i in range(1, 8))
+    assert "no_current_address" not in said  # the need is in words too
