@@ -520,7 +520,7 @@ def letters_write(
     db: DbOption = None,
 ) -> None:
     """Write letters to a run's GP-approved patients (also: recruit letters RUN --out DIR)."""
-    from recruit.letters.batch import write_letters
+    from recruit.letters.batch import NEEDS, write_letters
     from recruit.letters.select import REFUSALS
 
     when = _date_option(letter_date, "--date")
@@ -545,7 +545,7 @@ def letters_write(
         listed = sum(summary.practice_contact.values())
         out.print(f"For the practice to contact another way (contact-another-way.csv): {listed:,}")
         for need, n in sorted(summary.practice_contact.items()):
-            out.print(f"  {need}: {n:,}")
+            out.print(f"  {NEEDS.get(need, need).split(':')[0]}: {n:,}")
     if summary.refusals:
         out.print(f"Not written to: {sum(summary.refusals.values()):,}")
         for reason, n in sorted(summary.refusals.items(), key=lambda item: -item[1]):

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, select
 
 from recruit.errors import RecruitError
+from recruit.letters.select import EARLIER_REFUSALS, REFUSALS
 from recruit.query.flow import flow_for_order, practice_histograms, step_costs
 from recruit.tables import BATCH, DECISION, EXTRACT, INVITATION, PRACTICE, QUARANTINE, RESULT, RUN
 
@@ -60,6 +61,12 @@ def words(code: str) -> str:
     """A stored reason code in words: no_valid_address -> No valid address."""
     text = code.replace("_", " ").replace("-", " ").strip()
     return text[:1].upper() + text[1:] if text else code
+
+
+def refusal_label(code: str) -> str:
+    """Why a letter was not written, in the words `recruit letters` prints (no identifiers)."""
+    text = REFUSALS.get(code) or EARLIER_REFUSALS.get(code)
+    return text[:1].upper() + text[1:] if text else words(code)
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,7 @@ class RunFigures:
         if item.startswith("review.reason."):
             return f"Excluded at review: {words(item.removeprefix('review.reason.'))}"
         if item.startswith("letters.refused."):
-            return f"Not written to: {words(item.removeprefix('letters.refused.'))}"
+            return f"Not written to: {refusal_label(item.removeprefix('letters.refused.'))}"
         if item.startswith("quarantine.reason."):
             return f"Quarantined: {words(item.removeprefix('quarantine.reason.'))}"
         return LABELS[item.split("|")[-1]]

@@ -19,7 +19,7 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,7 @@ def _write(
             mailed, misfits, pages_info = _print(templates, settings, planned, day, staging, pool, progress)
             refusals.update({"details_do_not_fit_window": len(misfits)} if misfits else {})
             contact = [p for p in planned if p.letter_format in PRACTICE_CONTACT_FORMATS]
+            unaddressed = _unaddressed_rows(conn, found.no_address)
             batch_id = conn.execute(
                 insert(BATCH)
                 .values(
@@ -215,12 +216,15 @@ def _write(
                 letters_written=len(mailed),
                 pages=sum(n for n, _ in pages_info),
                 formats=dict(Counter(p.letter_format for p in mailed)),
-                practice_contact=dict(Counter(p.letter_format for p in contact)),
+                practice_contact=dict(
+                    Counter(p.letter_format for p in contact)
+                    + Counter({"no_current_address": len(unaddressed)})
+                ),
                 refusals=dict(sorted(refusals.items())),
                 left_for_later=left_for_later,
                 draft=settings.status == "draft",
             )
-            _write_lists(staging, settings, day, mailed, pages_info, contact, misfits)
+            _write_lists(staging, settings, day, mailed, pages_info, contact, misfits, unaddressed)
             _write_summary(staging, summary, settings, templates, day)
         committed = True
         try:
@@ -320,6 +324,7 @@ NEEDS = {
     "interpreter": "Interpreter needed: please contact them with an interpreter",
     "language": "Main language is not English: please contact them in their language",
     "details_do_not_fit_window": "Name or address too long for the envelope window: check the address",
+    "no_current_address": "No current postal address on record: check it, or contact them another way",
 }
 
 
@@ -527,6 +532,31 @@ def _contact_row(p: _Planned, need: str, study_number: str) -> dict[str, Any]:
     }
 
 
+def _unaddressed_rows(conn: Any, people: list[Candidate]) -> list[dict[str, Any]]:
+    """The practice's list of approved people with no current postal address (no letter, no
+    invitation, so no study number): the practice may check the address or contact them."""
+    if not people:
+        return []
+    ods = {pid: row.ods_code for pid, row in practices(conn, sorted({c.practice_id for c in people})).items()}
+    rows = []
+    for c in people:
+        address = mailmerge.address_columns(_lines(c.address))
+        rows.append(
+            {
+                "StudyNumber": "",
+                "NHSNumber": c.nhs_number,
+                "Title": c.title or "",
+                "FirstName": c.given_name or "",
+                "Surname": c.family_name or "",
+                **{f"Address{i + 1}": line for i, line in enumerate(address)},
+                "Postcode": (c.postcode or "").strip().upper(),
+                "PracticeODS": ods.get(c.practice_id, ""),
+                "WhatIsNeeded": NEEDS["no_current_address"],
+            }
+        )
+    return rows
+
+
 def _write_lists(
     folder: Path,
     settings: StudySettings,
@@ -535,6 +565,7 @@ def _write_lists(
     pages_info: list[tuple[int, int]],
     contact: list[_Planned],
     misfits: list[_Planned],
+    unaddressed: Sequence[dict[str, Any]] = (),
 ) -> None:
     rows = [_merge_row(p, day, n, first) for p, (n, first) in zip(mailed, pages_info, strict=True)]
     mailmerge.write_csv(folder / "mail-merge.csv", mailmerge.MAIL_MERGE_COLUMNS, rows)
@@ -542,6 +573,7 @@ def _write_lists(
     listed = [_contact_row(p, p.need, p.study_number) for p in contact]
     # A letter that could not be printed has no invitation, so no study number to give.
     listed += [_contact_row(p, NEEDS["details_do_not_fit_window"], "") for p in misfits]
+    listed += list(unaddressed)
     mailmerge.write_csv(folder / "contact-another-way.csv", mailmerge.PRACTICE_LIST_COLUMNS, listed)
 
 

@@ -32,6 +32,8 @@ OPT_OUT = ("readv2", "9Nu0.")  # Dissent from secondary use of GP patient identi
 LARGE_PRINT_SNOMED = None  # looked up from the codelist when needed
 
 TABLES = [
+    "person_hold",
+    "quarantine",
     "invitation",
     "letter_batch",
     "review_decision",
@@ -43,6 +45,7 @@ TABLES = [
     "patient",
     "practitioner",
     "practice",
+    "extract",
     "codelist_code",
     "codelist",
     "study",
