@@ -425,9 +425,9 @@ def chunks(files: list[Path], chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]
             continue
         line = 1
         with path.open("rb") as f:
+            if f.read(len(BOM)) != BOM:  # a byte-order mark at the start is skipped
+                f.seek(0)
             while block := f.read(chunk_bytes):
-                if line == 1 and block.startswith(BOM):
-                    block = block[len(BOM) :]
                 long_size = 0
                 if not block.endswith(b"\n"):
                     start = block.rfind(b"\n") + 1  # where the unfinished line begins
