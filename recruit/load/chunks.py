@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -329,6 +330,13 @@ def _all_limits() -> dict[str, Limits]:
 
 
 LIMITS = _all_limits()
+NO_LIMIT = 1 << 62  # a Text column: only the NUL check applies
+# The hot path: each staging table's text values fetched in one call, with their limits.
+_GETTERS = {
+    table: (itemgetter(*[i for i, _, _ in limits]), tuple(lim or NO_LIMIT for _, lim, _ in limits), limits)
+    for table, limits in LIMITS.items()
+    if table.startswith("ld_") and len(limits) > 1
+}
 KEY_LIMIT = 250  # ld_patient_key.key, ld_ref.key
 
 
@@ -346,12 +354,17 @@ def _text_problem(parsed: Parsed, staged: dict[str, list[tuple[Any, ...]]]) -> I
     quarantined, naming the field and what is wrong but never the value."""
     fields = parsed.fields or FHIR_FIELDS
     for table, rows in staged.items():
-        limits = LIMITS[table]
+        if table == "ld_patient_key":
+            for key, _ in rows:
+                if len(key) > KEY_LIMIT or "\x00" in key:
+                    return _text_invalid("key", _problem(key, KEY_LIMIT), fields)
+            continue
+        get, lims, limits = _GETTERS[table]
         for row in rows:
-            for i, limit, name in limits:
-                value = row[i]
-                if value is not None and ("\x00" in value or (limit is not None and len(value) > limit)):
-                    return _text_invalid(name, _problem(value, limit), fields)
+            for n, (value, limit) in enumerate(zip(get(row), lims, strict=True)):
+                if value and (len(value) > limit or "\x00" in value):
+                    _, column_limit, name = limits[n]
+                    return _text_invalid(name, _problem(value, column_limit), fields)
     for kind, items in (("org", parsed.orgs), ("practitioner", parsed.practitioners)):
         for item in items:
             for i, limit, name in LIMITS[kind]:
@@ -419,9 +432,9 @@ def chunks(files: list[Path], chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]
             continue
         line = 1
         with path.open("rb") as f:
+            if f.read(len(BOM)) != BOM:  # a byte-order mark at the start is skipped
+                f.seek(0)
             while block := f.read(chunk_bytes):
-                if line == 1 and block.startswith(BOM):
-                    block = block[len(BOM) :]
                 long_size = 0
                 if not block.endswith(b"\n"):
                     start = block.rfind(b"\n") + 1  # where the unfinished line begins

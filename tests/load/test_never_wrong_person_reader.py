@@ -813,3 +813,24 @@ def test_case2_load_with_held_records_finishes(engine, tmp_path):
     fx.write_ndjson(folder / "Condition.ndjson", [fx.condition("c1"), dissent])
     summary = load(engine, folder)
     assert summary.quarantined == 2 and count(engine, Patient) == 1 and count(engine, ClinicalEvent) == 1
+
+
+def test_case13_cli_refuses_a_fifo_with_a_plain_message(tmp_path):
+    fifo = tmp_path / "Patient.ndjson"
+    os.mkfifo(fifo)
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    env.pop("RECRUIT_DATABASE_URL", None)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "recruit", "load", str(fifo), "--db", db, "--extract-date", "2026-11-01"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired:  # (subprocess.run has already killed it)
+        pytest.fail("recruit load blocked on the FIFO")
+    assert result.returncode != 0
+    assert "named pipe" in result.stderr + result.stdout and "Traceback" not in result.stderr
