@@ -20,6 +20,7 @@ from recruit.errors import RecruitError
 from recruit.load import load_extract
 from recruit.load import loader as loader_module
 from recruit.load import stage as S
+from recruit.load.loader import OTHER_ORGANIZATION, UNNAMED_PRACTITIONER
 from recruit.migrate import upgrade
 from recruit.models import (
     ClinicalEvent,
@@ -341,7 +342,7 @@ def test_case4_another_practices_organization_changes_nothing(engine, tmp_path):
     summary = load_extract(engine, [a], extract_date=DAY2)
     balanced(summary)
     assert summary.practices == [A]
-    assert summary.not_used["Organization of another practice: not changed"] == 1
+    assert summary.not_used[OTHER_ORGANIZATION] == 1
     with engine.connect() as conn:
         name, extract_id = conn.execute(
             select(Practice.name, Practice.extract_id).where(Practice.ods_code == B)
@@ -364,8 +365,8 @@ def test_case4_organization_of_a_practice_never_loaded_is_not_created(engine, tm
     assert rows(engine, Practice.ods_code) == [(A,), (B,)]
     assert summary.practices == [A, B]
     # Case 15: records read but not stored are counted as not used, not as loaded.
-    assert summary.not_used["Organization of another practice: not changed"] == 1
-    assert summary.not_used["Practitioner no patient of the extract names: not stored"] == 1
+    assert summary.not_used[OTHER_ORGANIZATION] == 1
+    assert summary.not_used[UNNAMED_PRACTITIONER] == 1
     assert summary.loaded == 6  # two Organizations, the two GPs patients name, two patients
 
 
