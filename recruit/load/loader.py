@@ -96,6 +96,7 @@ class LoadSummary:
     # their earlier records were kept.
     kept_earlier: dict[str, list[str]] = field(default_factory=dict)
     holds: int = 0  # person holds written (quarantined records signalling death, leaving, dissent)
+    retired: int = 0  # patient ids that now name another person (the earlier one kept apart)
 
 
 Progress = Callable[[int], None]
@@ -607,7 +608,7 @@ class _Load:
         )
         if not held:
             return
-        self.conn.execute(
+        done = self.conn.execute(
             update(Patient)
             .where(Patient.practice_id.in_(held), other)
             .values(
@@ -623,6 +624,7 @@ class _Load:
                 ),
             )
         )
+        self.summary.retired = max(done.rowcount or 0, 0)
 
     def _replace_practice_records(self, held: list[int]) -> None:
         """A newer extract replaces its practices' events and prescriptions of the kinds it carries."""

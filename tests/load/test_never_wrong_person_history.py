@@ -388,6 +388,7 @@ def test_case7_reused_patient_id_is_a_new_person_and_inherits_no_approval(engine
     someone_else = fx.patient(nhs=fx.NHS_NUMBERS[3], birthDate="1961-02-03")
     summary = load_extract(engine, [extract(tmp_path / "two", patients=[someone_else])], extract_date=DAY2)
     balanced(summary)
+    assert summary.retired == 1
     with engine.connect() as conn:
         people = conn.execute(
             select(Patient.id, Patient.source_id, Patient.nhs_number, Patient.registration_end).order_by(
@@ -618,3 +619,16 @@ def test_case6_csv_export_date_comes_from_the_file_the_mapping_names(engine, tmp
     (folder / "events.csv").write_bytes((folder / "events.csv").read_bytes() + b"\r\n")  # a new extract
     with pytest.raises(RecruitError, match="does not say when it was taken"):
         load_extract(engine, [folder])
+
+
+def test_case2_cli_says_people_are_held_back_without_naming_them(tmp_path):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    folder = extract(
+        tmp_path / "x",
+        patients=[fx.patient(), fx.patient(deceasedDateTime="2026-09-01")],
+        observations=[observation("o1", day="1975-01-01")],
+    )
+    out = run_cli("load", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "held back from letters: 2 quarantined record(s)" in out.stdout
+    assert fx.NHS_NUMBERS[0] not in out.stdout + out.stderr
