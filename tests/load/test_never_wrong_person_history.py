@@ -632,3 +632,28 @@ def test_case2_cli_says_people_are_held_back_without_naming_them(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "held back from letters: 2 quarantined record(s)" in out.stdout
     assert fx.NHS_NUMBERS[0] not in out.stdout + out.stderr
+
+
+def test_case6_older_is_judged_per_practice_the_extract_holds(engine, tmp_path):
+    b_newer = extract(
+        tmp_path / "b",
+        orgs=[fx.organization(B, "org2")],
+        practitioners=[fx.practitioner("gpb")],
+        patients=[practice_b_patient()],
+    )
+    load_extract(engine, [b_newer], extract_date=DAY2)
+    # Practice A's first extract, older than B's, names B only as an Organization: allowed.
+    a_only = extract(
+        tmp_path / "a", orgs=[fx.organization(), fx.organization(B, "org2")], patients=[fx.patient()]
+    )
+    assert load_extract(engine, [a_only], extract_date=DAY1).practices == [A]
+    # A regional extract holding both practices is older than B's: refused, naming B.
+    both = extract(
+        tmp_path / "ab",
+        orgs=[fx.organization(), fx.organization(B, "org2")],
+        practitioners=[fx.practitioner(), fx.practitioner("gpb")],
+        patients=[fx.patient(), practice_b_patient(deceasedDateTime="2026-09-30")],
+    )
+    with pytest.raises(RecruitError, match=f"practice {B} has one taken on 2026-11-01"):
+        load_extract(engine, [both], extract_date=DAY1)
+    assert rows(engine, Patient.date_of_death) == [(None,), (None,)]
