@@ -230,6 +230,11 @@ def load(
             f"  held back from letters: {summary.holds:,} quarantined record(s) still say a person died, "
             "left or has a coded entry such as an opt-out; nobody they name will be written to"
         )
+    if summary.retired:
+        out.print(
+            f"  {summary.retired:,} patient id(s) now name a different person (another NHS number or "
+            "birth date): each is a new patient; the earlier person's GP review is not passed on"
+        )
     for ods, kinds in summary.kept_earlier.items():
         out.print(
             f"  Practice {ods}: this extract has no {', '.join(kinds)} records; the earlier ones were kept."

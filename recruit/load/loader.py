@@ -97,6 +97,7 @@ class LoadSummary:
     # their earlier records were kept.
     kept_earlier: dict[str, list[str]] = field(default_factory=dict)
     holds: int = 0  # person holds written (quarantined records signalling death, leaving, dissent)
+    retired: int = 0  # patient ids that now name another person (the earlier one kept apart)
 
 
 Progress = Callable[[int], None]
@@ -180,6 +181,8 @@ def default_mapping() -> Path:
 
 # The kinds a CSV export's files carry (the resource_type of their rows).
 CSV_KINDS = {"patients": "Patient", "events": "Event", "medications": "Medication"}
+OTHER_ORGANIZATION = "Organization of a practice no patient of the extract is registered with: not changed"
+UNNAMED_PRACTITIONER = "Practitioner no patient of the extract names: not stored"
 # Kinds of record that become events or prescriptions, by format: a newer extract carrying any of
 # them also replaces rows of unknown kind (loaded before kinds were kept) or of the other format.
 FHIR_EVENT_KINDS = frozenset({"Condition", "Observation"})
@@ -357,7 +360,7 @@ class _Load:
             if key.startswith("ods:") and key not in orgs:
                 ods = key[4:]
                 orgs[key] = OrgRow([key], ods, f"Practice {ods}", None, None, None)
-        all_ods = {org.ods_code for org in self.orgs.values()}
+        all_ods = {org.ods_code for org in orgs.values()}
         wanted = {orgs[key].ods_code for key in referenced if key in orgs}
         # One practice in the extract: patients that do not say are its own.
         if unstated and len(all_ods) == 1:
@@ -391,7 +394,7 @@ class _Load:
         if key_to_id:
             c.execute(insert(S.ld_ref), [{"key": k, "target_id": v} for k, v in key_to_id.items()])
         others = sum(n for ods, n in self.org_records.items() if ods not in wanted)
-        self._not_used("Organization of another practice: not changed", others)
+        self._not_used(OTHER_ORGANIZATION, others)
         return key_to_id
 
     def _resolve_patients(self, practice_ids: dict[str, int]) -> None:
@@ -443,7 +446,7 @@ class _Load:
             gp_ids.setdefault(practice_id, []).append(gp_id)
         stored = {source_id for _, source_id in ids}
         unnamed = sum(n for sid, n in self.practitioner_records.items() if sid not in stored)
-        self._not_used("Practitioner no patient of the extract names: not stored", unnamed)
+        self._not_used(UNNAMED_PRACTITIONER, unnamed)
         return gp_ids
 
     def _upsert_practitioner(self, practice_id: int, prac: PractitionerRow) -> int:
@@ -605,7 +608,7 @@ class _Load:
         )
         if not held:
             return
-        self.conn.execute(
+        done = self.conn.execute(
             update(Patient)
             .where(Patient.practice_id.in_(held), other)
             .values(
@@ -621,6 +624,7 @@ class _Load:
                 ),
             )
         )
+        self.summary.retired = max(done.rowcount or 0, 0)
 
     def _replace_practice_records(self, held: list[int]) -> None:
         """A newer extract replaces its practices' events and prescriptions of the kinds it carries."""

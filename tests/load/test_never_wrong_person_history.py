@@ -20,6 +20,7 @@ from recruit.errors import RecruitError
 from recruit.load import load_extract
 from recruit.load import loader as loader_module
 from recruit.load import stage as S
+from recruit.load.loader import OTHER_ORGANIZATION, UNNAMED_PRACTITIONER
 from recruit.migrate import upgrade
 from recruit.models import (
     ClinicalEvent,
@@ -341,7 +342,7 @@ def test_case4_another_practices_organization_changes_nothing(engine, tmp_path):
     summary = load_extract(engine, [a], extract_date=DAY2)
     balanced(summary)
     assert summary.practices == [A]
-    assert summary.not_used["Organization of another practice: not changed"] == 1
+    assert summary.not_used[OTHER_ORGANIZATION] == 1
     with engine.connect() as conn:
         name, extract_id = conn.execute(
             select(Practice.name, Practice.extract_id).where(Practice.ods_code == B)
@@ -364,8 +365,8 @@ def test_case4_organization_of_a_practice_never_loaded_is_not_created(engine, tm
     assert rows(engine, Practice.ods_code) == [(A,), (B,)]
     assert summary.practices == [A, B]
     # Case 15: records read but not stored are counted as not used, not as loaded.
-    assert summary.not_used["Organization of another practice: not changed"] == 1
-    assert summary.not_used["Practitioner no patient of the extract names: not stored"] == 1
+    assert summary.not_used[OTHER_ORGANIZATION] == 1
+    assert summary.not_used[UNNAMED_PRACTITIONER] == 1
     assert summary.loaded == 6  # two Organizations, the two GPs patients name, two patients
 
 
@@ -387,6 +388,7 @@ def test_case7_reused_patient_id_is_a_new_person_and_inherits_no_approval(engine
     someone_else = fx.patient(nhs=fx.NHS_NUMBERS[3], birthDate="1961-02-03")
     summary = load_extract(engine, [extract(tmp_path / "two", patients=[someone_else])], extract_date=DAY2)
     balanced(summary)
+    assert summary.retired == 1
     with engine.connect() as conn:
         people = conn.execute(
             select(Patient.id, Patient.source_id, Patient.nhs_number, Patient.registration_end).order_by(
@@ -617,3 +619,41 @@ def test_case6_csv_export_date_comes_from_the_file_the_mapping_names(engine, tmp
     (folder / "events.csv").write_bytes((folder / "events.csv").read_bytes() + b"\r\n")  # a new extract
     with pytest.raises(RecruitError, match="does not say when it was taken"):
         load_extract(engine, [folder])
+
+
+def test_case2_cli_says_people_are_held_back_without_naming_them(tmp_path):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    folder = extract(
+        tmp_path / "x",
+        patients=[fx.patient(), fx.patient(deceasedDateTime="2026-09-01")],
+        observations=[observation("o1", day="1975-01-01")],
+    )
+    out = run_cli("load", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "held back from letters: 2 quarantined record(s)" in out.stdout
+    assert fx.NHS_NUMBERS[0] not in out.stdout + out.stderr
+
+
+def test_case6_older_is_judged_per_practice_the_extract_holds(engine, tmp_path):
+    b_newer = extract(
+        tmp_path / "b",
+        orgs=[fx.organization(B, "org2")],
+        practitioners=[fx.practitioner("gpb")],
+        patients=[practice_b_patient()],
+    )
+    load_extract(engine, [b_newer], extract_date=DAY2)
+    # Practice A's first extract, older than B's, names B only as an Organization: allowed.
+    a_only = extract(
+        tmp_path / "a", orgs=[fx.organization(), fx.organization(B, "org2")], patients=[fx.patient()]
+    )
+    assert load_extract(engine, [a_only], extract_date=DAY1).practices == [A]
+    # A regional extract holding both practices is older than B's: refused, naming B.
+    both = extract(
+        tmp_path / "ab",
+        orgs=[fx.organization(), fx.organization(B, "org2")],
+        practitioners=[fx.practitioner(), fx.practitioner("gpb")],
+        patients=[fx.patient(), practice_b_patient(deceasedDateTime="2026-09-30")],
+    )
+    with pytest.raises(RecruitError, match=f"practice {B} has one taken on 2026-11-01"):
+        load_extract(engine, [both], extract_date=DAY1)
+    assert rows(engine, Patient.date_of_death) == [(None,), (None,)]
