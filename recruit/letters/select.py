@@ -187,7 +187,7 @@ def _opted_out(p: FromClause, codelist_ids: Sequence[int]) -> Any:
     )
     withdrawal_date = func.max(case((counts_as_withdrawal, event.c.event_date), else_=None))
     return exists(
-        select(kind)
+        select(literal(1))
         .select_from(
             same.join(event, event.c.patient_id == same.c.id).join(
                 code, _any_code_match(code, event.c.code_system, event.c.code)
