@@ -56,10 +56,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from recruit.codelists import Code, Codelist, CodeSystem
 from recruit.errors import RecruitError
+from recruit.load.status import EVENT_STATUS_WHEN_NULL, MEDICATION_STATUS_WHEN_NULL
 from recruit.query.dates import months_before, window_bounds, years_before
 from recruit.rules.model import (
-    EVENT_STATUS_WHEN_NULL,
-    ISSUE_STATUS_WHEN_NULL,
     Criterion,
     LatestCodeAmong,
     RuleSet,
@@ -370,7 +369,7 @@ class Compiler:
         if course != "any":
             where.append(records.c.course == course)
         if statuses is not None:
-            when_null = EVENT_STATUS_WHEN_NULL if records is EVENT else ISSUE_STATUS_WHEN_NULL
+            when_null = EVENT_STATUS_WHEN_NULL if records is EVENT else MEDICATION_STATUS_WHEN_NULL
             where.append(func.coalesce(records.c.status, when_null).in_(list(statuses)))
         columns = (
             (records.c.patient_id,)

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recruit.codelists import Codelist
+from recruit.load.status import EVENT_STATUS_WHEN_NULL, MEDICATION_STATUS_WHEN_NULL
 from recruit.query.dates import age_on, months_before, window_bounds
 from recruit.rules.model import (
-    EVENT_STATUS_WHEN_NULL,
-    ISSUE_STATUS_WHEN_NULL,
     Criterion,
     LatestCodeAmong,
     RuleSet,
@@ -91,7 +90,7 @@ class Reference:
         statuses: Sequence[str] | None = None,
     ) -> list[Row]:
         start, end = window_bounds(window, self.index)
-        when_null = EVENT_STATUS_WHEN_NULL if date_key == "event_date" else ISSUE_STATUS_WHEN_NULL
+        when_null = EVENT_STATUS_WHEN_NULL if date_key == "event_date" else MEDICATION_STATUS_WHEN_NULL
         found = []
         for row in rows:
             if row["patient_id"] != patient["id"]:

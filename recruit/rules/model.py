@@ -23,30 +23,20 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recruit.errors import RecruitError
+from recruit.load.status import (
+    EVENT_STATUSES,
+    MEDICATION_STATUSES,
+)
 
 SCHEMA_PATH = Path("rules") / "rule-set.schema.json"
 MAX_STEPS = 62  # bit i of a signed 64-bit step_mask is step i
 
-# The record statuses the loader stores (clinical_event.status, medication_issue.status). A rule
-# may count only some of them; a record loaded before statuses were kept (NULL) counts as the
-# first of each list: a plain `recorded` event, an `unknown` issue.
-EventStatus = Literal["recorded", "active", "resolved", "unconfirmed", "cancelled"]
-IssueStatus = Literal[
-    "issued",
-    "active",
-    "completed",
-    "stopped",
-    "on_hold",
-    "cancelled",
-    "intended",
-    "not_taken",
-    "unknown",
-    "do_not_perform",
-]
-EVENT_STATUSES: tuple[str, ...] = EventStatus.__args__  # type: ignore[attr-defined]
-ISSUE_STATUSES: tuple[str, ...] = IssueStatus.__args__  # type: ignore[attr-defined]
-EVENT_STATUS_WHEN_NULL = "recorded"
-ISSUE_STATUS_WHEN_NULL = "unknown"
+# The record statuses the loader stores (clinical_event.status, medication_issue.status), named
+# once in recruit.load.status. A rule may count only some of them; a record loaded before
+# statuses were kept (NULL) counts as a plain `recorded` event or an `unknown` issue.
+EventStatus = Literal[EVENT_STATUSES]  # type: ignore[valid-type]
+IssueStatus = Literal[MEDICATION_STATUSES]  # type: ignore[valid-type]
+ISSUE_STATUSES = MEDICATION_STATUSES
 
 
 # Given the parsed rule set: the codelist names that exist, or a mapping of name -> the values of
