@@ -28,7 +28,9 @@ NHS = "https://fhir.nhs.uk/Id/nhs-number"
 ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
 SCT = "http://snomed.info/sct"
 DMD = "https://dmd.nhs.uk"
-REGISTRATION_EXT = "https://fhir.nhs.uk/STU3/StructureDefinition/Extension-CareConnect-GPC-RegistrationDetails-1"
+REGISTRATION_EXT = (
+    "https://fhir.nhs.uk/STU3/StructureDefinition/Extension-CareConnect-GPC-RegistrationDetails-1"
+)
 UK_CORE_PATIENT = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"
 
 CHRONIC_PAIN = ("82423001", "Chronic pain")
@@ -193,7 +195,9 @@ class World:
 
     def change_name(self, person: Person) -> None:
         old = person.names[-1]
-        person.names.append(Name(old.given, f"{old.family}-{FAMILY[(person.index + 3) % len(FAMILY)]}", self.today))
+        person.names.append(
+            Name(old.given, f"{old.family}-{FAMILY[(person.index + 3) % len(FAMILY)]}", self.today)
+        )
 
     def move_practice(self, person: Person, to: str, lag_days: int, gp2gp: bool) -> Registration | None:
         """The person leaves their practice and registers at another from today."""
@@ -291,9 +295,19 @@ def patient_resource(
     name = person.name_on(day)
     older_names = [n for n in person.names if n.since <= day and n is not name]
     names = _order(
-        {"use": "official", "family": name.family, "given": [name.given], "period": {"start": iso(name.since)}},
+        {
+            "use": "official",
+            "family": name.family,
+            "given": [name.given],
+            "period": {"start": iso(name.since)},
+        },
         [
-            {"use": opt.maiden_style, "family": n.family, "given": [n.given], "period": {"end": iso(name.since)}}
+            {
+                "use": opt.maiden_style,
+                "family": n.family,
+                "given": [n.given],
+                "period": {"end": iso(name.since)},
+            }
             for n in older_names
         ],
         opt.name_order,
@@ -366,7 +380,9 @@ def event_resource(event: Event, person: Person, subject: str, day: dt.date) -> 
             "resourceType": "Condition",
             "id": event.eid,
             "clinicalStatus": {
-                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+                ]
             },
             "code": {"coding": [{"system": SCT, "code": CHRONIC_PAIN[0], "display": CHRONIC_PAIN[1]}]},
             "subject": ref,
@@ -380,7 +396,9 @@ def event_resource(event: Event, person: Person, subject: str, day: dt.date) -> 
             "status": "completed",
             "intent": "order",
             "subject": ref,
-            "medicationCodeableConcept": {"coding": [{"system": DMD, "code": CODEINE[0], "display": CODEINE[1]}]},
+            "medicationCodeableConcept": {
+                "coding": [{"system": DMD, "code": CODEINE[0], "display": CODEINE[1]}]
+            },
             "authoredOn": iso(written),
             "courseOfTherapyType": {"coding": [{"code": "continuous"}]},
             "dispenseRequest": {"quantity": {"value": 100}},
@@ -451,14 +469,14 @@ def practice_snapshot(
             if reg.duplicate_id and reg.duplicate_since is not None and reg.duplicate_since <= day:
                 subjects.append((reg.duplicate_id, True))
             for sid, is_dup in subjects:
-                if style == "on_duplicate":
-                    dead = "datetime" if is_dup else None
-                else:
-                    dead = style
+                # A death recorded only on the duplicate record: the kept record looks alive.
+                dead = ("datetime" if is_dup else None) if style == "on_duplicate" else style
                 res, name, address = patient_resource(person, reg, sid, day, opt, dead)
                 files["Patient"].append(res)
                 end = reg.end if "end" in res["extension"][0]["extension"][0]["valuePeriod"] else None
-                view.records.append(RecordView(sid, person.nhs, is_dup, reg.start, end, dead is not None, name, address))
+                view.records.append(
+                    RecordView(sid, person.nhs, is_dup, reg.start, end, dead is not None, name, address)
+                )
             dup = reg.duplicate_id if len(subjects) > 1 else None
             for event in person.events:
                 if event.day > min(day, recorded_until):

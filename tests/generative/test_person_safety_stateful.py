@@ -17,6 +17,7 @@ for CI) and "person-safety-long" (a long run by hand).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from sqlalchemy import Engine, and_, insert, select, text
@@ -78,8 +79,33 @@ settings.register_profile(
     print_blob=True,
 )
 PROFILE = os.environ.get("RECRUIT_HYPOTHESIS_PROFILE", "person-safety")
+# A survey by hand: RECRUIT_PERSON_SAFETY_SURVEY=FILE records every violation (one JSON line
+# each, with its history) instead of failing at the first, to see every kind found in one run.
+SURVEY = os.environ.get("RECRUIT_PERSON_SAFETY_SURVEY")
+# RECRUIT_PERSON_SAFETY_ONLY=WORDS fails only on violations whose reason holds WORDS (to shrink
+# one kind of violation at a time).
+ONLY = os.environ.get("RECRUIT_PERSON_SAFETY_ONLY")
 # Examples and steps actually run, per database (reported by the tests, for the closing note).
 STATS: dict[str, Any] = {}
+
+
+@pytest.fixture(autouse=True)
+def templates_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every letters run first checks the templates by printing six sample PDFs (about 8 s); the
+    templates never change during a history, so the real check runs once per template folder
+    and is then remembered. Person safety is decided elsewhere (recruit.letters.select)."""
+    import recruit.letters.check as check
+
+    real = check.check_templates
+    passed: set[str] = set()
+
+    def once(templates: Any, settings: Any = None, map_: Any = map) -> None:
+        key = templates.fingerprint()
+        if key not in passed:
+            real(templates, settings, map_)
+            passed.add(key)
+
+    monkeypatch.setattr(check, "check_templates", once)
 
 
 def clear_database(engine: Engine) -> None:
@@ -154,6 +180,9 @@ class Scenario:
             outcome = f"refused: {' '.join(str(exc).split())[:160]}"
         except Exception as exc:  # a crash is a finding: report it with the history
             self.log(f"load {label} of {practice} dated {day} ({describe_options(opt)})")
+            if SURVEY:
+                self.violations.append(f"load crashed: {type(exc).__name__}: {str(exc)[:300]}")
+                return "crashed"
             raise AssertionError(
                 f"The load crashed with {type(exc).__name__}: {exc}\nHistory:\n{describe(self.history)}"
             ) from exc
@@ -263,12 +292,16 @@ class Scenario:
             who = f"patient {inv.patient_id} ({inv.nhs_number}) from {ods}"
             written.append(who)
             if not verdict.ok:
-                self.violations.append(f"letters run {self.letters} (search run {run_id}) wrote to {who}: {verdict.why}")
+                self.violations.append(
+                    f"letters run {self.letters} (search run {run_id}) wrote to {who}: {verdict.why}"
+                )
                 continue
             row = merge.get(inv.study_number)
             wrong = letter_matches(row, verdict) if row is not None else None
             if wrong:
-                self.violations.append(f"letters run {self.letters} (search run {run_id}) wrote to {who}: {wrong}")
+                self.violations.append(
+                    f"letters run {self.letters} (search run {run_id}) wrote to {who}: {wrong}"
+                )
         for inv in new:
             self.invitations[inv.id] = (inv.patient_id, inv.nhs_number, inv.study_number)
             self.model.invited.add(inv.nhs_number)
@@ -298,8 +331,12 @@ class Scenario:
     def do_not_contact_elsewhere(self, person: int) -> None:
         """The person asked another study not to contact them about research (any record of theirs)."""
         nhs = self.world.people[person].nhs
+        if nhs in self.model.do_not_contact:
+            return
         with self.engine.begin() as conn:
-            pid = conn.execute(select(Patient.id).where(Patient.nhs_number == nhs).order_by(Patient.id)).scalar()
+            pid = conn.execute(
+                select(Patient.id).where(Patient.nhs_number == nhs).order_by(Patient.id)
+            ).scalar()
             if pid is None:
                 return
             conn.execute(
@@ -318,6 +355,13 @@ class Scenario:
     # --- checks ---------------------------------------------------------------------------------
 
     def check(self) -> None:
+        if SURVEY and self.violations:
+            with open(SURVEY, "a", encoding="utf-8") as handle:
+                for v in self.violations:
+                    handle.write(json.dumps({"violation": v, "history": self.history}) + "\n")
+            self.violations = []
+        if ONLY:
+            self.violations = [v for v in self.violations if ONLY in v]
         if self.violations:
             raise AssertionError(
                 "Letters reached people the model does not allow:\n"
@@ -326,9 +370,9 @@ class Scenario:
             )
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(Invitation.id, Invitation.patient_id, Invitation.nhs_number, Invitation.study_number).where(
-                    Invitation.study_id == self.study_id
-                )
+                select(
+                    Invitation.id, Invitation.patient_id, Invitation.nhs_number, Invitation.study_number
+                ).where(Invitation.study_id == self.study_id)
             ).all()
             numbers = [r.nhs_number for r in rows]
         now = {r.id: (r.patient_id, r.nhs_number, r.study_number) for r in rows}
@@ -344,7 +388,8 @@ def describe_options(opt: Options) -> str:
     parts = []
     if opt.leave_out:
         parts.append(
-            f"no {opt.leave_out}.ndjson ({'manifest still lists it' if opt.manifest_lists_missing else 'nor in manifest'})"
+            f"no {opt.leave_out}.ndjson "
+            f"({'manifest still lists it' if opt.manifest_lists_missing else 'nor in manifest'})"
         )
     if opt.drop_left:
         parts.append("leavers not listed")
@@ -406,6 +451,8 @@ class PersonSafety(RuleBasedStateMachine):
             # Turns 18 around now: a partial birth date must not let a 17-year-old be written to.
             self.sc.join(odss[0], age=18, birth_format=young, shift=shift)
         self.sc.advance(5)
+        for ods in odss:  # every practice starts with a clean, full extract
+            self.sc.load(ods, self.sc.world.today, Options(), "first extract")
 
     def _count(self) -> None:
         STATS["steps"] = STATS.get("steps", 0) + 1
@@ -419,6 +466,25 @@ class PersonSafety(RuleBasedStateMachine):
             return None
         return data.draw(st.sampled_from(pool), label="person")
 
+    def _after(self, data: st.DataObject, who: int | None) -> None:
+        """Often a change is followed at once by newer extracts of the practices the person has
+        been registered at (each perhaps), and sometimes by a search, review and letters."""
+        if who is None:
+            return
+        then = data.draw(st.sampled_from(["nothing", "load", "load", "load_and_round"]), label="then")
+        if then == "nothing":
+            return
+        person = self.sc.world.people[who]
+        practices = sorted({r.practice for r in person.registrations})
+        for practice in practices:
+            if len(practices) == 1 or data.draw(st.booleans(), label=f"load {practice}"):
+                self.sc.advance(1)
+                self.sc.load(
+                    practice, self.sc.world.today, data.draw(OPTIONS, label="options"), "newer extract"
+                )
+        if then == "load_and_round":
+            self.search_review_and_write([], 0)
+
     # --- extracts -----------------------------------------------------------------------------
 
     @rule(
@@ -428,12 +494,20 @@ class PersonSafety(RuleBasedStateMachine):
         partial=st.sampled_from([None, None, "Observation", "Condition", "MedicationRequest"]),
         other=st.booleans(),
     )
-    def newer_extract(self, data: st.DataObject, days: int, opt: Options, partial: str | None, other: bool) -> None:
+    def newer_extract(
+        self, data: st.DataObject, days: int, opt: Options, partial: str | None, other: bool
+    ) -> None:
         self._count()
         self.sc.advance(days)
         practice = self._practice(data)
         others = [ods for ods, _ in self.sc.world.practices if ods != practice]
-        opt = Options(**{**opt.__dict__, "leave_out": partial, "other_org": others[0] if other and partial is None else None})
+        opt = Options(
+            **{
+                **opt.__dict__,
+                "leave_out": partial,
+                "other_org": others[0] if other and partial is None else None,
+            }
+        )
         self.sc.load(practice, self.sc.world.today, opt, "partial extract" if partial else "newer extract")
 
     @precondition(lambda self: self.s is not None and bool(self.s.model.loaded))
@@ -455,7 +529,7 @@ class PersonSafety(RuleBasedStateMachine):
         if len(self.sc.world.people) >= 7:
             return
         self.sc.advance(days)
-        self.sc.join(self._practice(data), age=age)
+        self._after(data, self.sc.join(self._practice(data), age=age))
 
     @rule(data=st.data(), days=DAYS, lag=st.sampled_from([0, 10, 400]), gp2gp=st.booleans())
     def moves_practice(self, data: st.DataObject, days: int, lag: int, gp2gp: bool) -> None:
@@ -472,6 +546,7 @@ class PersonSafety(RuleBasedStateMachine):
                 f"person {who} moves to {to} as {reg.source_id} (old practice's system shows it after "
                 f"{lag} days; record {'transferred' if gp2gp else 'kept at the old practice too'})"
             )
+        self._after(data, who)
 
     @rule(data=st.data(), days=DAYS, style=st.sampled_from(DEATH_STYLES))
     def dies(self, data: st.DataObject, days: int, style: str) -> None:
@@ -487,6 +562,7 @@ class PersonSafety(RuleBasedStateMachine):
                 style = "datetime"
         person.death, person.death_style = self.sc.world.today, style
         self.sc.log(f"person {who} dies (recorded as {style})")
+        self._after(data, who)
 
     @rule(
         data=st.data(),
@@ -509,6 +585,7 @@ class PersonSafety(RuleBasedStateMachine):
         self.sc.world.add_event(person, kind, style, on_duplicate)
         where = " on the duplicate record" if on_duplicate else ""
         self.sc.log(f"person {who}: type 1 {kind} recorded{where}, date {style}")
+        self._after(data, who)
 
     @rule(data=st.data(), days=DAYS, what=st.sampled_from(["address", "unknown_address", "name"]))
     def changes_details(self, data: st.DataObject, days: int, what: str) -> None:
@@ -523,7 +600,9 @@ class PersonSafety(RuleBasedStateMachine):
             self.sc.log(f"person {who} changes name to {person.names[-1].family}")
         else:
             self.sc.world.move_house(person, known=what == "address")
-            self.sc.log(f"person {who} moves house ({'new address known' if what == 'address' else 'new address not known'})")
+            known = "new address known" if what == "address" else "new address not known"
+            self.sc.log(f"person {who} moves house ({known})")
+        self._after(data, who)
 
     @rule(data=st.data(), days=DAYS)
     def duplicate_record(self, data: st.DataObject, days: int) -> None:
@@ -535,6 +614,7 @@ class PersonSafety(RuleBasedStateMachine):
         reg = self.sc.world.add_duplicate(self.sc.world.people[who])
         if reg is not None:
             self.sc.log(f"person {who} gets a duplicate record {reg.duplicate_id} at {reg.practice}")
+        self._after(data, who)
 
     @rule(data=st.data(), days=DAYS)
     def id_reused(self, data: st.DataObject, days: int) -> None:
@@ -555,6 +635,7 @@ class PersonSafety(RuleBasedStateMachine):
                 f"person {who} moves to {to}; {old.practice} gives their id {old.source_id} to a new "
                 f"person {newcomer.index} ({newcomer.nhs}, born {newcomer.birth}, chronic pain)"
             )
+            self._after(data, who)
 
     # --- the workflow ----------------------------------------------------------------------------
 
@@ -579,8 +660,23 @@ class PersonSafety(RuleBasedStateMachine):
         runs = sorted({run for run, _ in self.sc.model.approvals})
         self.sc.write(data.draw(st.sampled_from(runs), label="run"))
 
+    @precondition(lambda self: self.s is not None and bool(self.s.model.loaded))
+    @rule(decisions=st.lists(st.booleans(), max_size=8), days=st.integers(0, 20))
+    def search_review_and_write(self, decisions: list[bool], days: int) -> None:
+        """The usual round: a search, the GP's review of it, then letters (perhaps days later)."""
+        self._count()
+        run_id = self.sc.search()
+        if run_id is None:
+            return
+        self.sc.review(run_id, decisions)
+        self.sc.advance(days)
+        self.sc.write(run_id)
+
     @precondition(lambda self: self.s is not None and bool(self.s.invitations))
-    @rule(pick=st.integers(0, 5), reply=st.sampled_from(["interested", "not_interested", "do_not_contact", "now_in_work"]))
+    @rule(
+        pick=st.integers(0, 5),
+        reply=st.sampled_from(["interested", "not_interested", "do_not_contact", "now_in_work"]),
+    )
     def reply(self, pick: int, reply: str) -> None:
         self._count()
         self.sc.reply(pick, reply)
@@ -605,7 +701,10 @@ def _run_machine(engine: Engine, folder: Path, name: str) -> None:
     PersonSafety.folder = folder
     started = time.monotonic()
     try:
-        PersonSafety.TestCase.settings = settings(settings.get_profile(PROFILE))
+        chosen = settings(settings.get_profile(PROFILE))
+        if SURVEY:  # no shrinking: the survey lists what it met
+            chosen = settings(chosen, phases=[Phase.explicit, Phase.generate])
+        PersonSafety.TestCase.settings = chosen
         PersonSafety.TestCase("runTest").runTest()
     finally:
         elapsed = time.monotonic() - started
