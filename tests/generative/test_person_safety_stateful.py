@@ -60,12 +60,16 @@ RULES = Path(__file__).resolve().parent / "person_safety" / "rules.yaml"
 STUDY_FILE = ROOT / "rules" / "studies" / "instep.yaml"
 SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
+# The default (CI) profile does not shrink: a failing history is printed whole, in words, and
+# shrinking one takes minutes (each step loads extracts or prints letters). The long profile
+# shrinks.
 settings.register_profile(
     "person-safety",
     max_examples=15,
     stateful_step_count=8,
     deadline=None,
     derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
     suppress_health_check=SUPPRESS,
     print_blob=True,
 )
@@ -89,6 +93,9 @@ ONLY = os.environ.get("RECRUIT_PERSON_SAFETY_ONLY")
 STATS: dict[str, Any] = {}
 
 
+TEMPLATES_PASSED: set[str] = set()
+
+
 @pytest.fixture(autouse=True)
 def templates_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every letters run first checks the templates by printing six sample PDFs (about 8 s); the
@@ -97,13 +104,12 @@ def templates_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
     import recruit.letters.check as check
 
     real = check.check_templates
-    passed: set[str] = set()
 
     def once(templates: Any, settings: Any = None, map_: Any = map) -> None:
         key = templates.fingerprint()
-        if key not in passed:
+        if key not in TEMPLATES_PASSED:
             real(templates, settings, map_)
-            passed.add(key)
+            TEMPLATES_PASSED.add(key)
 
     monkeypatch.setattr(check, "check_templates", once)
 
@@ -770,3 +776,183 @@ def test_clean_history_writes_to_the_eligible_approved_people(sqlite_engine: Eng
     sc.check()
     with sqlite_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM invitation")).scalar() == 3
+
+
+# --- named histories: one per issue-14 case the machine can reach, as plain reproductions ---------
+
+
+def _round(sc: Scenario) -> int:
+    """Search, the GP approves every candidate, letters; the model checks every letter."""
+    run_id = sc.search()
+    assert run_id is not None
+    sc.review(run_id, [])
+    written = sc.write(run_id)
+    sc.check()
+    return written
+
+
+def _start(engine: Engine, folder: Path, homes: list[int]) -> tuple[Scenario, list[int]]:
+    sc = Scenario(engine, folder, practices=2)
+    people = [sc.join(PRACTICES[h][0], age=30 + 5 * i) for i, h in enumerate(homes)]
+    sc.advance(5)
+    for ods, _ in PRACTICES[:2]:
+        sc.load(ods, sc.world.today, Options(), "first extract")
+    sc.advance(5)
+    return sc, people
+
+
+A, B = PRACTICES[0][0], PRACTICES[1][0]
+
+
+def test_history_case1_snomed_type1_dissent_is_respected(sqlite_engine: Engine, tmp_path: Path) -> None:
+    sc, (p0, p1) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    sc.world.add_event(sc.world.people[p0], "dissent")
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    assert _round(sc) == 1
+
+
+def test_history_case2_dissent_without_a_date_holds_the_person_back(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    sc.world.add_event(sc.world.people[p0], "dissent", style="none")
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    _round(sc)
+
+
+def test_history_case3_partial_extract_keeps_earlier_opt_outs(sqlite_engine: Engine, tmp_path: Path) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    sc.world.add_event(sc.world.people[p0], "dissent")
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(leave_out="Observation", manifest_lists_missing=False), "partial")
+    _round(sc)
+
+
+def test_history_case4_another_practices_organization_changes_nothing_there(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    sc, _ = _start(sqlite_engine, tmp_path / "h", [0, 1])
+    with sqlite_engine.connect() as conn:
+        before = conn.execute(
+            text(
+                "SELECT count(*) FROM clinical_event e JOIN practice p ON p.id = e.practice_id "
+                "WHERE p.ods_code = :a"
+            ),
+            {"a": A},
+        ).scalar()
+        ended_before = conn.execute(
+            text("SELECT count(*) FROM patient WHERE registration_end IS NOT NULL")
+        ).scalar()
+    sc.advance(1)
+    sc.load(B, sc.world.today, Options(other_org=A), "newer extract carrying A's Organization")
+    with sqlite_engine.connect() as conn:
+        after = conn.execute(
+            text(
+                "SELECT count(*) FROM clinical_event e JOIN practice p ON p.id = e.practice_id "
+                "WHERE p.ods_code = :a"
+            ),
+            {"a": A},
+        ).scalar()
+        ended_after = conn.execute(
+            text("SELECT count(*) FROM patient WHERE registration_end IS NOT NULL")
+        ).scalar()
+    assert (after, ended_after) == (before, ended_before), describe(sc.history)
+    assert _round(sc) == 2
+
+
+def test_history_case5_death_on_a_quarantined_duplicate_applies(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    person = sc.world.people[p0]
+    sc.world.add_duplicate(person)
+    sc.advance(1)
+    person.death, person.death_style = sc.world.today, "on_duplicate"
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    _round(sc)
+
+
+def test_history_case6_older_extract_does_not_bring_the_dead_back(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    sc.join(A, age=33)  # so the older extract differs from the first one
+    before_death = sc.world.today
+    sc.advance(5)
+    person = sc.world.people[p0]
+    person.death, person.death_style = sc.world.today, "datetime"
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    sc.load(A, before_death, Options(drop_left=True), "OLDER extract")
+    _round(sc)
+
+
+def test_history_case7_reused_id_does_not_inherit_the_approval(sqlite_engine: Engine, tmp_path: Path) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    run_id = sc.search()
+    assert run_id is not None
+    sc.review(run_id, [])  # the GP approves both people of A
+    sc.advance(3)
+    newcomer = sc.world.reuse_id(sc.world.people[p0], B)
+    assert newcomer is not None
+    sc.model.birth[newcomer.nhs] = newcomer.birth
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    sc.load(B, sc.world.today, Options(), "newer extract")
+    sc.write(run_id)
+    sc.check()
+
+
+def test_history_case8_old_practice_does_not_write_to_a_mover(sqlite_engine: Engine, tmp_path: Path) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    sc.world.move_practice(sc.world.people[p0], B, lag_days=400, gp2gp=True)
+    sc.advance(1)
+    sc.load(B, sc.world.today, Options(), "newer extract")
+    _round(sc)
+
+
+def test_history_case9_an_ended_home_address_is_never_used(sqlite_engine: Engine, tmp_path: Path) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    sc.world.move_house(sc.world.people[p0], known=True)
+    sc.world.change_name(sc.world.people[p0])
+    sc.advance(1)
+    opt = Options(old_address_style="ended", current_address_use=False, address_order=0, name_order=1)
+    sc.load(A, sc.world.today, opt, "newer extract")
+    _round(sc)
+
+
+def test_history_case10_partial_birth_date_never_lets_a_17_year_old_in(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    sc = Scenario(sqlite_engine, tmp_path / "h", practices=1)
+    sc.join(A, age=40)
+    sc.join(A, age=18, birth_format="year", shift=-100)  # 17 on the search date, written "YYYY"
+    sc.advance(5)
+    sc.load(A, sc.world.today, Options(), "first extract")
+    _round(sc)
+
+
+def test_history_case10_deceased_boolean_as_text_is_not_alive(sqlite_engine: Engine, tmp_path: Path) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    person = sc.world.people[p0]
+    person.death, person.death_style = sc.world.today, "boolean_as_text"
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    _round(sc)
+
+
+def test_history_withdrawn_dissent_may_be_written_to(sqlite_engine: Engine, tmp_path: Path) -> None:
+    """The model allows a person whose dissent was later withdrawn (the library may be stricter)."""
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    sc.world.add_event(sc.world.people[p0], "dissent")
+    sc.advance(3)
+    sc.world.add_event(sc.world.people[p0], "withdrawn")
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    assert not sc.model.opted_out(sc.world.people[p0].nhs)
+    _round(sc)
