@@ -7,7 +7,21 @@ everything a loaded extract said about a person stays true: the model may take t
 every loaded extract for death and opt-outs, and the newest extract of each practice for who is
 registered where and at which name and address.
 
-The model is one-sided: it says who MAY get a letter; the library may be stricter.
+The model is one-sided: it says who MAY get a letter; the library may be stricter. A letter
+(invitation) written for search run R to patient row X with NHS number N, from practice P, is
+allowed only when, at the moment it is written:
+- the GP approved row X in run R, and the row showed NHS number N when the GP screened it;
+- no record of N in any loaded extract (any practice, a quarantined duplicate, a record with an
+  unreadable death date or a deceasedBoolean written as text) says N has died;
+- among every practice's newest loaded extract (by extract date) the record of N with the latest
+  registration start is at P and its registration has not ended;
+- N has not opted out: any Type 1 dissent with an unreadable date (none, after its extract's
+  date, before birth) counts; otherwise the latest dated dissent or withdrawal decides, dissent
+  winning on the same day;
+- N never asked (in any study) not to be contacted, and was never invited to the study before;
+- N's true age on the run's index date is 18 to 64 (the extract may give only a year or month);
+- the letter's name and address are the current ones (by FHIR use and period) of that record.
+Loads the library refused teach the model nothing.
 """
 
 from __future__ import annotations
