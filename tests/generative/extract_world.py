@@ -7,7 +7,21 @@ everything a loaded extract said about a person stays true: the model may take t
 every loaded extract for death and opt-outs, and the newest extract of each practice for who is
 registered where and at which name and address.
 
-The model is one-sided: it says who MAY get a letter; the library may be stricter.
+The model is one-sided: it says who MAY get a letter; the library may be stricter. A letter
+(invitation) written for search run R to patient row X with NHS number N, from practice P, is
+allowed only when, at the moment it is written:
+- the GP approved row X in run R, and the row showed NHS number N when the GP screened it;
+- no record of N in any loaded extract (any practice, a quarantined duplicate, a record with an
+  unreadable death date or a deceasedBoolean written as text) says N has died;
+- among every practice's newest loaded extract (by extract date) the record of N with the latest
+  registration start is at P and its registration has not ended;
+- N has not opted out: any Type 1 dissent with an unreadable date (none, after its extract's
+  date, before birth) counts; otherwise the latest dated dissent or withdrawal decides, dissent
+  winning on the same day;
+- N never asked (in any study) not to be contacted, and was never invited to the study before;
+- N's true age on the run's index date is 18 to 64 (the extract may give only a year or month);
+- the letter's name and address are the current ones (by FHIR use and period) of that record.
+Loads the library refused teach the model nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +42,9 @@ NHS = "https://fhir.nhs.uk/Id/nhs-number"
 ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
 SCT = "http://snomed.info/sct"
 DMD = "https://dmd.nhs.uk"
-REGISTRATION_EXT = "https://fhir.nhs.uk/STU3/StructureDefinition/Extension-CareConnect-GPC-RegistrationDetails-1"
+REGISTRATION_EXT = (
+    "https://fhir.nhs.uk/STU3/StructureDefinition/Extension-CareConnect-GPC-RegistrationDetails-1"
+)
 UK_CORE_PATIENT = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"
 
 CHRONIC_PAIN = ("82423001", "Chronic pain")
@@ -193,7 +209,9 @@ class World:
 
     def change_name(self, person: Person) -> None:
         old = person.names[-1]
-        person.names.append(Name(old.given, f"{old.family}-{FAMILY[(person.index + 3) % len(FAMILY)]}", self.today))
+        person.names.append(
+            Name(old.given, f"{old.family}-{FAMILY[(person.index + 3) % len(FAMILY)]}", self.today)
+        )
 
     def move_practice(self, person: Person, to: str, lag_days: int, gp2gp: bool) -> Registration | None:
         """The person leaves their practice and registers at another from today."""
@@ -291,9 +309,19 @@ def patient_resource(
     name = person.name_on(day)
     older_names = [n for n in person.names if n.since <= day and n is not name]
     names = _order(
-        {"use": "official", "family": name.family, "given": [name.given], "period": {"start": iso(name.since)}},
+        {
+            "use": "official",
+            "family": name.family,
+            "given": [name.given],
+            "period": {"start": iso(name.since)},
+        },
         [
-            {"use": opt.maiden_style, "family": n.family, "given": [n.given], "period": {"end": iso(name.since)}}
+            {
+                "use": opt.maiden_style,
+                "family": n.family,
+                "given": [n.given],
+                "period": {"end": iso(name.since)},
+            }
             for n in older_names
         ],
         opt.name_order,
@@ -366,7 +394,9 @@ def event_resource(event: Event, person: Person, subject: str, day: dt.date) -> 
             "resourceType": "Condition",
             "id": event.eid,
             "clinicalStatus": {
-                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+                ]
             },
             "code": {"coding": [{"system": SCT, "code": CHRONIC_PAIN[0], "display": CHRONIC_PAIN[1]}]},
             "subject": ref,
@@ -380,7 +410,9 @@ def event_resource(event: Event, person: Person, subject: str, day: dt.date) -> 
             "status": "completed",
             "intent": "order",
             "subject": ref,
-            "medicationCodeableConcept": {"coding": [{"system": DMD, "code": CODEINE[0], "display": CODEINE[1]}]},
+            "medicationCodeableConcept": {
+                "coding": [{"system": DMD, "code": CODEINE[0], "display": CODEINE[1]}]
+            },
             "authoredOn": iso(written),
             "courseOfTherapyType": {"coding": [{"code": "continuous"}]},
             "dispenseRequest": {"quantity": {"value": 100}},
@@ -451,14 +483,14 @@ def practice_snapshot(
             if reg.duplicate_id and reg.duplicate_since is not None and reg.duplicate_since <= day:
                 subjects.append((reg.duplicate_id, True))
             for sid, is_dup in subjects:
-                if style == "on_duplicate":
-                    dead = "datetime" if is_dup else None
-                else:
-                    dead = style
+                # A death recorded only on the duplicate record: the kept record looks alive.
+                dead = ("datetime" if is_dup else None) if style == "on_duplicate" else style
                 res, name, address = patient_resource(person, reg, sid, day, opt, dead)
                 files["Patient"].append(res)
                 end = reg.end if "end" in res["extension"][0]["extension"][0]["valuePeriod"] else None
-                view.records.append(RecordView(sid, person.nhs, is_dup, reg.start, end, dead is not None, name, address))
+                view.records.append(
+                    RecordView(sid, person.nhs, is_dup, reg.start, end, dead is not None, name, address)
+                )
             dup = reg.duplicate_id if len(subjects) > 1 else None
             for event in person.events:
                 if event.day > min(day, recorded_until):

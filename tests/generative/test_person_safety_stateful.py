@@ -17,6 +17,7 @@ for CI) and "person-safety-long" (a long run by hand).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from sqlalchemy import Engine, and_, insert, select, text
@@ -59,12 +60,16 @@ RULES = Path(__file__).resolve().parent / "person_safety" / "rules.yaml"
 STUDY_FILE = ROOT / "rules" / "studies" / "instep.yaml"
 SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
+# The default (CI) profile does not shrink: a failing history is printed whole, in words, and
+# shrinking one takes minutes (each step loads extracts or prints letters). The long profile
+# shrinks.
 settings.register_profile(
     "person-safety",
     max_examples=15,
     stateful_step_count=8,
     deadline=None,
     derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
     suppress_health_check=SUPPRESS,
     print_blob=True,
 )
@@ -78,8 +83,35 @@ settings.register_profile(
     print_blob=True,
 )
 PROFILE = os.environ.get("RECRUIT_HYPOTHESIS_PROFILE", "person-safety")
+# A survey by hand: RECRUIT_PERSON_SAFETY_SURVEY=FILE records every violation (one JSON line
+# each, with its history) instead of failing at the first, to see every kind found in one run.
+SURVEY = os.environ.get("RECRUIT_PERSON_SAFETY_SURVEY")
+# RECRUIT_PERSON_SAFETY_ONLY=WORDS fails only on violations whose reason holds WORDS (to shrink
+# one kind of violation at a time).
+ONLY = os.environ.get("RECRUIT_PERSON_SAFETY_ONLY")
 # Examples and steps actually run, per database (reported by the tests, for the closing note).
 STATS: dict[str, Any] = {}
+
+
+TEMPLATES_PASSED: set[str] = set()
+
+
+@pytest.fixture(autouse=True)
+def templates_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every letters run first checks the templates by printing six sample PDFs (about 8 s); the
+    templates never change during a history, so the real check runs once per template folder
+    and is then remembered. Person safety is decided elsewhere (recruit.letters.select)."""
+    import recruit.letters.check as check
+
+    real = check.check_templates
+
+    def once(templates: Any, settings: Any = None, map_: Any = map) -> None:
+        key = templates.fingerprint()
+        if key not in TEMPLATES_PASSED:
+            real(templates, settings, map_)
+            TEMPLATES_PASSED.add(key)
+
+    monkeypatch.setattr(check, "check_templates", once)
 
 
 def clear_database(engine: Engine) -> None:
@@ -154,6 +186,9 @@ class Scenario:
             outcome = f"refused: {' '.join(str(exc).split())[:160]}"
         except Exception as exc:  # a crash is a finding: report it with the history
             self.log(f"load {label} of {practice} dated {day} ({describe_options(opt)})")
+            if SURVEY:
+                self.violations.append(f"load crashed: {type(exc).__name__}: {str(exc)[:300]}")
+                return "crashed"
             raise AssertionError(
                 f"The load crashed with {type(exc).__name__}: {exc}\nHistory:\n{describe(self.history)}"
             ) from exc
@@ -263,12 +298,16 @@ class Scenario:
             who = f"patient {inv.patient_id} ({inv.nhs_number}) from {ods}"
             written.append(who)
             if not verdict.ok:
-                self.violations.append(f"letters run {self.letters} (search run {run_id}) wrote to {who}: {verdict.why}")
+                self.violations.append(
+                    f"letters run {self.letters} (search run {run_id}) wrote to {who}: {verdict.why}"
+                )
                 continue
             row = merge.get(inv.study_number)
             wrong = letter_matches(row, verdict) if row is not None else None
             if wrong:
-                self.violations.append(f"letters run {self.letters} (search run {run_id}) wrote to {who}: {wrong}")
+                self.violations.append(
+                    f"letters run {self.letters} (search run {run_id}) wrote to {who}: {wrong}"
+                )
         for inv in new:
             self.invitations[inv.id] = (inv.patient_id, inv.nhs_number, inv.study_number)
             self.model.invited.add(inv.nhs_number)
@@ -298,8 +337,12 @@ class Scenario:
     def do_not_contact_elsewhere(self, person: int) -> None:
         """The person asked another study not to contact them about research (any record of theirs)."""
         nhs = self.world.people[person].nhs
+        if nhs in self.model.do_not_contact:
+            return
         with self.engine.begin() as conn:
-            pid = conn.execute(select(Patient.id).where(Patient.nhs_number == nhs).order_by(Patient.id)).scalar()
+            pid = conn.execute(
+                select(Patient.id).where(Patient.nhs_number == nhs).order_by(Patient.id)
+            ).scalar()
             if pid is None:
                 return
             conn.execute(
@@ -318,6 +361,13 @@ class Scenario:
     # --- checks ---------------------------------------------------------------------------------
 
     def check(self) -> None:
+        if SURVEY and self.violations:
+            with open(SURVEY, "a", encoding="utf-8") as handle:
+                for v in self.violations:
+                    handle.write(json.dumps({"violation": v, "history": self.history}) + "\n")
+            self.violations = []
+        if ONLY:
+            self.violations = [v for v in self.violations if ONLY in v]
         if self.violations:
             raise AssertionError(
                 "Letters reached people the model does not allow:\n"
@@ -326,9 +376,9 @@ class Scenario:
             )
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(Invitation.id, Invitation.patient_id, Invitation.nhs_number, Invitation.study_number).where(
-                    Invitation.study_id == self.study_id
-                )
+                select(
+                    Invitation.id, Invitation.patient_id, Invitation.nhs_number, Invitation.study_number
+                ).where(Invitation.study_id == self.study_id)
             ).all()
             numbers = [r.nhs_number for r in rows]
         now = {r.id: (r.patient_id, r.nhs_number, r.study_number) for r in rows}
@@ -344,7 +394,8 @@ def describe_options(opt: Options) -> str:
     parts = []
     if opt.leave_out:
         parts.append(
-            f"no {opt.leave_out}.ndjson ({'manifest still lists it' if opt.manifest_lists_missing else 'nor in manifest'})"
+            f"no {opt.leave_out}.ndjson "
+            f"({'manifest still lists it' if opt.manifest_lists_missing else 'nor in manifest'})"
         )
     if opt.drop_left:
         parts.append("leavers not listed")
@@ -406,6 +457,8 @@ class PersonSafety(RuleBasedStateMachine):
             # Turns 18 around now: a partial birth date must not let a 17-year-old be written to.
             self.sc.join(odss[0], age=18, birth_format=young, shift=shift)
         self.sc.advance(5)
+        for ods in odss:  # every practice starts with a clean, full extract
+            self.sc.load(ods, self.sc.world.today, Options(), "first extract")
 
     def _count(self) -> None:
         STATS["steps"] = STATS.get("steps", 0) + 1
@@ -419,6 +472,25 @@ class PersonSafety(RuleBasedStateMachine):
             return None
         return data.draw(st.sampled_from(pool), label="person")
 
+    def _after(self, data: st.DataObject, who: int | None) -> None:
+        """Often a change is followed at once by newer extracts of the practices the person has
+        been registered at (each perhaps), and sometimes by a search, review and letters."""
+        if who is None:
+            return
+        then = data.draw(st.sampled_from(["nothing", "load", "load", "load_and_round"]), label="then")
+        if then == "nothing":
+            return
+        person = self.sc.world.people[who]
+        practices = sorted({r.practice for r in person.registrations})
+        for practice in practices:
+            if len(practices) == 1 or data.draw(st.booleans(), label=f"load {practice}"):
+                self.sc.advance(1)
+                self.sc.load(
+                    practice, self.sc.world.today, data.draw(OPTIONS, label="options"), "newer extract"
+                )
+        if then == "load_and_round":
+            self.search_review_and_write([], 0)
+
     # --- extracts -----------------------------------------------------------------------------
 
     @rule(
@@ -428,12 +500,20 @@ class PersonSafety(RuleBasedStateMachine):
         partial=st.sampled_from([None, None, "Observation", "Condition", "MedicationRequest"]),
         other=st.booleans(),
     )
-    def newer_extract(self, data: st.DataObject, days: int, opt: Options, partial: str | None, other: bool) -> None:
+    def newer_extract(
+        self, data: st.DataObject, days: int, opt: Options, partial: str | None, other: bool
+    ) -> None:
         self._count()
         self.sc.advance(days)
         practice = self._practice(data)
         others = [ods for ods, _ in self.sc.world.practices if ods != practice]
-        opt = Options(**{**opt.__dict__, "leave_out": partial, "other_org": others[0] if other and partial is None else None})
+        opt = Options(
+            **{
+                **opt.__dict__,
+                "leave_out": partial,
+                "other_org": others[0] if other and partial is None else None,
+            }
+        )
         self.sc.load(practice, self.sc.world.today, opt, "partial extract" if partial else "newer extract")
 
     @precondition(lambda self: self.s is not None and bool(self.s.model.loaded))
@@ -455,7 +535,7 @@ class PersonSafety(RuleBasedStateMachine):
         if len(self.sc.world.people) >= 7:
             return
         self.sc.advance(days)
-        self.sc.join(self._practice(data), age=age)
+        self._after(data, self.sc.join(self._practice(data), age=age))
 
     @rule(data=st.data(), days=DAYS, lag=st.sampled_from([0, 10, 400]), gp2gp=st.booleans())
     def moves_practice(self, data: st.DataObject, days: int, lag: int, gp2gp: bool) -> None:
@@ -472,6 +552,7 @@ class PersonSafety(RuleBasedStateMachine):
                 f"person {who} moves to {to} as {reg.source_id} (old practice's system shows it after "
                 f"{lag} days; record {'transferred' if gp2gp else 'kept at the old practice too'})"
             )
+        self._after(data, who)
 
     @rule(data=st.data(), days=DAYS, style=st.sampled_from(DEATH_STYLES))
     def dies(self, data: st.DataObject, days: int, style: str) -> None:
@@ -487,6 +568,7 @@ class PersonSafety(RuleBasedStateMachine):
                 style = "datetime"
         person.death, person.death_style = self.sc.world.today, style
         self.sc.log(f"person {who} dies (recorded as {style})")
+        self._after(data, who)
 
     @rule(
         data=st.data(),
@@ -509,6 +591,7 @@ class PersonSafety(RuleBasedStateMachine):
         self.sc.world.add_event(person, kind, style, on_duplicate)
         where = " on the duplicate record" if on_duplicate else ""
         self.sc.log(f"person {who}: type 1 {kind} recorded{where}, date {style}")
+        self._after(data, who)
 
     @rule(data=st.data(), days=DAYS, what=st.sampled_from(["address", "unknown_address", "name"]))
     def changes_details(self, data: st.DataObject, days: int, what: str) -> None:
@@ -523,7 +606,9 @@ class PersonSafety(RuleBasedStateMachine):
             self.sc.log(f"person {who} changes name to {person.names[-1].family}")
         else:
             self.sc.world.move_house(person, known=what == "address")
-            self.sc.log(f"person {who} moves house ({'new address known' if what == 'address' else 'new address not known'})")
+            known = "new address known" if what == "address" else "new address not known"
+            self.sc.log(f"person {who} moves house ({known})")
+        self._after(data, who)
 
     @rule(data=st.data(), days=DAYS)
     def duplicate_record(self, data: st.DataObject, days: int) -> None:
@@ -535,6 +620,7 @@ class PersonSafety(RuleBasedStateMachine):
         reg = self.sc.world.add_duplicate(self.sc.world.people[who])
         if reg is not None:
             self.sc.log(f"person {who} gets a duplicate record {reg.duplicate_id} at {reg.practice}")
+        self._after(data, who)
 
     @rule(data=st.data(), days=DAYS)
     def id_reused(self, data: st.DataObject, days: int) -> None:
@@ -555,6 +641,7 @@ class PersonSafety(RuleBasedStateMachine):
                 f"person {who} moves to {to}; {old.practice} gives their id {old.source_id} to a new "
                 f"person {newcomer.index} ({newcomer.nhs}, born {newcomer.birth}, chronic pain)"
             )
+            self._after(data, who)
 
     # --- the workflow ----------------------------------------------------------------------------
 
@@ -579,8 +666,23 @@ class PersonSafety(RuleBasedStateMachine):
         runs = sorted({run for run, _ in self.sc.model.approvals})
         self.sc.write(data.draw(st.sampled_from(runs), label="run"))
 
+    @precondition(lambda self: self.s is not None and bool(self.s.model.loaded))
+    @rule(decisions=st.lists(st.booleans(), max_size=8), days=st.integers(0, 20))
+    def search_review_and_write(self, decisions: list[bool], days: int) -> None:
+        """The usual round: a search, the GP's review of it, then letters (perhaps days later)."""
+        self._count()
+        run_id = self.sc.search()
+        if run_id is None:
+            return
+        self.sc.review(run_id, decisions)
+        self.sc.advance(days)
+        self.sc.write(run_id)
+
     @precondition(lambda self: self.s is not None and bool(self.s.invitations))
-    @rule(pick=st.integers(0, 5), reply=st.sampled_from(["interested", "not_interested", "do_not_contact", "now_in_work"]))
+    @rule(
+        pick=st.integers(0, 5),
+        reply=st.sampled_from(["interested", "not_interested", "do_not_contact", "now_in_work"]),
+    )
     def reply(self, pick: int, reply: str) -> None:
         self._count()
         self.sc.reply(pick, reply)
@@ -605,7 +707,10 @@ def _run_machine(engine: Engine, folder: Path, name: str) -> None:
     PersonSafety.folder = folder
     started = time.monotonic()
     try:
-        PersonSafety.TestCase.settings = settings(settings.get_profile(PROFILE))
+        chosen = settings(settings.get_profile(PROFILE))
+        if SURVEY:  # no shrinking: the survey lists what it met
+            chosen = settings(chosen, phases=[Phase.explicit, Phase.generate])
+        PersonSafety.TestCase.settings = chosen
         PersonSafety.TestCase("runTest").runTest()
     finally:
         elapsed = time.monotonic() - started
@@ -671,3 +776,183 @@ def test_clean_history_writes_to_the_eligible_approved_people(sqlite_engine: Eng
     sc.check()
     with sqlite_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM invitation")).scalar() == 3
+
+
+# --- named histories: one per issue-14 case the machine can reach, as plain reproductions ---------
+
+
+def _round(sc: Scenario) -> int:
+    """Search, the GP approves every candidate, letters; the model checks every letter."""
+    run_id = sc.search()
+    assert run_id is not None
+    sc.review(run_id, [])
+    written = sc.write(run_id)
+    sc.check()
+    return written
+
+
+def _start(engine: Engine, folder: Path, homes: list[int]) -> tuple[Scenario, list[int]]:
+    sc = Scenario(engine, folder, practices=2)
+    people = [sc.join(PRACTICES[h][0], age=30 + 5 * i) for i, h in enumerate(homes)]
+    sc.advance(5)
+    for ods, _ in PRACTICES[:2]:
+        sc.load(ods, sc.world.today, Options(), "first extract")
+    sc.advance(5)
+    return sc, people
+
+
+A, B = PRACTICES[0][0], PRACTICES[1][0]
+
+
+def test_history_case1_snomed_type1_dissent_is_respected(sqlite_engine: Engine, tmp_path: Path) -> None:
+    sc, (p0, p1) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    sc.world.add_event(sc.world.people[p0], "dissent")
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    assert _round(sc) == 1
+
+
+def test_history_case2_dissent_without_a_date_holds_the_person_back(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    sc.world.add_event(sc.world.people[p0], "dissent", style="none")
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    _round(sc)
+
+
+def test_history_case3_partial_extract_keeps_earlier_opt_outs(sqlite_engine: Engine, tmp_path: Path) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    sc.world.add_event(sc.world.people[p0], "dissent")
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(leave_out="Observation", manifest_lists_missing=False), "partial")
+    _round(sc)
+
+
+def test_history_case4_another_practices_organization_changes_nothing_there(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    sc, _ = _start(sqlite_engine, tmp_path / "h", [0, 1])
+    with sqlite_engine.connect() as conn:
+        before = conn.execute(
+            text(
+                "SELECT count(*) FROM clinical_event e JOIN practice p ON p.id = e.practice_id "
+                "WHERE p.ods_code = :a"
+            ),
+            {"a": A},
+        ).scalar()
+        ended_before = conn.execute(
+            text("SELECT count(*) FROM patient WHERE registration_end IS NOT NULL")
+        ).scalar()
+    sc.advance(1)
+    sc.load(B, sc.world.today, Options(other_org=A), "newer extract carrying A's Organization")
+    with sqlite_engine.connect() as conn:
+        after = conn.execute(
+            text(
+                "SELECT count(*) FROM clinical_event e JOIN practice p ON p.id = e.practice_id "
+                "WHERE p.ods_code = :a"
+            ),
+            {"a": A},
+        ).scalar()
+        ended_after = conn.execute(
+            text("SELECT count(*) FROM patient WHERE registration_end IS NOT NULL")
+        ).scalar()
+    assert (after, ended_after) == (before, ended_before), describe(sc.history)
+    assert _round(sc) == 2
+
+
+def test_history_case5_death_on_a_quarantined_duplicate_applies(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    person = sc.world.people[p0]
+    sc.world.add_duplicate(person)
+    sc.advance(1)
+    person.death, person.death_style = sc.world.today, "on_duplicate"
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    _round(sc)
+
+
+def test_history_case6_older_extract_does_not_bring_the_dead_back(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    sc.join(A, age=33)  # so the older extract differs from the first one
+    before_death = sc.world.today
+    sc.advance(5)
+    person = sc.world.people[p0]
+    person.death, person.death_style = sc.world.today, "datetime"
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    sc.load(A, before_death, Options(drop_left=True), "OLDER extract")
+    _round(sc)
+
+
+def test_history_case7_reused_id_does_not_inherit_the_approval(sqlite_engine: Engine, tmp_path: Path) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    run_id = sc.search()
+    assert run_id is not None
+    sc.review(run_id, [])  # the GP approves both people of A
+    sc.advance(3)
+    newcomer = sc.world.reuse_id(sc.world.people[p0], B)
+    assert newcomer is not None
+    sc.model.birth[newcomer.nhs] = newcomer.birth
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    sc.load(B, sc.world.today, Options(), "newer extract")
+    sc.write(run_id)
+    sc.check()
+
+
+def test_history_case8_old_practice_does_not_write_to_a_mover(sqlite_engine: Engine, tmp_path: Path) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    sc.world.move_practice(sc.world.people[p0], B, lag_days=400, gp2gp=True)
+    sc.advance(1)
+    sc.load(B, sc.world.today, Options(), "newer extract")
+    _round(sc)
+
+
+def test_history_case9_an_ended_home_address_is_never_used(sqlite_engine: Engine, tmp_path: Path) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    sc.world.move_house(sc.world.people[p0], known=True)
+    sc.world.change_name(sc.world.people[p0])
+    sc.advance(1)
+    opt = Options(old_address_style="ended", current_address_use=False, address_order=0, name_order=1)
+    sc.load(A, sc.world.today, opt, "newer extract")
+    _round(sc)
+
+
+def test_history_case10_partial_birth_date_never_lets_a_17_year_old_in(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    sc = Scenario(sqlite_engine, tmp_path / "h", practices=1)
+    sc.join(A, age=40)
+    sc.join(A, age=18, birth_format="year", shift=-100)  # 17 on the search date, written "YYYY"
+    sc.advance(5)
+    sc.load(A, sc.world.today, Options(), "first extract")
+    _round(sc)
+
+
+def test_history_case10_deceased_boolean_as_text_is_not_alive(sqlite_engine: Engine, tmp_path: Path) -> None:
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    person = sc.world.people[p0]
+    person.death, person.death_style = sc.world.today, "boolean_as_text"
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    _round(sc)
+
+
+def test_history_withdrawn_dissent_may_be_written_to(sqlite_engine: Engine, tmp_path: Path) -> None:
+    """The model allows a person whose dissent was later withdrawn (the library may be stricter)."""
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
+    sc.world.add_event(sc.world.people[p0], "dissent")
+    sc.advance(3)
+    sc.world.add_event(sc.world.people[p0], "withdrawn")
+    sc.advance(1)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    assert not sc.model.opted_out(sc.world.people[p0].nhs)
+    _round(sc)
