@@ -21,7 +21,6 @@ import os
 import uuid
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, select, update
@@ -31,9 +30,7 @@ from recruit.letters.select import REFUSALS, classify
 from recruit.letters.study import load_study_settings
 from recruit.models import ClinicalEvent, Invitation, Patient, Study
 from recruit.query.run import store_codelists
-from tests.conftest import postgres_schema_url
 from tests.letters.builders import OPT_OUT, STUDY_FILE, Person, build, invited
-from tests.search_helpers import fresh_engine
 
 AFTER = dt.date(2026, 3, 1)  # after the search
 EXAMPLES = int(os.environ.get("RECRUIT_GENERATIVE_EXAMPLES", "40"))
@@ -49,28 +46,6 @@ COMMON = dict(
         HealthCheck.data_too_large,
     ],
 )
-
-
-@pytest.fixture(scope="module")
-def sqlite_engine(tmp_path_factory):
-    engine = fresh_engine(f"sqlite:///{tmp_path_factory.mktemp('letters') / 'letters.db'}")
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def postgres_engine():
-    with postgres_schema_url("l") as url:
-        engine = fresh_engine(url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request):
-    return request.getfixturevalue(f"{request.param}_engine")
 
 
 def _person(i: int, draw_flags: dict) -> Person:

@@ -40,10 +40,8 @@ from recruit.models import (
     Study,
 )
 from recruit.query.run import store_codelists
-from tests.conftest import postgres_schema_url
 from tests.helpers import run_cli
 from tests.letters.builders import OPT_OUT, ROOT, STUDY_FILE, Person, build, invited
-from tests.search_helpers import fresh_engine
 
 SNOMED_TYPE1_DISSENT = ("snomedct", "827241000000103")
 SNOMED_TYPE1_WITHDRAWN = ("snomedct", "827261000000102")
@@ -65,29 +63,7 @@ XaZ89,ctv3,Dissent from secondary use of GP patient identifiable data,type1_diss
 OLD = dt.date(2000, 1, 1)
 
 
-# --- databases: one schema per module and backend, emptied by build() for each test -----------
-
-
-@pytest.fixture(scope="module")
-def sqlite_engine(tmp_path_factory):
-    engine = fresh_engine(f"sqlite:///{tmp_path_factory.mktemp('wrong-person') / 'letters.db'}")
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def postgres_engine():
-    with postgres_schema_url("wp") as url:
-        engine = fresh_engine(url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request):
-    return request.getfixturevalue(f"{request.param}_engine")
+# Databases: one schema per module and backend (tests/letters/conftest.py), emptied by build().
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 
 import synthetic_ehr
 from recruit.db import make_engine
@@ -29,6 +29,7 @@ from recruit.models import (
     Study,
 )
 from tests.load import fhir_samples as fx
+from tests.load.db_helpers import count
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNTH_MAPPING = ROOT / "rules" / "mappings" / "synthetic_ehr.yaml"
@@ -40,19 +41,6 @@ def synth(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     synthetic_ehr.generate(out, practices=2, patients=400, seed=11, workers=1)
     return out
-
-
-@pytest.fixture
-def engine(db_url):
-    engine = make_engine(db_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-def count(engine, model) -> int:
-    with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(model)).scalar_one()
 
 
 def ndjson_lines(path: Path) -> list[dict]:

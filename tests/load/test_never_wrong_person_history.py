@@ -13,15 +13,13 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 
-from recruit.db import make_engine
 from recruit.errors import RecruitError
 from recruit.load import load_extract
 from recruit.load import loader as loader_module
 from recruit.load import stage as S
 from recruit.load.loader import OTHER_ORGANIZATION, UNNAMED_PRACTITIONER
-from recruit.migrate import upgrade
 from recruit.models import (
     ClinicalEvent,
     Extract,
@@ -35,19 +33,12 @@ from recruit.models import (
 )
 from tests.helpers import run_cli
 from tests.load import fhir_samples as fx
+from tests.load.db_helpers import count
 
 OPT_OUT = "827241000000103"  # SNOMED CT: dissent from secondary use of GP patient identifiable data
 DAY1 = dt.date(2026, 10, 1)
 DAY2 = dt.date(2026, 11, 1)
 A, B = "ZZ9001", "ZZ9002"
-
-
-@pytest.fixture
-def engine(db_url):
-    engine = make_engine(db_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def rows(engine, *cols, where=None) -> list[tuple]:
@@ -56,11 +47,6 @@ def rows(engine, *cols, where=None) -> list[tuple]:
         query = query.where(where)
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(query.order_by(*cols)).all()]
-
-
-def count(engine, model) -> int:
-    with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(model)).scalar_one()
 
 
 def balanced(summary) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from recruit.db import make_engine
 from recruit.errors import RecruitError
@@ -25,9 +25,9 @@ from recruit.load.chunks import Stager, stage_chunk
 from recruit.load.fhir import FhirReader, NotUsed
 from recruit.load.files import Record
 from recruit.load.values import DateReader, Invalid
-from recruit.migrate import upgrade
 from recruit.models import ClinicalEvent, MedicationIssue, Patient, Quarantine
 from tests.load import fhir_samples as fx
+from tests.load.db_helpers import count
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNTH_MAPPING = ROOT / "rules" / "mappings" / "synthetic_ehr.yaml"
@@ -38,33 +38,12 @@ def reader() -> FhirReader:
     return FhirReader(DateReader(EXTRACT_DATE))
 
 
-@pytest.fixture
-def engine(db_url):
-    engine = make_engine(db_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sqlite_engine(sqlite_url):
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
 def rows(engine, *cols, where=None) -> list[tuple]:
     q = select(*cols)
     if where is not None:
         q = q.where(where)
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(q)]
-
-
-def count(engine, model) -> int:
-    with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(model)).scalar_one()
 
 
 def load(engine, *paths: Path, **kw):
