@@ -49,15 +49,20 @@ def _kind(mode: int) -> str:
     return "not an ordinary file"
 
 
-def regular_file(path: Path) -> Path:
-    """A file named directly must be an ordinary file: a FIFO would hang the load when opened,
-    a device would be read for ever. Checked with stat, before anything opens it."""
+def _mode(path: Path) -> int:
+    """The file's type and permissions (following a link the user named), or a plain refusal."""
     try:
-        mode = os.stat(path).st_mode
+        return os.stat(path).st_mode
     except FileNotFoundError:
         raise RecruitError(f"{path} does not exist.") from None
     except OSError as exc:
         raise RecruitError(f"{path} cannot be read ({exc.strerror}).") from None
+
+
+def regular_file(path: Path) -> Path:
+    """A file named directly must be an ordinary file: a FIFO would hang the load when opened,
+    a device would be read for ever. Checked with stat, before anything opens it."""
+    mode = _mode(path)
     if not stat.S_ISREG(mode):
         raise RecruitError(
             f"{path} is {_kind(mode)}, not an ordinary file: recruit reads only ordinary files, "
@@ -109,12 +114,7 @@ def input_files(paths: list[Path]) -> list[Path]:
     """
     found: list[Path] = []
     for path in paths:
-        try:
-            mode = os.stat(path).st_mode
-        except FileNotFoundError:
-            raise RecruitError(f"{path} does not exist.") from None
-        except OSError as exc:
-            raise RecruitError(f"{path} cannot be read ({exc.strerror}).") from None
+        mode = _mode(path)
         if stat.S_ISDIR(mode):
             found.extend(walk_files(path))
         else:
