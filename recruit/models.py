@@ -257,7 +257,7 @@ class PersonHold(Base):
     __table_args__ = (
         Index(None, "nhs_number"),
         Index(None, "practice_id", "source_id"),
-        CheckConstraint("signal IN ('death', 'left', 'code')", name="signal"),
+        CheckConstraint("signal IN ('death', 'left', 'code', 'unclear')", name="signal"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -9,7 +9,8 @@
 - extract.date_source and extract.resource_types: when the extract was taken, and from where;
   which kinds of record it carries.
 - person_hold: a broken record that still signals death, leaving or a coded entry (dissent)
-  holds its person back from letters.
+  holds its person back from letters; so does a second record of one person in a practice's
+  extract ('unclear': which registration is current cannot be told).
 
 Revision ID: 0004_person_safety
 Revises: 0003_search_result_indexes
@@ -41,7 +42,7 @@ def upgrade() -> None:
     sa.Column('reason_code', sa.String(length=64), nullable=False),
     sa.Column('file', sa.String(length=500), nullable=True),
     sa.Column('line', sa.Integer(), nullable=True),
-    sa.CheckConstraint("signal IN ('death', 'left', 'code')", name=op.f('ck_person_hold_signal')),
+    sa.CheckConstraint("signal IN ('death', 'left', 'code', 'unclear')", name=op.f('ck_person_hold_signal')),
     sa.ForeignKeyConstraint(['extract_id'], ['extract.id'], name=op.f('fk_person_hold_extract_id_extract'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_person_hold'))
     )

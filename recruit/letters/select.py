@@ -61,6 +61,7 @@ REFUSALS: dict[str, str] = {
     "unreadable_record_says_died": "a record that could not be read says they died",
     "no_longer_registered": "no longer registered with the practice",
     "unreadable_record_says_left": "a record that could not be read says they left the practice",
+    "two_records_unclear": "two records of theirs in one practice's latest extract: unclear which is current",
     "registered_elsewhere": "registered at another practice now",
     "registration_unclear": "registration unclear: another practice also has them registered",
     "research_opt_out": "has opted out of research use of their record",
@@ -212,7 +213,8 @@ def _held(p: FromClause, signal: str, codelist_ids: Sequence[int] = ()) -> Any:
     """A quarantined record still signals this about the person. Death and dissent: a hold
     under their NHS number, or under any of their records' practice ids. Leaving: only a hold
     for this practice (or one whose practice is unknown) - leaving another practice is no
-    reason not to write from this one."""
+    reason not to write from this one. Unclear (two records of one person in one practice's
+    extract): only while that practice's latest extract holds them."""
     hold, same = HOLD.alias(), PATIENT.alias()
     by_number = and_(~_blank(p.c.nhs_number), hold.c.nhs_number == p.c.nhs_number)
     if signal == "left":
@@ -234,6 +236,13 @@ def _held(p: FromClause, signal: str, codelist_ids: Sequence[int] = ()) -> Any:
             .correlate_except(same)  # the hold one level up, the patient two levels up
         )
         where = [or_(by_number, by_record)]
+    if signal == "unclear":
+        # Only while the practice's latest extract still holds the second record: a cleaner
+        # newer extract of that practice settles it.
+        where.append(
+            hold.c.extract_id
+            == select(PRACTICE.c.extract_id).where(PRACTICE.c.id == hold.c.practice_id).scalar_subquery()
+        )
     if signal == "code":
         if not codelist_ids:
             return false()
@@ -350,6 +359,7 @@ def classify(
         (_held(p, "left"), literal("unreadable_record_says_left")),
         (_registered_elsewhere(p, unclear=False), literal("registered_elsewhere")),
         (_registered_elsewhere(p, unclear=True), literal("registration_unclear")),
+        (_held(p, "unclear"), literal("two_records_unclear")),
         (_opted_out(p, opt_out_codelists), literal("research_opt_out")),
         (_held(p, "code", opt_out_codelists), literal("unreadable_record_says_opted_out")),
         (

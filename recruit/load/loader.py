@@ -984,6 +984,9 @@ class _Load:
             for signal, condition in (
                 ("death", p.c.date_of_death.is_not(None)),
                 ("left", p.c.registration_end <= self.dates.latest),
+                # A second record of the same NHS number (or id) in one practice's extract: its
+                # registration may be the newer one, so which is current cannot be told.
+                ("unclear", p.c.status.in_(("duplicate_nhs_number", "duplicate_id"))),
             )
         ]
         r, e = S.ld_record, S.ld_event
@@ -1018,9 +1021,15 @@ class _Load:
                 select(*every.c).where(or_(every.c[1].is_not(None), every.c[3].is_not(None))),
             )
         )
-        self.summary.holds = c.execute(
-            select(func.count()).select_from(PersonHold).where(PersonHold.extract_id == self.extract_id)
-        ).scalar_one()
+        # Counted by record: one record may hold for several reasons (a duplicate that also
+        # records a death) or codes.
+        records = (
+            select(PersonHold.file, PersonHold.line, PersonHold.source_id, PersonHold.reason_code)
+            .where(PersonHold.extract_id == self.extract_id)
+            .distinct()
+            .subquery("held_records")
+        )
+        self.summary.holds = c.execute(select(func.count()).select_from(records)).scalar_one()
 
     def _finish_practices(self, held: list[int], gp_ids: dict[int, list[int]]) -> None:
         c = self.conn

@@ -916,6 +916,23 @@ def test_history_case8_old_practice_does_not_write_to_a_mover(sqlite_engine: Eng
     _round(sc)
 
 
+def test_history_case5_back_at_the_old_practice_the_practice_between_does_not_write(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """Found by the long run: a person left B for A (B kept their record), then came back to B
+    under a new record, which B's extract sent beside the old one (quarantined as a duplicate
+    NHS number); A's registration then looked like the latest and A wrote to them."""
+    sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [1, 1])
+    person = sc.world.people[p0]
+    sc.world.move_practice(person, A, lag_days=0, gp2gp=False)
+    sc.advance(20)
+    sc.load(A, sc.world.today, Options(), "newer extract")
+    sc.world.move_practice(person, B, lag_days=10, gp2gp=True)
+    sc.advance(20)
+    sc.load(B, sc.world.today, Options(), "newer extract")
+    _round(sc)
+
+
 def test_history_case9_an_ended_home_address_is_never_used(sqlite_engine: Engine, tmp_path: Path) -> None:
     sc, (p0, _) = _start(sqlite_engine, tmp_path / "h", [0, 0])
     sc.world.move_house(sc.world.people[p0], known=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
 from recruit.audit import Rule, audit
 from recruit.audit.figures import refusal_label
@@ -317,6 +317,32 @@ def test_case2_an_unreadable_record_saying_death_leaving_or_dissent_holds_the_pe
         "unreadable_record_says_left": 1,
         "unreadable_record_says_opted_out": 2,
     }
+
+
+def test_case5_a_second_record_in_a_practices_latest_extract_leaves_the_person_unclear(engine, study_file):
+    """Found by the long stateful run: a person moved back to practice B, whose extract then held
+    their old and new records (the new one quarantined as a duplicate NHS number), so practice A,
+    where they had registered in between, looked like their latest registration and wrote. While
+    B's latest extract holds two records of them, nobody writes; a cleaner newer extract of B
+    settles it."""
+    world = build(engine, [Person(i) for i in range(1, 5)])
+    with engine.begin() as conn:
+        _practice(conn, 2, "B00002")
+        extract_id = _extract(conn)
+        conn.execute(update(Practice.__table__).where(Practice.id == 2).values(extract_id=extract_id))
+        _hold(conn, "unclear", nhs=_nhs(2), practice_id=2, source_id="dup2")
+        _hold(conn, "unclear", nhs=_nhs(3), practice_id=1, source_id="dup3")  # practice 1: no extract id
+    allowed, reasons, counts = _classify(engine, world.run_id, study_file)
+    assert reasons == {2: "two_records_unclear"}
+    assert allowed == {1, 3, 4}
+    assert counts == {"two_records_unclear": 1}
+    with engine.begin() as conn:  # B's newer, clean extract
+        newer = conn.execute(
+            insert(Extract.__table__).values(fingerprint="e" * 64, format="fhir").returning(Extract.id)
+        ).scalar_one()
+        conn.execute(update(Practice.__table__).where(Practice.id == 2).values(extract_id=newer))
+    allowed, reasons, counts = _classify(engine, world.run_id, study_file)
+    assert allowed == {1, 2, 3, 4}
 
 
 # --- case 5: the NHS number is the person ------------------------------------------------------
