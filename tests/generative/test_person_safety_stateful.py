@@ -89,6 +89,8 @@ SURVEY = os.environ.get("RECRUIT_PERSON_SAFETY_SURVEY")
 # RECRUIT_PERSON_SAFETY_ONLY=WORDS fails only on violations whose reason holds WORDS (to shrink
 # one kind of violation at a time).
 ONLY = os.environ.get("RECRUIT_PERSON_SAFETY_ONLY")
+# RECRUIT_PERSON_SAFETY_EXAMPLES=N: run N histories of the chosen profile (a long run that ends).
+EXAMPLES = os.environ.get("RECRUIT_PERSON_SAFETY_EXAMPLES")
 # Examples and steps actually run, per database (reported by the tests, for the closing note).
 STATS: dict[str, Any] = {}
 
@@ -708,6 +710,8 @@ def _run_machine(engine: Engine, folder: Path, name: str) -> None:
     started = time.monotonic()
     try:
         chosen = settings(settings.get_profile(PROFILE))
+        if EXAMPLES:
+            chosen = settings(chosen, max_examples=int(EXAMPLES))
         if SURVEY:  # no shrinking: the survey lists what it met
             chosen = settings(chosen, phases=[Phase.explicit, Phase.generate])
         PersonSafety.TestCase.settings = chosen
