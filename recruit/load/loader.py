@@ -50,7 +50,7 @@ from recruit.load.extract_info import NO_DATE, check_manifest, fhir_extract_date
 from recruit.load.fhir import Parsed
 from recruit.load.files import FHIR_SUFFIXES, Record, find_files, fingerprint, input_files
 from recruit.load.rows import OrgRow, PractitionerRow
-from recruit.load.values import DateReader
+from recruit.load.values import LONDON, DateReader
 from recruit.models import (
     ClinicalEvent,
     Extract,
@@ -143,6 +143,7 @@ def load_extract(
         when, date_source = fhir_extract_date(paths, files, extract_date)
     else:
         raise RecruitError(f"Unknown extract format '{fmt}': use fhir or csv.")
+    _not_in_the_future(when, date_source)
     try:
         with engine.begin() as conn:
             existing = conn.execute(
@@ -168,6 +169,19 @@ def guess_format(paths: list[Path]) -> str:
     """CSV when the inputs are .csv files (or a folder holding only those), else FHIR."""
     suffixes = {p.suffix.lower() for p in input_files(paths)}  # refuses FIFOs and links at once
     return "csv" if suffixes and suffixes <= {".csv"} else "fhir"
+
+
+def _not_in_the_future(when: dt.date, date_source: str) -> None:
+    """An extract cannot be dated after today (in England): a slip such as a stray far-future
+    meta.lastUpdated would otherwise become the practice's newest date, and every real extract
+    after it would be refused as older."""
+    today = dt.datetime.now(LONDON).date()
+    if when > today:
+        raise RecruitError(
+            f"The extract's date, {when.isoformat()} (from {date_source}), is after today "
+            f"({today.isoformat()}). Nothing was loaded: check the files, or give the date the "
+            "extract was taken with --extract-date YYYY-MM-DD."
+        )
 
 
 def default_mapping() -> Path:

@@ -194,6 +194,21 @@ def test_case6_extract_of_the_same_date_is_allowed(engine, tmp_path):
     assert rows(engine, Patient.date_of_death) == [(dt.date(2026, 10, 15),)]
 
 
+def test_case6_extract_dated_after_today_is_refused_and_cannot_block_later_ones(engine, tmp_path):
+    """A far-future date (a slip in the manifest or meta.lastUpdated) would become the practice's
+    newest date and every real extract after it would be refused as older."""
+    future = extract(tmp_path / "future", patients=[fx.patient()])
+    manifest(future, "2099-01-01T00:00:00Z", ["Patient"])
+    with pytest.raises(RecruitError, match=r"2099-01-01 \(from manifest transactionTime\), is after today"):
+        load_extract(engine, [future])
+    assert count(engine, Extract) == 0 and count(engine, Patient) == 0
+    with pytest.raises(RecruitError, match="after today"):
+        load_extract(
+            engine, [extract(tmp_path / "typo", patients=[fx.patient()])], extract_date=dt.date(2062, 1, 1)
+        )
+    balanced(load_extract(engine, [extract(tmp_path / "real", patients=[fx.patient()])], extract_date=DAY2))
+
+
 def test_case6_older_extract_is_one_plain_line_from_the_cli(tmp_path):
     db = f"sqlite:///{tmp_path / 'r.db'}"
     newer = extract(tmp_path / "newer", patients=[fx.patient()])
