@@ -939,6 +939,15 @@ class _Load:
         def from_key(ref: Any) -> Any:
             return case((ref.like("nhs:%"), func.substr(ref, 5)), else_=null())
 
+        def via_bad_patient(query: Any, ref: Any) -> Any:
+            """A record's patient reference, followed to a Patient quarantined while reading:
+            its own hold (NHS number, id) and the NHS number its keys carry."""
+            return (
+                query.outerjoin(bad_key, bad_key.c.key == ref)
+                .outerjoin(bad_hold, bad_hold.c.seq == bad_key.c.seq)
+                .outerjoin(bad_nhs, bad_nhs.c.seq == bad_key.c.seq)
+            )
+
         cols = [
             "extract_id",
             "nhs_number",
@@ -973,11 +982,8 @@ class _Load:
             .select_from(h)
             .outerjoin(first_key, first_key.c.key == h.c.patient_ref)
             .outerjoin(p, p.c.seq == first_key.c.seq)
-            .outerjoin(bad_key, bad_key.c.key == h.c.patient_ref)
-            .outerjoin(bad_hold, bad_hold.c.seq == bad_key.c.seq)
-            .outerjoin(bad_nhs, bad_nhs.c.seq == bad_key.c.seq)
-            .outerjoin(f, f.c.file_no == h.c.file_no)
         )
+        staged_holds = via_bad_patient(staged_holds, h.c.patient_ref).outerjoin(f, f.c.file_no == h.c.file_no)
         quarantined = p.c.status != "ok"
         patient_holds = [
             select(
@@ -1022,9 +1028,9 @@ class _Load:
             .select_from(r)
             .join(e, e.c.seq == r.c.seq)
             .outerjoin(p, p.c.seq == r.c.patient_seq)
-            .outerjoin(bad_key, bad_key.c.key == e.c.patient_ref)
-            .outerjoin(bad_hold, bad_hold.c.seq == bad_key.c.seq)
-            .outerjoin(bad_nhs, bad_nhs.c.seq == bad_key.c.seq)
+        )
+        event_holds = (
+            via_bad_patient(event_holds, e.c.patient_ref)
             .outerjoin(f, f.c.file_no == e.c.file_no)
             .where(r.c.kind == "event", r.c.status != "ok", e.c.code.is_not(None))
         )
