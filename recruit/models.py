@@ -407,6 +407,24 @@ class ReviewDecision(Base):
     reviewer: Mapped[str] = mapped_column(String(200))
     source_file: Mapped[str | None] = mapped_column(String(500))
     decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sheet_id: Mapped[int | None] = mapped_column(
+        Integer, doc="review_sheet.id of the sheet the decision came from (none: not from a sheet)."
+    )
+
+
+class ReviewSheet(Base):
+    """One exported review workbook: which run and practice it lists and when it was made, so an
+    import knows which decisions were made after the sheet was exported (a stale sheet never
+    overrides a newer decision) and refuses rows of another practice."""
+
+    __tablename__ = "review_sheet"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[str] = mapped_column(String(36), unique=True, doc="Random id written into the workbook.")
+    run_id: Mapped[int] = mapped_column(ForeignKey("search_run.id", ondelete="CASCADE"))
+    practice_id: Mapped[int | None] = mapped_column(Integer, doc="practice.id; none: every practice.")
+    exported_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class LetterBatch(Base):
@@ -454,3 +472,33 @@ class Invitation(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     replied_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StudyNumber(Base):
+    """A person's study number for a study, given once and kept: written (and committed) before
+    any letter carrying it is printed, so a letters run stopped part-way and run again prints the
+    same number, and nobody ever holds two numbers for one study."""
+
+    __tablename__ = "study_number"
+    __table_args__ = (UniqueConstraint("study_id", "nhs_number"), UniqueConstraint("study_number"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    nhs_number: Mapped[str] = mapped_column(String(10))
+    study_number: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WorkFolder(Base):
+    """A folder of files with patient identifiers that a command is still writing. The row is
+    committed before the folder is made and deleted once its files are published; a row left
+    behind (the command was killed) tells the next command to delete the folder."""
+
+    __tablename__ = "work_folder"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(1000))
+    purpose: Mapped[str] = mapped_column(String(40), doc="e.g. letters")
+    host: Mapped[str | None] = mapped_column(String(200))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -14,10 +14,13 @@ from recruit.models import (
     Practitioner,
     Quarantine,
     ReviewDecision,
+    ReviewSheet,
     SearchResult,
     SearchRun,
     StepCount,
     Study,
+    StudyNumber,
+    WorkFolder,
 )
 from recruit.models import Codelist as CodelistRow
 
@@ -37,4 +40,7 @@ QUARANTINE = Quarantine.__table__
 RESULT = SearchResult.__table__
 RUN = SearchRun.__table__
 STEP_COUNT = StepCount.__table__
+REVIEW_SHEET = ReviewSheet.__table__
 STUDY = Study.__table__
+STUDY_NUMBER = StudyNumber.__table__
+WORK_FOLDER = WorkFolder.__table__
