@@ -288,7 +288,7 @@ def quarantine_export(
     from recruit.load.quarantine import export_quarantine
 
     n = export_quarantine(_ready_engine(db), out_file, extract)
-    out.print(f"Wrote {n:,} quarantined records to {out_file}")
+    out.print(f"Wrote {n:,} quarantined records to {out_file} (readable by you only: it may name patients)")
 
 
 @app.command("search")
@@ -625,7 +625,21 @@ def db_copy(
         typer.Option("--to", metavar="URL", help="Database to copy into, e.g. duckdb:///region.duckdb."),
     ],
     replace: Annotated[
-        bool, typer.Option("--replace", help="Overwrite the records already in the --to database.")
+        bool,
+        typer.Option(
+            "--replace",
+            help="Overwrite the records already in the --to database. Refused if it holds GP "
+            "decisions, letters or replies that this database does not have.",
+        ),
+    ] = False,
+    delete_history: Annotated[
+        bool,
+        typer.Option(
+            "--delete-history",
+            help="With --replace: also delete the --to database's GP decisions, review sheets, "
+            "letters written, replies and study numbers that this database does not have. The "
+            "next search there could then write to those people again.",
+        ),
     ] = False,
     db: DbOption = None,
 ) -> None:
@@ -634,13 +648,25 @@ def db_copy(
     For a region-wide search, load the practices' extracts as usual, copy them into a DuckDB file
     and search that: recruit search --db duckdb:///region.duckdb
     """
-    from recruit.dbcopy import copy_database
+    from recruit.dbcopy import HISTORY_KINDS, copy_database
 
+    if delete_history and not replace:
+        raise RecruitError("--delete-history only has a meaning with --replace.")
     source = make_engine(db)
     target = make_engine(to, create_folder=True)
     progress, advance = _bar("Copying", None)
     with progress:
-        summary = copy_database(source, target, replace=replace, progress=lambda _table, n: advance(n))
+        summary = copy_database(
+            source,
+            target,
+            replace=replace,
+            delete_history=delete_history,
+            progress=lambda _table, n: advance(n),
+        )
+    if summary.history_deleted:
+        out.print(f"Deleted from {describe(target.url)}, as --delete-history asked:", highlight=False)
+        for kind, n in summary.history_deleted.items():
+            out.print(f"  {HISTORY_KINDS[kind]}: {n:,}", highlight=False)
     out.print(f"Copied {summary.total:,} rows from {describe(source.url)} to {describe(target.url)}:")
     for name, n in summary.rows.items():
         if n:

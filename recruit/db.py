@@ -3,6 +3,11 @@
 SQLite (a file in the working folder) is the default so a practice needs no server; PostgreSQL
 serves multi-practice work. Failures are turned into one plain sentence (DatabaseUnavailable)
 because practice staff, not programmers, read them.
+
+A database file holds patient identifiers, so it is made readable by its owner only whatever
+the umask: SQLite and DuckDB create the file when first opened, which happens under
+owner_only(); SQLite gives its journal and WAL the file's own mode, but DuckDB makes its WAL with
+the process umask at each write, so umask 077 is held while a DuckDB connection is in use.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from recruit.errors import DatabaseUnavailable
+from recruit.private_files import hold_private_umask, owner_only, private_folder, release_private_umask
 
 ENV_VAR = "RECRUIT_DATABASE_URL"
 DEFAULT_FILENAME = "recruit.db"
@@ -101,7 +107,26 @@ def make_engine(url: str | None = None, *, create_folder: bool = False) -> Engin
         event.listen(engine, "connect", _sqlite_pragmas)
     elif backend == "duckdb":
         event.listen(engine, "connect", _duckdb_settings)
+    if backend in ("sqlite", "duckdb") and sqlite_path(u) is not None:
+        event.listen(engine, "do_connect", _connect_owner_only)
+        if backend == "duckdb":
+            event.listen(engine, "checkout", _hold_umask)
+            event.listen(engine, "checkin", _release_umask)
     return engine
+
+
+def _connect_owner_only(dialect, _record, cargs, cparams):  # type: ignore[no-untyped-def]
+    """Open the database file under umask 077, so a new file is created 0600."""
+    with owner_only():
+        return dialect.connect(*cargs, **cparams)
+
+
+def _hold_umask(*_args: object) -> None:
+    hold_private_umask()
+
+
+def _release_umask(*_args: object) -> None:
+    release_private_umask()
 
 
 def _check_sqlite_folder(path: Path, *, create_folder: bool) -> None:
@@ -110,7 +135,7 @@ def _check_sqlite_folder(path: Path, *, create_folder: bool) -> None:
         if not create_folder:
             raise DatabaseUnavailable(f"The folder {folder} does not exist, so {path.name} cannot be opened.")
         try:
-            folder.mkdir(parents=True)
+            private_folder(folder, parents=True)
         except OSError as exc:
             raise DatabaseUnavailable(f"Cannot create the folder {folder}: {exc.strerror}.") from None
     if path.exists():

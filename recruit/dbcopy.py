@@ -7,6 +7,14 @@ source's (recruit.duckdb_support translates them for DuckDB), so both are at one
 the copy is table by table, column by column, in one transaction on the target: stopped half way,
 it leaves the target as it was.
 
+A copy with replace deletes the target's rows first, and the target's history (GP decisions,
+review sheets, letter batches, invitations with their replies, study numbers) is the record of
+who must not be written to again: a target holding history the source lacks is refused
+(HistoryWouldBeLost) unless delete_history is given, since otherwise the next search there would
+write to those people again. Folders still being written (work_folder) belong to the database
+whose command made them: they are neither copied nor deleted, so a killed run's leftovers are
+still cleaned by the next command on that database.
+
 Rows travel in batches by each engine's bulk path: COPY on PostgreSQL, a JSON batch file read
 by DuckDB itself (its parameter binding manages a few thousand rows a second), executemany
 elsewhere. Plain indexes are dropped during the copy and built again afterwards (one sort instead
@@ -16,6 +24,7 @@ of millions of index updates), then the planner's statistics are refreshed.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -52,14 +61,49 @@ from recruit.db import describe, unavailable
 from recruit.errors import RecruitError
 from recruit.migrate import current_revision, head_revision, upgrade
 from recruit.models import Base
+from recruit.tables import BATCH as LETTER_BATCH
+from recruit.tables import DECISION, INVITATION, REVIEW_SHEET, STUDY_NUMBER, WORK_FOLDER
 
 BATCH = 100_000
 Progress = Callable[[str, int], None]
+
+# Bookkeeping of the database's own machine (folders its commands are writing): never copied.
+LOCAL_TABLES = frozenset({WORK_FOLDER.name})
+
+# What a replace would lose, in the words of the refusal, in the order they are named.
+HISTORY_KINDS = {
+    "letters": "letters written",
+    "replies": "replies",
+    "letter_changes": "changes to letters already written (posted, status)",
+    "decisions": "GP decisions",
+    "sheets": "review sheets exported",
+    "batches": "letter batches",
+    "study_numbers": "study numbers given",
+}
+_ONE = {
+    "letters": "letter written",
+    "replies": "reply",
+    "letter_changes": "change to a letter already written (posted, status)",
+    "decisions": "GP decision",
+    "sheets": "review sheet exported",
+    "batches": "letter batch",
+    "study_numbers": "study number given",
+}
+
+
+class HistoryWouldBeLost(RecruitError):
+    """A copy with replace would delete decisions, letters or replies the source does not hold."""
+
+    def __init__(self, message: str, lost: dict[str, int]) -> None:
+        super().__init__(message)
+        self.lost = lost
 
 
 @dataclass
 class CopySummary:
     rows: dict[str, int] = field(default_factory=dict)
+    # History of the target that the source lacked, deleted because delete_history was given.
+    history_deleted: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -67,12 +111,19 @@ class CopySummary:
 
 
 def copy_database(
-    source: Engine, target: Engine, *, replace: bool = False, progress: Progress | None = None
+    source: Engine,
+    target: Engine,
+    *,
+    replace: bool = False,
+    delete_history: bool = False,
+    progress: Progress | None = None,
 ) -> CopySummary:
     """Copy every recruit table from source to target (created or brought up to date first).
 
     The target must hold no records unless replace is true, in which case they are deleted
-    first (in the same transaction as the copy)."""
+    first (in the same transaction as the copy); history of the target that the source does not
+    hold row for row is deleted only with delete_history, else HistoryWouldBeLost is raised
+    before anything changes."""
     if source.url == target.url:
         raise RecruitError("The database to copy into is the one being copied from: give another --to.")
     head = head_revision()
@@ -85,11 +136,19 @@ def copy_database(
             "Run `recruit db upgrade` on it first."
         )
     upgrade(target)
-    tables = list(Base.metadata.sorted_tables)
+    tables = [t for t in Base.metadata.sorted_tables if t.name not in LOCAL_TABLES]
     summary = CopySummary()
     try:
         with source.connect() as src, target.begin() as dst:
-            _empty_target(dst, tables, target, replace)
+            if _holding(dst, tables, target, replace):
+                lost = history_missing(dst, src)
+                if any(lost.values()) and not delete_history:
+                    raise HistoryWouldBeLost(
+                        _lost_message(source, target, lost, history_missing(src, dst)), lost
+                    )
+                summary.history_deleted = {k: n for k, n in lost.items() if n}
+                for table in reversed(tables):
+                    dst.execute(delete(table))
             dropped = _drop_plain_indexes(dst, tables)
             for table in tables:
                 summary.rows[table.name] = _copy_table(src, dst, table, progress)
@@ -102,18 +161,110 @@ def copy_database(
     return summary
 
 
-def _empty_target(conn: Connection, tables: Sequence[Table], target: Engine, replace: bool) -> None:
+def _holding(conn: Connection, tables: Sequence[Table], target: Engine, replace: bool) -> bool:
+    """Whether the target holds rows (refused unless replace)."""
     holding = [t.name for t in tables if conn.execute(select(func.count()).select_from(t)).scalar()]
     if not holding:
-        return
+        return False
     if not replace:
         raise RecruitError(
             f"The database {describe(target.url)} already holds records ({', '.join(holding[:4])}"
             f"{'...' if len(holding) > 4 else ''}). "
             "Give --replace to overwrite them, or copy into a new file."
         )
-    for table in reversed(tables):
-        conn.execute(delete(table))
+    return True
+
+
+def _plain(value: Any) -> Any:
+    """A value as compared between engines: times in UTC without their zone (SQLite drops it)."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def _digest(values: Sequence[Any]) -> bytes:
+    return hashlib.blake2b(repr(tuple(_plain(v) for v in values)).encode(), digest_size=16).digest()
+
+
+def _row_digests(conn: Connection, table: Table) -> Iterator[tuple[bytes, Any]]:
+    """(digest of every column as stored, row) for each row, streamed."""
+    result = conn.execution_options(yield_per=BATCH).execute(select(*_raw_columns(table)))
+    for row in result:
+        yield _digest(row), row
+
+
+def history_missing(holder: Connection, other: Connection) -> dict[str, int]:
+    """How many history rows of `holder`, per kind, `other` does not hold identically (every
+    column). Only digests of `other`'s rows are kept in memory (16 bytes a row)."""
+    lost = dict.fromkeys(HISTORY_KINDS, 0)
+    for kind, table in (
+        ("decisions", DECISION),
+        ("sheets", REVIEW_SHEET),
+        ("batches", LETTER_BATCH),
+        ("study_numbers", STUDY_NUMBER),
+    ):
+        known = {d for d, _ in _row_digests(other, table)}
+        lost[kind] = sum(1 for d, _ in _row_digests(holder, table) if d not in known)
+    # Invitations: a letter the other lacks altogether, or a reply (or posting) it lacks.
+    letter = (INVITATION.c.study_id, INVITATION.c.nhs_number, INVITATION.c.study_number)
+    known = set()
+    letters = set()
+    for d, row in _row_digests(other, INVITATION):
+        known.add(d)
+        letters.add(_digest([getattr(row, c.name) for c in letter]))
+    for d, row in _row_digests(holder, INVITATION):
+        if d in known:
+            continue
+        if _digest([getattr(row, c.name) for c in letter]) not in letters:
+            lost["letters"] += 1
+            lost["replies"] += row.reply is not None
+        elif row.reply is not None:
+            lost["replies"] += 1
+        else:
+            lost["letter_changes"] += 1
+    return lost
+
+
+def _counted(lost: dict[str, int]) -> str:
+    parts = [
+        f"{lost[k]:,} {_ONE[k] if lost[k] == 1 else words}"
+        for k, words in HISTORY_KINDS.items()
+        if lost.get(k)
+    ]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _kind(engine: Engine) -> str:
+    return {"sqlite": "SQLite file", "duckdb": "DuckDB file", "postgresql": "PostgreSQL database"}.get(
+        engine.dialect.name, "database"
+    )
+
+
+def _address(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _lost_message(source: Engine, target: Engine, lost: dict[str, int], back: dict[str, int]) -> str:
+    """Why the copy was refused and what to do, in words for practice staff."""
+    there, here = describe(target.url), describe(source.url)
+    said = (
+        f"The {_kind(target)} {there} holds {_counted(lost)} that {here} does not have. "
+        "Copying with --replace would delete them, and the next search there would write to "
+        "those people again. Nothing was changed. "
+    )
+    if not any(back.values()):
+        return said + (
+            f"Copy {there} back first (it holds everything {here} holds): "
+            f"recruit db copy --db {_address(target)} --to {_address(source)} --replace; "
+            f"then load the new extracts into {here} and copy again. "
+            "Only if those records are truly not wanted, give --delete-history."
+        )
+    return said + (
+        f"{here} also holds {_counted(back)} that {there} does not have, so copying either way "
+        "would lose some. Keep both databases as they are and ask whoever looks after recruit "
+        "to bring the two together; give --delete-history only if the records named are truly "
+        "not wanted."
+    )
 
 
 def _drop_plain_indexes(conn: Connection, tables: Sequence[Table]) -> list[Index]:

@@ -26,6 +26,7 @@ from recruit.errors import RecruitError
 from recruit.load import load_extract
 from recruit.migrate import upgrade
 from recruit.models import Invitation, ReviewDecision, SearchResult
+from recruit.private_files import make_private_tree, open_private, owner_only, private_folder
 
 INDEX_DATE = dt.date(2026, 11, 1)  # the made-up extract is taken on this date (its manifest says so)
 REVIEWER = "Dr A Demo (simulated review)"
@@ -57,15 +58,19 @@ def find_rules(name: str = "instep.yaml") -> Path:
 
 
 def prepare_folder(folder: Path) -> None:
-    """An empty demo folder; an earlier demo's folder is cleared, anything else is refused."""
+    """An empty demo folder; an earlier demo's folder is cleared, anything else is refused.
+
+    The folder is owner-only (0700) like every folder recruit fills with patient details: the
+    people are made up, but the demo shows the files as a real run makes them."""
     if folder.exists() and any(folder.iterdir()):
         if not (folder / MARKER).is_file():
             raise RecruitError(
                 f"{folder} already exists and was not made by recruit demo; choose another with --out."
             )
         shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / MARKER).write_text("Made by recruit demo: made-up patients only. Safe to delete.\n")
+    private_folder(folder, parents=True)
+    with open_private(folder / MARKER) as f:
+        f.write("Made by recruit demo: made-up patients only. Safe to delete.\n")
 
 
 def read_truth(truth_csv: Path) -> dict[str, dict[str, str]]:
@@ -103,9 +108,21 @@ def simulate_gp(sheet: Path, truth: dict[str, dict[str, str]], seed: int) -> Pat
             ws.cell(row, reason_col).value = REASONS[reason]
         else:
             ws.cell(row, decision_col).value = "Invite"
-    decided = sheet.with_name("review-decided.xlsx")
-    book.save(decided)
+    decided = sheet.with_name(f"{sheet.stem}-decided.xlsx")
+    with owner_only():
+        book.save(decided)
     return decided
+
+
+def export_sheets(engine: Engine, run_id: int, out: Path) -> list[Path]:
+    """The run's review workbooks: one per practice where recruit writes them so (each practice's
+    GP sees only their own patients), else the one workbook."""
+    from recruit import review
+
+    by_practice = getattr(review, "export_review_by_practice", None)  # ISSUE15-API (review branch)
+    if by_practice is None:
+        return [review.export_review(engine, run_id, out).path]
+    return [summary.path for summary in by_practice(engine, run_id, out)]
 
 
 def simulate_replies(engine: Engine, truth: dict[str, dict[str, str]], out: Path, seed: int) -> int:
@@ -130,7 +147,7 @@ def simulate_replies(engine: Engine, truth: dict[str, dict[str, str]], out: Path
         else:
             continue
         rows.append((study_number, reply, dt.date.today().isoformat()))
-    with out.open("w", newline="", encoding="utf-8") as f:
+    with open_private(out, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["Study number", "Reply", "Date"])
         writer.writerows(rows)
@@ -150,7 +167,7 @@ def run_demo(
     from recruit.letters.batch import write_letters
     from recruit.query.run import run_search
     from recruit.replies import import_replies
-    from recruit.review import export_review, import_review
+    from recruit.review import import_review
 
     rules = find_rules()
     prepare_folder(folder)
@@ -175,9 +192,11 @@ def run_demo(
             ).scalar_one()
         say(f"3. Searched with {rules.name}: search run {run_id} found {candidates:,} people to consider")
 
-        sheet = export_review(engine, run_id, folder / "review.xlsx").path
-        decided = simulate_gp(sheet, truth, seed)
-        import_review(engine, decided, REVIEWER, run_id=run_id)
+        sheets = [
+            simulate_gp(sheet, truth, seed) for sheet in export_sheets(engine, run_id, folder / "review.xlsx")
+        ]
+        for decided in sheets:
+            import_review(engine, decided, REVIEWER, run_id=run_id)
         with engine.connect() as conn:
             counts = dict(
                 conn.execute(
@@ -208,6 +227,7 @@ def run_demo(
         say(f"7. Wrote the trial manager's audit report to {folder / 'audit'}")
     finally:
         engine.dispose()
+        make_private_tree(folder)
     return DemoResult(
         folder=folder,
         run_id=run_id,
@@ -218,7 +238,9 @@ def run_demo(
         replies=replies,
         outputs={
             "database": folder / "recruit.db",
-            "review sheet": decided,
+            ("review sheet" if len(sheets) == 1 else "review sheets"): sheets[0]
+            if len(sheets) == 1
+            else folder,
             "letters (print-ready PDF)": letters.output_dir / "letters.pdf",
             "mail-merge file": letters.output_dir / "mail-merge.csv",
             "audit report": folder / "audit" / "audit.html",

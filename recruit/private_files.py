@@ -23,6 +23,31 @@ FOLDER_MODE = 0o700
 PRIVATE_UMASK = 0o077
 
 _lock = threading.RLock()  # nested uses (a private folder made inside) are fine
+_holds_lock = threading.Lock()
+_holds = 0
+_umask_before = 0
+
+
+def hold_private_umask() -> None:
+    """umask 077 until the matching release_private_umask(). Holds are counted, so they may end
+    in any order (an open DuckDB connection holds one; owner_only() another): the umask is put
+    back only when the last one ends."""
+    global _holds, _umask_before
+    with _holds_lock:
+        before = os.umask(PRIVATE_UMASK)
+        if _holds == 0:
+            _umask_before = before
+        _holds += 1
+
+
+def release_private_umask() -> None:
+    global _holds
+    with _holds_lock:
+        if _holds == 0:
+            return
+        _holds -= 1
+        if _holds == 0:
+            os.umask(_umask_before)
 
 
 @contextlib.contextmanager
@@ -30,11 +55,11 @@ def owner_only() -> Iterator[None]:
     """Files and folders created inside are private to their owner (umask 077), then the umask is
     put back. Child processes started inside inherit it."""
     with _lock:
-        before = os.umask(PRIVATE_UMASK)
+        hold_private_umask()
         try:
             yield
         finally:
-            os.umask(before)
+            release_private_umask()
 
 
 def make_private(path: str | Path) -> None:

@@ -10,7 +10,9 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from recruit.errors import RecruitError
 from recruit.models import Quarantine
+from recruit.private_files import open_private
 from recruit.safe_text import spreadsheet_safe
 
 COLUMNS = ("extract", "file", "line", "resource_type", "resource_id", "field", "reason_code", "reason")
@@ -63,9 +65,15 @@ def quarantine_rows(
 
 
 def export_quarantine(engine: Engine, out: Path, extract_id: int | None = None) -> int:
-    """Write quarantined records to CSV (no raw record text: it may hold patient details)."""
+    """Write quarantined records to CSV (no raw record text: it may hold patient details).
+
+    The file is owner-only (0600): record ids and file names can still lead to a patient."""
     n = 0
-    with out.open("w", newline="", encoding="utf-8") as f:
+    try:
+        f = open_private(out, "w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise RecruitError(f"Cannot write {out}: {exc.strerror}.") from None
+    with f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         for row in quarantine_rows(engine, extract_id):
