@@ -188,7 +188,9 @@ def _digest(values: Sequence[Any]) -> bytes:
 
 def _row_digests(conn: Connection, table: Table) -> Iterator[tuple[bytes, Any]]:
     """(digest of every column as stored, row) for each row, streamed."""
-    result = conn.execution_options(yield_per=BATCH).execute(select(*_raw_columns(table)))
+    # Options on the statement: Connection.execution_options() would change the connection
+    # itself, and later DELETEs would be sent through a server-side cursor.
+    result = conn.execute(select(*_raw_columns(table)).execution_options(yield_per=BATCH))
     for row in result:
         yield _digest(row), row
 
