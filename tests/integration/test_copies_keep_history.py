@@ -217,9 +217,12 @@ def test_a_later_reply_or_posting_alone_is_history_too(extract, tmp_path):
         copy_database(source, target, replace=True)
     assert refused.value.lost["letters"] == 0 and refused.value.lost["decisions"] == 0
     with target.connect() as conn:
-        assert conn.execute(
-            select(func.count()).select_from(INVITATION).where(INVITATION.c.reply == "do_not_contact")
-        ).scalar_one() == 1
+        assert (
+            conn.execute(
+                select(func.count()).select_from(INVITATION).where(INVITATION.c.reply == "do_not_contact")
+            ).scalar_one()
+            == 1
+        )
     source.dispose()
     target.dispose()
 
@@ -323,7 +326,9 @@ def test_the_readme_region_flow_keeps_every_letter(extract, tmp_path):
     with engine.connect() as conn:
         written = conn.execute(select(INVITATION.c.study_number, INVITATION.c.patient_id)).all()
     replies = tmp_path / "replies.csv"
-    replies.write_text(f"Study number,Reply,Date\n{written[0][0]},not interested,{dt.date.today().isoformat()}\n")
+    replies.write_text(
+        f"Study number,Reply,Date\n{written[0][0]},not interested,{dt.date.today().isoformat()}\n"
+    )
     import_replies(engine, replies)
     before = _counts(engine)
     engine.dispose()
