@@ -26,6 +26,7 @@ from recruit.errors import RecruitError
 from recruit.load import load_extract
 from recruit.migrate import upgrade
 from recruit.models import Invitation, ReviewDecision, SearchResult
+from recruit.private_files import make_private, owner_only, private_folder
 
 INDEX_DATE = dt.date(2026, 11, 1)  # the made-up extract is taken on this date (its manifest says so)
 REVIEWER = "Dr A Demo (simulated review)"
@@ -103,8 +104,10 @@ def simulate_gp(sheet: Path, truth: dict[str, dict[str, str]], seed: int) -> Pat
             ws.cell(row, reason_col).value = REASONS[reason]
         else:
             ws.cell(row, decision_col).value = "Invite"
-    decided = sheet.with_name("review-decided.xlsx")
-    book.save(decided)
+    decided = sheet.with_name(f"{sheet.stem}-decided.xlsx")
+    with owner_only():
+        book.save(decided)
+    make_private(decided)
     return decided
 
 
@@ -150,7 +153,7 @@ def run_demo(
     from recruit.letters.batch import write_letters
     from recruit.query.run import run_search
     from recruit.replies import import_replies
-    from recruit.review import export_review, import_review
+    from recruit.review import export_review_by_practice, import_review
 
     rules = find_rules()
     prepare_folder(folder)
@@ -175,9 +178,10 @@ def run_demo(
             ).scalar_one()
         say(f"3. Searched with {rules.name}: search run {run_id} found {candidates:,} people to consider")
 
-        sheet = export_review(engine, run_id, folder / "review.xlsx").path
-        decided = simulate_gp(sheet, truth, seed)
-        import_review(engine, decided, REVIEWER, run_id=run_id)
+        # One workbook per practice: each practice's GP sees only their own patients.
+        sheets = private_folder(folder / "review")
+        for sheet in export_review_by_practice(engine, run_id, sheets / "review.xlsx"):
+            import_review(engine, simulate_gp(sheet.path, truth, seed), REVIEWER, run_id=run_id)
         with engine.connect() as conn:
             counts = dict(
                 conn.execute(
@@ -218,7 +222,7 @@ def run_demo(
         replies=replies,
         outputs={
             "database": folder / "recruit.db",
-            "review sheet": decided,
+            "review sheets (one per practice)": sheets,
             "letters (print-ready PDF)": letters.output_dir / "letters.pdf",
             "mail-merge file": letters.output_dir / "mail-merge.csv",
             "audit report": folder / "audit" / "audit.html",
