@@ -565,6 +565,9 @@ def _export_one(
     practice_id = practice.id if practice is not None else None
     try:
         with engine.begin() as conn:
+            # Each practice's evidence queries name their own temporary tables, so caching their
+            # compiled SQL only fills memory as a region's practices go by.
+            conn.execution_options(compiled_cache=None)
             run = _run(conn, run_id)
             study = None
             if run.study_id is not None:
