@@ -349,28 +349,52 @@ app.add_typer(replies_app, name="replies")
 @review_app.command("export")
 def review_export(
     run: Annotated[int, typer.Argument(help="The search run number (recruit search prints it).")],
-    out_file: Annotated[Path, typer.Option("--out", help="The workbook to write, e.g. review.xlsx.")],
+    out_file: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="The workbook to write, e.g. review.xlsx; with several practices, one each: "
+            "review-A81001.xlsx, review-B82002.xlsx, ...",
+        ),
+    ],
+    practice: Annotated[
+        str | None,
+        typer.Option(help="Only this practice's candidates (its ODS code, e.g. A81001).", show_default=False),
+    ] = None,
     db: DbOption = None,
 ) -> None:
-    """Write a search run's candidates to a workbook for the GP to screen."""
-    from recruit.review import export_review
+    """Write a search run's candidates to a workbook per practice for its GPs to screen."""
+    from recruit.review import export_review, export_review_by_practice
 
-    summary = export_review(_ready_engine(db), run, out_file)
+    engine = _ready_engine(db)
+    if practice is None:
+        summaries = export_review_by_practice(engine, run, out_file)
+    else:
+        summaries = [export_review(engine, run, out_file, practice=practice)]
+    for summary in summaries:
+        where = f" of practice {summary.practice}" if summary.practice else ""
+        out.print(
+            f"Wrote {summary.rows:,} candidates{where} from search run {run} to {summary.path} "
+            "for GP screening.",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    if len(summaries) > 1:
+        out.print(
+            "Give each practice only its own workbook: each lists only that practice's patients.",
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(
-        f"Wrote {summary.rows:,} candidates from search run {run} to {summary.path} for GP screening.",
+        "Each workbook identifies patients (names, dates of birth, NHS numbers, addresses) and can be "
+        "opened only by you on this computer. Keep it inside the practice, do not email it outside "
+        "the NHS, and delete spare copies once the decisions are imported.",
         highlight=False,
-        markup=False,
         soft_wrap=True,
     )
     out.print(
-        "This workbook identifies patients (names, dates of birth, NHS numbers, addresses). "
-        "Keep it inside the practice, do not email it outside the NHS, and delete spare copies "
-        "once the decisions are imported.",
-        highlight=False,
-        soft_wrap=True,
-    )
-    out.print(
-        f'When the GP has filled it in: recruit review import {summary.path} --reviewer "Dr Name"',
+        f'When the GP has filled it in: recruit review import {summaries[0].path} --reviewer "Dr Name"',
         highlight=False,
         markup=False,
         soft_wrap=True,
@@ -386,11 +410,24 @@ def review_import(
     ] = None,
     db: DbOption = None,
 ) -> None:
-    """Record the GP's decisions from a review workbook (all rows, or none if any row is wrong)."""
+    """Record the GP's decisions from a review workbook.
+
+    A sheet that does not match its search is refused whole; a row that no longer shows its person,
+    is of another practice or is older than a newer decision is left out and listed (exit status 1).
+    """
     from recruit.review import format_import_summary, import_review
 
     summary = import_review(_ready_engine(db), sheet, reviewer, run_id=run)
     out.print(format_import_summary(summary, sheet.name), highlight=False, markup=False, soft_wrap=True)
+    if summary.refused_rows:
+        err.print(
+            f"{len(summary.refused_rows)} row(s) of {sheet.name} were not recorded (listed above); "
+            "the other rows were. Check those rows with the GP, then import again or export a new sheet.",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 @replies_app.command("import")

@@ -26,7 +26,7 @@ from recruit.errors import RecruitError
 from recruit.load import load_extract
 from recruit.migrate import upgrade
 from recruit.models import Invitation, ReviewDecision, SearchResult
-from recruit.private_files import make_private_tree, open_private, owner_only, private_folder
+from recruit.private_files import make_private, make_private_tree, open_private, owner_only, private_folder
 
 INDEX_DATE = dt.date(2026, 11, 1)  # the made-up extract is taken on this date (its manifest says so)
 REVIEWER = "Dr A Demo (simulated review)"
@@ -111,18 +111,8 @@ def simulate_gp(sheet: Path, truth: dict[str, dict[str, str]], seed: int) -> Pat
     decided = sheet.with_name(f"{sheet.stem}-decided.xlsx")
     with owner_only():
         book.save(decided)
+    make_private(decided)
     return decided
-
-
-def export_sheets(engine: Engine, run_id: int, out: Path) -> list[Path]:
-    """The run's review workbooks: one per practice where recruit writes them so (each practice's
-    GP sees only their own patients), else the one workbook."""
-    from recruit import review
-
-    by_practice = getattr(review, "export_review_by_practice", None)  # ISSUE15-API (review branch)
-    if by_practice is None:
-        return [review.export_review(engine, run_id, out).path]
-    return [summary.path for summary in by_practice(engine, run_id, out)]
 
 
 def simulate_replies(engine: Engine, truth: dict[str, dict[str, str]], out: Path, seed: int) -> int:
@@ -167,7 +157,7 @@ def run_demo(
     from recruit.letters.batch import write_letters
     from recruit.query.run import run_search
     from recruit.replies import import_replies
-    from recruit.review import import_review
+    from recruit.review import export_review_by_practice, import_review
 
     rules = find_rules()
     prepare_folder(folder)
@@ -192,11 +182,10 @@ def run_demo(
             ).scalar_one()
         say(f"3. Searched with {rules.name}: search run {run_id} found {candidates:,} people to consider")
 
-        sheets = [
-            simulate_gp(sheet, truth, seed) for sheet in export_sheets(engine, run_id, folder / "review.xlsx")
-        ]
-        for decided in sheets:
-            import_review(engine, decided, REVIEWER, run_id=run_id)
+        # One workbook per practice: each practice's GP sees only their own patients.
+        sheets = private_folder(folder / "review")
+        for sheet in export_review_by_practice(engine, run_id, sheets / "review.xlsx"):
+            import_review(engine, simulate_gp(sheet.path, truth, seed), REVIEWER, run_id=run_id)
         with engine.connect() as conn:
             counts = dict(
                 conn.execute(
@@ -238,9 +227,7 @@ def run_demo(
         replies=replies,
         outputs={
             "database": folder / "recruit.db",
-            ("review sheet" if len(sheets) == 1 else "review sheets"): sheets[0]
-            if len(sheets) == 1
-            else folder,
+            "review sheets (one per practice)": sheets,
             "letters (print-ready PDF)": letters.output_dir / "letters.pdf",
             "mail-merge file": letters.output_dir / "mail-merge.csv",
             "audit report": folder / "audit" / "audit.html",

@@ -20,10 +20,14 @@ decision can no longer be changed from a sheet.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import glob
+import os
 import re
+import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -50,6 +54,7 @@ from recruit.errors import RecruitError
 from recruit.models import (
     utcnow,
 )
+from recruit.private_files import make_private, owner_only
 from recruit.query.compiler import Compiler
 from recruit.query.dates import months_before
 from recruit.rules.model import (
@@ -59,8 +64,19 @@ from recruit.rules.model import (
     RuleSet,
     StatusSource,
 )
-from recruit.tables import CODELIST, CODES, DECISION, INVITATION, PATIENT, PRACTICE, RESULT, RUN, STUDY
-from recruit.workbook import match_headers, open_workbook, put_text
+from recruit.tables import (
+    CODELIST,
+    CODES,
+    DECISION,
+    INVITATION,
+    PATIENT,
+    PRACTICE,
+    RESULT,
+    REVIEW_SHEET,
+    RUN,
+    STUDY,
+)
+from recruit.workbook import cell_text, match_headers, open_workbook, parse_day, put_text
 
 # What the GP chooses from: stored code -> the words on the sheet.
 DECISIONS: Mapping[str, str] = MappingProxyType({"invite": "Invite", "do_not_invite": "Do not invite"})
@@ -85,7 +101,8 @@ SHEET = "Review"
 INSTRUCTIONS = "Instructions"
 LISTS = "Lists"
 META = "recruit"
-FORMAT = "recruit review sheet 1"
+FORMAT = "recruit review sheet 2"
+OLD_FORMATS = ("recruit review sheet 1",)
 MAX_LISTED = 40  # problems listed in a refusal before "and N more"
 
 SYSTEM_NAMES = {"snomedct": "SNOMED CT", "readv2": "Read v2", "ctv3": "CTV3", "dmd": "dm+d"}
@@ -142,51 +159,65 @@ def _run(conn: Connection, run_id: int) -> Any:
     return run
 
 
-def candidate_rows(engine: Engine, run_id: int, today: dt.date | None = None) -> list[CandidateRow]:
-    """The run's candidates in wave order (rank, then patient), with their evidence in words."""
+def _candidate_query(run_id: int, practice_id: int | None) -> Any:
+    query = (
+        select(
+            RESULT.c.patient_id,
+            RESULT.c.rank,
+            RESULT.c.score,
+            PATIENT,
+            PRACTICE.c.name.label("practice_name"),
+            PRACTICE.c.ods_code,
+        )
+        .join(PATIENT, PATIENT.c.id == RESULT.c.patient_id)
+        .join(PRACTICE, PRACTICE.c.id == RESULT.c.practice_id)
+        .where(RESULT.c.run_id == run_id, RESULT.c.outcome == "candidate")
+        .order_by(RESULT.c.rank.is_(None), RESULT.c.rank, RESULT.c.patient_id)
+    )
+    if practice_id is not None:
+        query = query.where(RESULT.c.practice_id == practice_id)
+    return query
+
+
+def person_name(title: str | None, given: str | None, family: str | None) -> str:
+    """The name as the sheet shows it: 'Ms Jo Bloggs'."""
+    return " ".join(p for p in (title, given, family) if p and p.strip())
+
+
+def _iter_candidates(
+    conn: Connection, run_id: int, practice_id: int | None, explained: _Explained, today: dt.date
+) -> Iterator[CandidateRow]:
+    """The candidates (of one practice, or all) in wave order, read as they are written out."""
+    for r in conn.execute(_candidate_query(run_id, practice_id)):
+        pid = r.patient_id
+        address = ", ".join(line.strip() for line in (r.address or "").splitlines() if line.strip())
+        yield CandidateRow(
+            key=row_key(run_id, pid),
+            patient_id=pid,
+            rank=r.rank,
+            score=r.score,
+            name=person_name(r.title, r.given_name, r.family_name),
+            date_of_birth=r.date_of_birth,
+            nhs_number=format_nhs_number(r.nhs_number),
+            address=address,
+            postcode=r.postcode or "",
+            practice=f"{r.practice_name} ({r.ods_code})",
+            why="\n".join(explained.why.get(pid, [])) or explained.missing,
+            work=explained.work.get(pid, explained.no_work),
+            score_parts=", ".join(explained.score_parts.get(pid, [])),
+            check_first="\n".join(_check_first(r, today)),
+        )
+
+
+def candidate_rows(
+    engine: Engine, run_id: int, today: dt.date | None = None, practice_id: int | None = None
+) -> list[CandidateRow]:
+    """The run's candidates (of one practice, when given) in wave order, with their evidence in words."""
     today = today or dt.date.today()
     with engine.begin() as conn:
         run = _run(conn, run_id)
-        explained = _explain(conn, run)
-        query = (
-            select(
-                RESULT.c.patient_id,
-                RESULT.c.rank,
-                RESULT.c.score,
-                PATIENT,
-                PRACTICE.c.name.label("practice_name"),
-                PRACTICE.c.ods_code,
-            )
-            .join(PATIENT, PATIENT.c.id == RESULT.c.patient_id)
-            .join(PRACTICE, PRACTICE.c.id == RESULT.c.practice_id)
-            .where(RESULT.c.run_id == run_id, RESULT.c.outcome == "candidate")
-            .order_by(RESULT.c.rank.is_(None), RESULT.c.rank, RESULT.c.patient_id)
-        )
-        rows = conn.execute(query).all()
-    out = []
-    for r in rows:
-        pid = r.patient_id
-        name = " ".join(p for p in (r.title, r.given_name, r.family_name) if p and p.strip())
-        address = ", ".join(line.strip() for line in (r.address or "").splitlines() if line.strip())
-        out.append(
-            CandidateRow(
-                key=row_key(run_id, pid),
-                patient_id=pid,
-                rank=r.rank,
-                score=r.score,
-                name=name,
-                date_of_birth=r.date_of_birth,
-                nhs_number=format_nhs_number(r.nhs_number),
-                address=address,
-                postcode=r.postcode or "",
-                practice=f"{r.practice_name} ({r.ods_code})",
-                why="\n".join(explained.why.get(pid, [])) or explained.missing,
-                work=explained.work.get(pid, explained.no_work),
-                score_parts=", ".join(explained.score_parts.get(pid, [])),
-                check_first="\n".join(_check_first(r, today)),
-            )
-        )
-    return out
+        explained = _explain(conn, run, practice_id)
+        return list(_iter_candidates(conn, run_id, practice_id, explained, today))
 
 
 def _check_first(r: Any, today: dt.date) -> list[str]:
@@ -230,8 +261,10 @@ class _CandidateCompiler(Compiler):
         index_date: dt.date,
         codelist_ids: Mapping[str, int],
         codelists: Mapping[str, Codelist],
+        only_practice: int | None = None,
     ) -> None:
         self.run_id = run_id
+        self.only_practice = only_practice
         # A practice id (any) makes every codelist match join the population, here the
         # candidates, so the work grows with the number of candidates, not of people loaded.
         super().__init__(conn, rule_set, index_date, codelist_ids, codelists, practice_id=0)
@@ -244,12 +277,15 @@ class _CandidateCompiler(Compiler):
         query = select(RESULT.c.patient_id, RESULT.c.practice_id).where(
             RESULT.c.run_id == self.run_id, RESULT.c.outcome == "candidate"
         )
+        if self.only_practice is not None:
+            query = query.where(RESULT.c.practice_id == self.only_practice)
         self.fill(table, ["patient_id", "practice_id"], query)
         return table
 
 
-def _explain(conn: Connection, run: Any) -> _Explained:
-    """Each candidate's evidence, from the rule file and codelists stored with the run."""
+def _explain(conn: Connection, run: Any, practice_id: int | None = None) -> _Explained:
+    """Each candidate's evidence (of one practice's candidates, when given, so a region's export
+    holds one practice's evidence at a time), from the rule file and codelists stored with the run."""
     explained = _Explained()
     rule_set = _rules_of_run(run)
     stored = _stored_codelists(conn, run.codelist_fingerprints or {})
@@ -258,7 +294,7 @@ def _explain(conn: Connection, run: Any) -> _Explained:
         explained.no_work = ""
         return explained
     codelists, ids = stored
-    compiler = _CandidateCompiler(conn, run.id, rule_set, run.index_date, ids, codelists)
+    compiler = _CandidateCompiler(conn, run.id, rule_set, run.index_date, ids, codelists, practice_id)
     pop = compiler.population
     assert pop is not None
     compiler.prepare([step.criterion for step in rule_set.steps] + [c.criterion for c in rule_set.score])
@@ -407,6 +443,8 @@ HEADERS = {c.header: i + 1 for i, c in enumerate(COLUMNS)}
 IMPORT_HEADERS = {
     "key": ["Key"],
     "nhs": ["NHS number"],
+    "name": ["Name"],
+    "dob": ["Date of birth"],
     "decision": ["Decision"],
     "reason": ["Reason (if not inviting)", "Reason"],
     "detail": ["Other reason or note", "Other reason", "Note"],
@@ -418,69 +456,240 @@ class ExportSummary:
     run_id: int
     path: Path
     rows: int
+    practice: str | None = None  # the ODS code of the practice the workbook lists
+
+
+@dataclass(frozen=True)
+class _Practice:
+    id: int
+    ods_code: str
+    name: str
+
+
+def _run_practices(conn: Connection, run_id: int) -> list[_Practice]:
+    """The practices the run's candidates belong to (at the time of the search), by ODS code."""
+    rows = conn.execute(
+        select(PRACTICE.c.id, PRACTICE.c.ods_code, PRACTICE.c.name)
+        .where(
+            PRACTICE.c.id.in_(
+                select(RESULT.c.practice_id).where(RESULT.c.run_id == run_id, RESULT.c.outcome == "candidate")
+            )
+        )
+        .order_by(PRACTICE.c.ods_code, PRACTICE.c.id)
+    ).all()
+    return [_Practice(r.id, r.ods_code, r.name) for r in rows]
+
+
+def _check_out(out: Path | str) -> Path:
+    out = Path(out)
+    if out.suffix.lower() != ".xlsx":
+        raise RecruitError(f"The review workbook must be an .xlsx file, not {out.name}.")
+    return out
+
+
+def practice_path(out: Path, ods_code: str) -> Path:
+    """review.xlsx -> review-A81001.xlsx: one workbook per practice, named so staff can tell them apart."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", ods_code)
+    return out.with_name(f"{out.stem}-{safe}{out.suffix}")
 
 
 def export_review(
-    engine: Engine, run_id: int, out: Path | str, today: dt.date | None = None
+    engine: Engine,
+    run_id: int,
+    out: Path | str,
+    today: dt.date | None = None,
+    practice: str | None = None,
 ) -> ExportSummary:
-    """Write the run's candidates to an .xlsx workbook for GP screening."""
+    """Write one practice's candidates of the run to an .xlsx workbook for its GPs to screen.
+
+    A GP must only see their own practice's patients, so a run whose candidates span several
+    practices needs `practice` (an ODS code), or export_review_by_practice for one file each.
+    """
+    out = _check_out(out)
+    with engine.connect() as conn:
+        _run(conn, run_id)
+        practices = _run_practices(conn, run_id)
+    if practice is None:
+        if len(practices) > 1:
+            codes = ", ".join(p.ods_code for p in practices)
+            raise RecruitError(
+                f"Search run {run_id} found candidates at {len(practices)} practices ({codes}). "
+                "Each practice's GPs must see only their own patients: give --practice ODS for one "
+                "practice's workbook, or leave it out to write one workbook per practice."
+            )
+        chosen = practices[0] if practices else None
+    else:
+        wanted = practice.strip().upper()
+        chosen = next((p for p in practices if p.ods_code.upper() == wanted), None)
+        if chosen is None:
+            codes = ", ".join(p.ods_code for p in practices) or "none"
+            raise RecruitError(
+                f"Search run {run_id} has no candidates at practice {practice.strip()} "
+                f"(practices with candidates: {codes})."
+            )
+    return _export_one(engine, run_id, out, chosen, today or dt.date.today())
+
+
+def export_review_by_practice(
+    engine: Engine, run_id: int, out: Path | str, today: dt.date | None = None
+) -> list[ExportSummary]:
+    """One workbook per practice with candidates (review.xlsx -> review-A81001.xlsx, ...); with one
+    practice (or none), exactly `out`. Each practice is read and written on its own, so memory
+    stays that of the largest practice however big the region."""
+    out = _check_out(out)
+    with engine.connect() as conn:
+        _run(conn, run_id)
+        practices = _run_practices(conn, run_id)
+    today = today or dt.date.today()
+    if len(practices) <= 1:
+        return [_export_one(engine, run_id, out, practices[0] if practices else None, today)]
+    return [_export_one(engine, run_id, practice_path(out, p.ods_code), p, today) for p in practices]
+
+
+_TEMP_SUFFIX = ".recruit-partial"
+
+
+def _export_one(
+    engine: Engine, run_id: int, out: Path, practice: _Practice | None, today: dt.date
+) -> ExportSummary:
+    """Write the workbook to a private temporary file beside `out`, record the sheet, then move it
+    into place: a failed or killed export never leaves a half-written workbook under the real name."""
+    token = str(uuid.uuid4())
+    exported_at = utcnow()  # before reading: a decision recorded from now on is newer than the sheet
+    folder = out.parent
+    if not folder.is_dir():
+        raise RecruitError(f"Cannot write {out}: there is no folder {folder}.")
+    for leftover in folder.glob(f".{glob.escape(out.name)}.*{_TEMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)  # from an export that was killed part-way
+    temp = folder / f".{out.name}.{token[:8]}{_TEMP_SUFFIX}"
+    practice_id = practice.id if practice is not None else None
+    try:
+        with engine.begin() as conn:
+            # Each practice's evidence queries name their own temporary tables, so caching their
+            # compiled SQL only fills memory as a region's practices go by.
+            conn.execution_options(compiled_cache=None)
+            run = _run(conn, run_id)
+            study = None
+            if run.study_id is not None:
+                study = conn.execute(select(STUDY.c.title).where(STUDY.c.id == run.study_id)).scalar()
+            count = select(func.count()).where(RESULT.c.run_id == run_id, RESULT.c.outcome == "candidate")
+            if practice_id is not None:
+                count = count.where(RESULT.c.practice_id == practice_id)
+            expected = conn.execute(count).scalar_one()
+            explained = _explain(conn, run, practice_id)
+            rows = _iter_candidates(conn, run_id, practice_id, explained, today)
+            meta = {
+                "format": FORMAT,
+                "run": str(run_id),
+                "practice": practice.ods_code if practice is not None else "",
+                "sheet": token,
+                "exported": exported_at.isoformat(),
+            }
+            with owner_only():
+                written = _write_workbook(temp, run, study, practice, meta, expected, rows)
+            make_private(temp)
+            conn.execute(
+                insert(REVIEW_SHEET).values(
+                    token=token, run_id=run_id, practice_id=practice_id, exported_at=exported_at, rows=written
+                )
+            )
+        os.replace(temp, out)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise RecruitError(f"Cannot write {out}: {exc.strerror or exc}.") from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return ExportSummary(run_id, out, written, practice.ods_code if practice is not None else None)
+
+
+def _write_workbook(
+    path: Path,
+    run: Any,
+    study: str | None,
+    practice: _Practice | None,
+    meta: Mapping[str, str],
+    expected: int,
+    rows: Iterable[CandidateRow],
+) -> int:
+    """Stream the rows into a write-only workbook (rows go to disk as they are made); the number
+    of rows written."""
     from openpyxl import Workbook
+
+    wb = Workbook(write_only=True)
+    try:
+        return _fill_workbook(wb, path, run, study, practice, meta, expected, rows)
+    except BaseException:
+        # Finish the half-written sheets' streams now, while their files are open (else they
+        # complain when garbage-collected); the caller removes the file.
+        for ws in wb.worksheets:
+            with contextlib.suppress(Exception):
+                if ws._rows is not None:
+                    ws._rows.close()
+        raise
+
+
+def _fill_workbook(
+    wb: Any,
+    path: Path,
+    run: Any,
+    study: str | None,
+    practice: _Practice | None,
+    meta: Mapping[str, str],
+    expected: int,
+    rows: Iterable[CandidateRow],
+) -> int:
+    from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Alignment, Font, PatternFill, Protection
     from openpyxl.utils import get_column_letter
     from openpyxl.worksheet.datavalidation import DataValidation
 
-    out = Path(out)
-    if out.suffix.lower() != ".xlsx":
-        raise RecruitError(f"The review workbook must be an .xlsx file, not {out.name}.")
-    rows = candidate_rows(engine, run_id, today)
-    with engine.connect() as conn:
-        run = _run(conn, run_id)
-        study = None
-        if run.study_id is not None:
-            study = conn.execute(select(STUDY.c.title).where(STUDY.c.id == run.study_id)).scalar()
-
-    wb = Workbook()
-    guide = wb.active
-    guide.title = INSTRUCTIONS
+    guide = wb.create_sheet(INSTRUCTIONS)
     sheet = wb.create_sheet(SHEET)
     lists = wb.create_sheet(LISTS)
-    meta = wb.create_sheet(META)
+    hidden = wb.create_sheet(META)
+
+    def text(ws: Any, value: str | None, **style: Any) -> Any:
+        cell = WriteOnlyCell(ws)
+        put_text(cell, value)
+        for name, v in style.items():
+            setattr(cell, name, v)
+        return cell
 
     # Lists for the dropdowns (an inline list is limited to 255 characters in Excel).
-    for i, label in enumerate(DECISIONS.values(), 1):
-        put_text(lists.cell(i, 1), label)
-    for i, label in enumerate(REASONS.values(), 1):
-        put_text(lists.cell(i, 2), label)
+    labels = (list(DECISIONS.values()), list(REASONS.values()))
+    for i in range(max(len(x) for x in labels)):
+        lists.append([text(lists, x[i]) if i < len(x) else None for x in labels])
     lists.sheet_state = "hidden"
     lists.protection.sheet = True
-
-    for i, (name, value) in enumerate(
-        (
-            ("format", FORMAT),
-            ("run", str(run_id)),
-            ("rows", str(len(rows))),
-            ("exported", utcnow().isoformat()),
-        ),
-        1,
-    ):
-        put_text(meta.cell(i, 1), name)
-        put_text(meta.cell(i, 2), value)
-    meta.sheet_state = "veryHidden"
-    meta.protection.sheet = True
 
     header_fill = PatternFill("solid", fgColor="D9D9D9")
     edit_fill = PatternFill("solid", fgColor="FFF2CC")
     top = Alignment(vertical="top")
     top_wrap = Alignment(vertical="top", wrap_text=True)
+    unlocked = Protection(locked=False)
+    # Column widths, the hidden key and the frozen header go before the first row in write-only mode.
     for c, col in enumerate(COLUMNS, 1):
-        cell = sheet.cell(1, c)
-        put_text(cell, col.header)
-        cell.font = Font(bold=True)
-        cell.fill = edit_fill if col.editable else header_fill
-        cell.alignment = Alignment(vertical="top", wrap_text=True)
         sheet.column_dimensions[get_column_letter(c)].width = col.width
     sheet.column_dimensions["A"].hidden = True
-    for r, row in enumerate(rows, 2):
+    sheet.freeze_panes = "E2"
+    sheet.sheet_properties.pageSetUpPr.fitToPage = True
+    bold = Font(bold=True)
+    sheet.append(
+        [
+            text(
+                sheet,
+                col.header,
+                font=bold,
+                fill=edit_fill if col.editable else header_fill,
+                alignment=top_wrap,
+            )
+            for col in COLUMNS
+        ]
+    )
+    dob_col = HEADERS["Date of birth"] - 1
+    n = 0
+    for row in rows:
         values: list[Any] = [
             row.key,
             row.rank,
@@ -496,22 +705,29 @@ def export_review(
             row.score_parts,
             row.check_first,
         ]
-        for c, value in enumerate(values, 1):
-            cell = sheet.cell(r, c)
+        cells = []
+        for c, value in enumerate(values):
+            align = top_wrap if COLUMNS[c].wrap else top
             if isinstance(value, str):
-                put_text(cell, value)
+                cells.append(text(sheet, value, alignment=align))
             else:
-                cell.value = value
-            cell.alignment = top_wrap if COLUMNS[c - 1].wrap else top
-        sheet.cell(r, HEADERS["Date of birth"]).number_format = "DD/MM/YYYY"
-        for c, col in enumerate(COLUMNS, 1):
-            if col.editable:
-                cell = sheet.cell(r, c)
-                cell.protection = Protection(locked=False)
-                cell.fill = edit_fill
-                cell.alignment = top_wrap if col.wrap else top
-    last = len(rows) + 1
-    if rows:
+                cell = WriteOnlyCell(sheet, value)
+                cell.alignment = align
+                if c == dob_col:
+                    cell.number_format = "DD/MM/YYYY"
+                cells.append(cell)
+        for col in COLUMNS[len(values) :]:
+            cell = WriteOnlyCell(sheet)
+            cell.protection = unlocked
+            cell.fill = edit_fill
+            cell.alignment = top_wrap if col.wrap else top
+            cells.append(cell)
+        sheet.append(cells)
+        n += 1
+    if n != expected:  # pragma: no cover - the count and the rows are read in one transaction
+        raise RecruitError("The candidates changed while the workbook was being written. Export again.")
+    last = n + 1
+    if n:
         decision_col = get_column_letter(HEADERS["Decision"])
         reason_col = get_column_letter(HEADERS["Reason (if not inviting)"])
         pick_decision = DataValidation(
@@ -533,12 +749,12 @@ def export_review(
         )
         pick_decision.add(f"{decision_col}2:{decision_col}{last}")
         pick_reason.add(f"{reason_col}2:{reason_col}{last}")
-        sheet.add_data_validation(pick_decision)
-        sheet.add_data_validation(pick_reason)
-    sheet.freeze_panes = "E2"
+        sheet.data_validations.append(pick_decision)
+        sheet.data_validations.append(pick_reason)
     sheet.auto_filter.ref = f"A1:{get_column_letter(len(COLUMNS))}{last}"
     # Protected without a password, against accidental edits: only the yellow columns change.
-    # Sorting, filtering and resizing stay allowed (rows are matched by their hidden key).
+    # Sorting, filtering and resizing stay allowed (rows are matched by their hidden key and
+    # checked against the name, date of birth and NHS number shown).
     sheet.protection.sheet = True
     sheet.protection.sort = False
     sheet.protection.autoFilter = False
@@ -546,28 +762,33 @@ def export_review(
     sheet.protection.formatRows = False
     sheet.print_title_rows = "1:1"
     sheet.page_setup.orientation = "landscape"
-    sheet.page_setup.paperSize = sheet.PAPERSIZE_A4
-    sheet.sheet_properties.pageSetUpPr.fitToPage = True
+    sheet.page_setup.paperSize = "9"  # A4 (Worksheet.PAPERSIZE_A4)
     sheet.page_setup.fitToWidth = 1
     sheet.page_setup.fitToHeight = 0
 
-    _write_instructions(guide, run, study, len(rows))
-    wb.active = 0
-    try:
-        wb.save(out)
-    except OSError as exc:
-        raise RecruitError(f"Cannot write {out}: {exc.strerror or exc}.") from None
-    return ExportSummary(run_id, out, len(rows))
+    for name, value in {**meta, "rows": str(n)}.items():
+        hidden.append([text(hidden, name), text(hidden, value)])
+    hidden.sheet_state = "veryHidden"
+    hidden.protection.sheet = True
+
+    guide.column_dimensions["A"].width = 110
+    for r, (line, strong) in enumerate(_instructions(run, study, practice, n), 1):
+        font = Font(bold=True, size=13 if r == 1 else 11) if strong else None
+        cell = text(guide, line, alignment=Alignment(wrap_text=True, vertical="top"))
+        if font is not None:
+            cell.font = font
+        guide.append([cell])
+    wb.save(path)
+    return n
 
 
-def _write_instructions(sheet: Any, run: Any, study: str | None, n: int) -> None:
-    from openpyxl.styles import Alignment, Font
-
+def _instructions(run: Any, study: str | None, practice: _Practice | None, n: int) -> list[tuple[str, bool]]:
     what = study or run.rule_set_name
-    lines: list[tuple[str, bool]] = [
+    where = f" at {practice.name} ({practice.ods_code})" if practice is not None else ""
+    return [
         (f"GP screening list: search run {run.id}", True),
         (
-            f"{n} people found by the {run.rule_set_name} search (version {run.rule_set_version}), "
+            f"{n} people{where} found by the {run.rule_set_name} search (version {run.rule_set_version}), "
             f"searched as on {day_words(run.index_date)}. They might be invited to: {what}.",
             False,
         ),
@@ -602,9 +823,10 @@ def _write_instructions(sheet: Any, run: Any, study: str | None, n: int) -> None
             False,
         ),
         (
-            "6. Do not add, copy or delete rows, and do not change names or NHS numbers. recruit checks "
-            "every row against the search and refuses a sheet that does not match. Sorting and "
-            "filtering are fine.",
+            "6. Do not add, copy or delete rows, and do not change names, dates of birth or NHS numbers. "
+            "recruit checks every row against the search and the person it was made for. To sort, sort "
+            "whole rows (select the whole sheet first): a row whose name, date of birth or NHS number "
+            "no longer belongs to its person is not recorded.",
             False,
         ),
         (
@@ -615,7 +837,9 @@ def _write_instructions(sheet: Any, run: Any, study: str | None, n: int) -> None
         (
             "You can send the sheet back more than once: new decisions are added and changed ones "
             "updated. An empty Decision never removes an earlier one; to change your mind, choose the "
-            "other decision. Once a letter has been written, the decision cannot be changed here.",
+            "other decision. A decision recorded from another sheet after this one was made is never "
+            "overwritten from this sheet: export a new sheet to change it. Once a letter has been "
+            "written, the decision cannot be changed here.",
             False,
         ),
         ("", False),
@@ -637,13 +861,6 @@ def _write_instructions(sheet: Any, run: Any, study: str | None, n: int) -> None
             False,
         ),
     ]
-    for r, (text, bold) in enumerate(lines, 1):
-        cell = sheet.cell(r, 1)
-        put_text(cell, text)
-        cell.alignment = Alignment(wrap_text=True, vertical="top")
-        if bold:
-            cell.font = Font(bold=True, size=13 if r == 1 else 11)
-    sheet.column_dimensions["A"].width = 110
 
 
 # --- import --------------------------------------------------------------------------------------
@@ -655,6 +872,8 @@ class _SheetRow:
     run_id: int
     patient_id: int
     nhs_digits: str
+    name: str
+    date_of_birth: Any
     decision: str | None
     reason: str | None
     detail: str | None
@@ -675,6 +894,10 @@ class ImportSummary:
     not_invited: dict[str, int] = field(default_factory=dict)  # reason label -> count
     not_reviewed: int = 0
     not_in_sheet: int = 0
+    practice: str | None = None  # the sheet's practice (ODS code)
+    # Rows not recorded, each with why (row number, reason): a row not the person its key names,
+    # of another practice, or older than a decision made since. The other rows are recorded.
+    refused_rows: list[tuple[int, str]] = field(default_factory=list)
 
 
 class ReviewSheetError(RecruitError):
@@ -696,9 +919,25 @@ def _text_value(value: Any) -> str | None:
     return text or None
 
 
-def read_review_sheet(path: Path) -> tuple[int, list[_SheetRow], list[tuple[int, str]]]:
-    """The run the sheet belongs to, its decided and undecided rows, and row problems found
-    without the database (row number, problem)."""
+def same_name(shown: Any, name: str) -> bool:
+    """The Name cell against the name exported for the person: spaces and case do not matter."""
+
+    def norm(value: Any) -> str:
+        return " ".join(cell_text(str(value)).split()).casefold() if value is not None else ""
+
+    return norm(shown) == norm(name)
+
+
+@dataclass(frozen=True)
+class _SheetMeta:
+    run_id: int
+    token: str
+    practice: str
+
+
+def read_review_sheet(path: Path) -> tuple[_SheetMeta, list[_SheetRow], list[tuple[int, str]]]:
+    """The sheet's hidden details, its decided and undecided rows, and row problems found without
+    the database (row number, problem)."""
     wb = open_workbook(path, what="review workbook")
     if SHEET not in wb.sheetnames or META not in wb.sheetnames:
         raise ReviewSheetError(
@@ -706,11 +945,17 @@ def read_review_sheet(path: Path) -> tuple[int, list[_SheetRow], list[tuple[int,
             f"(it has no '{SHEET}' sheet or its hidden details are missing)."
         )
     meta = {str(r[0].value): r[1].value for r in wb[META].iter_rows(max_col=2) if r[0].value}
-    if meta.get("format") != FORMAT or not str(meta.get("run", "")).isdigit():
+    if meta.get("format") in OLD_FORMATS:
+        raise ReviewSheetError(
+            f"{path.name} was made by an earlier version of recruit, which did not record when the "
+            "sheet was made, so newer decisions could not be protected from it. Nothing was recorded: "
+            "export a new sheet (recruit review export) and enter the decisions there."
+        )
+    if meta.get("format") != FORMAT or not str(meta.get("run", "")).isdigit() or not meta.get("sheet"):
         raise ReviewSheetError(
             f"{path.name} is not a review sheet made by this version of `recruit review export`."
         )
-    sheet_run = int(meta["run"])
+    sheet_meta = _SheetMeta(int(meta["run"]), str(meta["sheet"]), str(meta.get("practice") or ""))
     ws = wb[SHEET]
     header = [c.value for c in next(ws.iter_rows(min_row=1, max_row=1), ())]
     cols = match_headers(header, IMPORT_HEADERS, f"{path.name}, sheet {SHEET}")
@@ -721,19 +966,17 @@ def read_review_sheet(path: Path) -> tuple[int, list[_SheetRow], list[tuple[int,
             continue
         number = cells[0].row
 
-        def cell(name: str, cells: Sequence[Any] = cells) -> Any:
+        def value(name: str, cells: Sequence[Any] = cells) -> Any:
             i = cols[name]
-            return cells[i] if i < len(cells) else None
+            return cells[i].value if i < len(cells) else None
 
         if all(c.value is None or (isinstance(c.value, str) and not c.value.strip()) for c in cells):
             continue
-        formulas = [
-            str(header[i]) for name, i in cols.items() if (c := cell(name)) is not None and c.data_type == "f"
-        ]
+        formulas = [str(header[i]) for i in cols.values() if i < len(cells) and cells[i].data_type == "f"]
         if formulas:
             problems.append((number, f"the {', '.join(formulas)} cell holds a formula; type or pick a value"))
             continue
-        key = _text_value(cell("key").value if cell("key") is not None else None)
+        key = _text_value(value("key"))
         m = re.fullmatch(r"(\d+)-(\d+)", key or "")
         if m is None:
             what = "has no hidden key" if key is None else "has a changed hidden key"
@@ -741,10 +984,10 @@ def read_review_sheet(path: Path) -> tuple[int, list[_SheetRow], list[tuple[int,
                 (number, f"this row {what}: rows cannot be added or edited outside the yellow columns")
             )
             continue
-        nhs = cell("nhs").value if cell("nhs") is not None else None
-        decision_words = _words(cell("decision").value if cell("decision") is not None else None)
-        reason_words = _words(cell("reason").value if cell("reason") is not None else None)
-        detail = _text_value(cell("detail").value if cell("detail") is not None else None)
+        nhs = value("nhs")
+        decision_words = _words(value("decision"))
+        reason_words = _words(value("reason"))
+        detail = _text_value(value("detail"))
         decision = _DECISION_BY_WORDS.get(decision_words) if decision_words else None
         reason = _REASON_BY_WORDS.get(reason_words) if reason_words else None
         if decision_words and decision is None:
@@ -771,38 +1014,54 @@ def read_review_sheet(path: Path) -> tuple[int, list[_SheetRow], list[tuple[int,
                 run_id=int(m.group(1)),
                 patient_id=int(m.group(2)),
                 nhs_digits=re.sub(r"\D", "", str(nhs)) if nhs is not None else "",
+                name=value("name"),
+                date_of_birth=value("dob"),
                 decision=decision,
                 reason=reason if decision == "do_not_invite" else None,
                 detail=detail,
             )
         )
-    return sheet_run, rows, problems
+    return sheet_meta, rows, problems
 
 
 def import_review(
     engine: Engine, path: Path | str, reviewer: str, run_id: int | None = None
 ) -> ImportSummary:
-    """Record the decisions in a review sheet; refuses the whole sheet (recording nothing) when
-    any row does not match its run, naming the rows."""
+    """Record the decisions in a review sheet.
+
+    A sheet that does not match its run (changed keys, copied rows, rows of another run, words
+    not from the lists, formulas) is refused whole, naming the rows: it has been tampered with.
+    A row that no longer shows the person its key names (one column sorted on its own), or is of
+    another practice, or would override a decision made since the sheet was exported, is not
+    recorded and is listed in refused_rows; the other rows are recorded.
+    """
     path = Path(path)
     reviewer = " ".join((reviewer or "").split())
     if not reviewer:
         raise RecruitError('Give the name of the GP who reviewed the list: --reviewer "Dr A Smith".')
     if len(reviewer) > 200:
         raise RecruitError("The reviewer's name is longer than 200 characters.")
-    sheet_run, rows, problems = read_review_sheet(path)
-    if run_id is not None and run_id != sheet_run:
+    meta, rows, problems = read_review_sheet(path)
+    if run_id is not None and run_id != meta.run_id:
         raise ReviewSheetError(
-            f"{path.name} is the review sheet for search run {sheet_run}, not run {run_id}."
+            f"{path.name} is the review sheet for search run {meta.run_id}, not run {run_id}."
         )
     with engine.begin() as conn:
-        run = conn.execute(select(RUN).where(RUN.c.id == sheet_run)).one_or_none()
+        run = conn.execute(select(RUN).where(RUN.c.id == meta.run_id)).one_or_none()
         if run is None:
             raise ReviewSheetError(
-                f"{path.name} is for search run {sheet_run}, which is not in this database "
+                f"{path.name} is for search run {meta.run_id}, which is not in this database "
                 "(is this the right database?)."
             )
-        problems += _match_rows(conn, run, rows)
+        sheet = conn.execute(select(REVIEW_SHEET).where(REVIEW_SHEET.c.token == meta.token)).one_or_none()
+        if sheet is None or sheet.run_id != run.id:
+            raise ReviewSheetError(
+                f"{path.name} was not exported from this database, or its hidden details were changed, "
+                "so it cannot be checked against newer decisions. Nothing was recorded: is this the "
+                "right database? If it is, export a new sheet."
+            )
+        checked = _match_rows(conn, run, sheet, rows)
+        problems += checked.problems
         if problems:
             problems.sort()
             shown = [f"  row {n}: {what}" for n, what in problems[:MAX_LISTED]]
@@ -812,23 +1071,71 @@ def import_review(
                 f"{path.name} was not imported (nothing was recorded): "
                 f"{len(problems)} problem(s) in the {SHEET} sheet.\n" + "\n".join(shown)
             )
-        summary = _record(conn, run, rows, reviewer, path.name)
-        _fill_totals(conn, sheet_run, summary, {r.patient_id for r in rows})
+        summary = _record(conn, run, sheet, checked.to_record, reviewer, path.name, checked.existing)
+        summary.rows = len(rows)
+        summary.refused_rows = sorted(checked.refused)
+        summary.practice = meta.practice or None
+        _fill_totals(conn, run.id, sheet.practice_id, summary, {r.patient_id for r in rows})
     return summary
 
 
-def _match_rows(conn: Connection, run: Any, rows: Sequence[_SheetRow]) -> list[tuple[int, str]]:
-    """Rows that do not belong to this run's candidate list, or that a letter makes final."""
-    problems: list[tuple[int, str]] = []
+@dataclass
+class _Checked:
+    problems: list[tuple[int, str]] = field(default_factory=list)  # refuse the whole sheet
+    refused: list[tuple[int, str]] = field(default_factory=list)  # these rows are not recorded
+    to_record: list[_SheetRow] = field(default_factory=list)
+    existing: dict[int, Any] = field(default_factory=dict)
+
+
+NOT_THE_PERSON = (
+    "{what} in this row {verb} not {whose} of the person this row was made for: was one column "
+    "sorted on its own? Nothing from this row was recorded (sort whole rows, or export a new sheet)"
+)
+
+
+def _identity_problem(r: _SheetRow, patient: Any) -> str | None:
+    """Whether the row still shows the person its hidden key names; words saying what differs."""
+    differ = []
+    if not same_name(r.name, person_name(patient.title, patient.given_name, patient.family_name)):
+        differ.append("name")
+    if parse_day(r.date_of_birth) != patient.date_of_birth:
+        differ.append("date of birth")
+    if r.nhs_digits != re.sub(r"\D", "", patient.nhs_number or ""):
+        differ.append("NHS number")
+    if not differ:
+        return None
+    if len(differ) == 1:
+        return NOT_THE_PERSON.format(what=f"the {differ[0]}", verb="is", whose=f"the {differ[0]}")
+    what = "the " + ", ".join(differ[:-1]) + " and " + differ[-1]
+    return NOT_THE_PERSON.format(what=what, verb="are", whose="those")
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """SQLite hands back times without a zone; recruit stores them in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _decision_words(d: Any) -> str:
+    words = DECISIONS.get(d.decision, d.decision)
+    if d.decision == "do_not_invite" and d.reason_code:
+        words += f": {REASONS.get(d.reason_code, d.reason_code)}"
+    return words
+
+
+def _match_rows(conn: Connection, run: Any, sheet: Any, rows: Sequence[_SheetRow]) -> _Checked:
+    """Sort the rows into: problems that refuse the sheet (it does not belong to this run's
+    candidate list, or a letter makes a decision final), rows not recorded (not the person shown,
+    another practice's patient, older than a decision made since), and rows to record."""
+    checked = _Checked()
     pids = sorted({r.patient_id for r in rows})
     results = {
         r.patient_id: r
         for r in _in_chunks(
             conn,
             pids,
-            lambda chunk: select(RESULT.c.patient_id, RESULT.c.outcome, RESULT.c.excluding_step).where(
-                RESULT.c.run_id == run.id, RESULT.c.patient_id.in_(chunk)
-            ),
+            lambda chunk: select(
+                RESULT.c.patient_id, RESULT.c.outcome, RESULT.c.excluding_step, RESULT.c.practice_id
+            ).where(RESULT.c.run_id == run.id, RESULT.c.patient_id.in_(chunk)),
         )
     }
     patients = {
@@ -836,13 +1143,25 @@ def _match_rows(conn: Connection, run: Any, rows: Sequence[_SheetRow]) -> list[t
         for p in _in_chunks(
             conn,
             pids,
-            lambda chunk: select(PATIENT.c.id, PATIENT.c.nhs_number).where(PATIENT.c.id.in_(chunk)),
+            lambda chunk: select(
+                PATIENT.c.id,
+                PATIENT.c.nhs_number,
+                PATIENT.c.title,
+                PATIENT.c.given_name,
+                PATIENT.c.family_name,
+                PATIENT.c.date_of_birth,
+            ).where(PATIENT.c.id.in_(chunk)),
         )
     }
-    existing = _existing(conn, run.id)
+    existing = checked.existing = _existing(conn, run.id)
     invited = _invited(conn, run, [p for p in patients.values()])
+    exported_at = _aware(sheet.exported_at)
+    ods = None
+    if sheet.practice_id is not None:
+        ods = conn.execute(select(PRACTICE.c.ods_code).where(PRACTICE.c.id == sheet.practice_id)).scalar()
     first_row: dict[int, int] = {}
     for r in rows:
+        problems = checked.problems
         if r.run_id != run.id:
             problems.append(
                 (r.number, f"this row belongs to search run {r.run_id}, not run {run.id} (sheets were mixed)")
@@ -871,20 +1190,42 @@ def _match_rows(conn: Connection, run: Any, rows: Sequence[_SheetRow]) -> list[t
                 )
             )
             continue
-        if r.nhs_digits != re.sub(r"\D", "", patient.nhs_number or ""):
-            problems.append((r.number, "the NHS number was changed: it does not match this person's record"))
+        if sheet.practice_id is not None and result.practice_id != sheet.practice_id:
+            checked.refused.append(
+                (
+                    r.number,
+                    f"this person is not a patient of this sheet's practice ({ods}): was the row "
+                    "copied from another practice's sheet? Nothing from this row was recorded",
+                )
+            )
+            continue
+        not_them = _identity_problem(r, patient)
+        if not_them is not None:
+            checked.refused.append((r.number, not_them))
             continue
         before = existing.get(r.patient_id)
-        if (
+        differs = (
             r.decision is not None
             and before is not None
-            and r.patient_id in invited
             and (before.decision, before.reason_code, before.reason_text) != (r.decision, r.reason, r.detail)
-        ):
+        )
+        if differs and before.sheet_id != sheet.id and _aware(before.decided_at) > exported_at:
+            checked.refused.append(
+                (
+                    r.number,
+                    f"a newer decision ({_decision_words(before)}, by {before.reviewer} on "
+                    f"{day_words(_aware(before.decided_at).date())}) was made after this sheet was "
+                    "exported; it stands. Export a new sheet to change it",
+                )
+            )
+            continue
+        if differs and r.patient_id in invited:
             problems.append(
                 (r.number, "a letter has already been written to this person, so the decision cannot change")
             )
-    return problems
+            continue
+        checked.to_record.append(r)
+    return checked
 
 
 def _in_chunks(conn: Connection, ids: Sequence[int], query) -> list[Any]:  # type: ignore[no-untyped-def]
@@ -905,6 +1246,9 @@ def _existing(conn: Connection, run_id: int) -> dict[int, Any]:
                 DECISION.c.decision,
                 DECISION.c.reason_code,
                 DECISION.c.reason_text,
+                DECISION.c.reviewer,
+                DECISION.c.decided_at,
+                DECISION.c.sheet_id,
             ).where(DECISION.c.run_id == run_id)
         )
     }
@@ -937,10 +1281,15 @@ def _invited(conn: Connection, run: Any, patients: Iterable[Any]) -> set[int]:
 
 
 def _record(
-    conn: Connection, run: Any, rows: Sequence[_SheetRow], reviewer: str, source: str
+    conn: Connection,
+    run: Any,
+    sheet: Any,
+    rows: Sequence[_SheetRow],
+    reviewer: str,
+    source: str,
+    existing: Mapping[int, Any],
 ) -> ImportSummary:
     summary = ImportSummary(run_id=run.id, rows=len(rows))
-    existing = _existing(conn, run.id)
     now = utcnow()
     new, changed = [], []
     for r in rows:
@@ -958,6 +1307,7 @@ def _record(
                     "reviewer": reviewer,
                     "source_file": source,
                     "decided_at": now,
+                    "sheet_id": sheet.id,
                 }
             )
         elif (before.decision, before.reason_code, before.reason_text) == (r.decision, r.reason, r.detail):
@@ -970,6 +1320,7 @@ def _record(
                     "b_reviewer": reviewer,
                     "b_source": source,
                     "b_at": now,
+                    "b_sheet": sheet.id,
                 }
             )
     if new:
@@ -985,6 +1336,7 @@ def _record(
                 reviewer=bindparam("b_reviewer"),
                 source_file=bindparam("b_source"),
                 decided_at=bindparam("b_at"),
+                sheet_id=bindparam("b_sheet"),
             ),
             changed,
         )
@@ -992,18 +1344,18 @@ def _record(
     return summary
 
 
-def _fill_totals(conn: Connection, run_id: int, summary: ImportSummary, in_sheet: set[int]) -> None:
+def _fill_totals(
+    conn: Connection, run_id: int, practice_id: int | None, summary: ImportSummary, in_sheet: set[int]
+) -> None:
     counts = review_counts(conn, run_id)
     summary.candidates = counts["candidates"]
     summary.invite = counts["invite"]
     summary.not_invited = counts["not_invited"]
     summary.not_reviewed = counts["not_reviewed"]
-    candidates = set(
-        conn.execute(
-            select(RESULT.c.patient_id).where(RESULT.c.run_id == run_id, RESULT.c.outcome == "candidate")
-        ).scalars()
-    )
-    summary.not_in_sheet = len(candidates - in_sheet)
+    query = select(RESULT.c.patient_id).where(RESULT.c.run_id == run_id, RESULT.c.outcome == "candidate")
+    if practice_id is not None:  # the sheet's own practice: other practices have their own sheets
+        query = query.where(RESULT.c.practice_id == practice_id)
+    summary.not_in_sheet = len(set(conn.execute(query).scalars()) - in_sheet)
 
 
 def review_counts(conn: Connection, run_id: int) -> dict[str, Any]:
@@ -1041,7 +1393,13 @@ def format_import_summary(s: ImportSummary, source: str) -> str:
             f"{s.blank_kept_earlier} row(s) were empty here but decided before: the earlier decision stands."
         )
     if s.not_in_sheet:
-        lines.append(f"{s.not_in_sheet} candidate(s) of the run were not in this sheet.")
+        whose = f"of practice {s.practice} " if s.practice else ""
+        lines.append(f"{s.not_in_sheet} candidate(s) {whose}in the run were not in this sheet.")
+    if s.refused_rows:
+        lines += ["", f"{len(s.refused_rows)} row(s) were NOT recorded (the other rows were):"]
+        lines += [f"  row {n}: {why}." for n, why in s.refused_rows[:MAX_LISTED]]
+        if len(s.refused_rows) > MAX_LISTED:
+            lines.append(f"  ... and {len(s.refused_rows) - MAX_LISTED} more")
     lines += [
         "",
         f"Search run {s.run_id} now ({s.candidates} candidates):",

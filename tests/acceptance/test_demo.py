@@ -50,9 +50,10 @@ def test_demo_runs_every_step_and_writes_only_to_approved_people(tmp_path):
     # Everyone invited is either mailed or listed for the practice to contact another way.
     assert rows("mail-merge.csv") + rows("contact-another-way.csv") == len(invited)
     assert len(PdfReader(demo / "letters" / "letters.pdf").pages) >= rows("mail-merge.csv")
-    # One review workbook per practice where recruit writes them so, else one.
-    decided = sorted(demo.glob("review*-decided.xlsx"))
-    assert decided and all(load_workbook(sheet)["Review"].max_row >= 2 for sheet in decided)
+    # One review workbook per practice (the demo makes three), each filled in by the simulated GP.
+    decided = sorted((demo / "review").glob("review-*-decided.xlsx"))
+    assert len(decided) == 3 and len(list((demo / "review").glob("review-*.xlsx"))) == 6
+    assert all(load_workbook(path)["Review"].max_row >= 2 for path in decided)
 
     # Everything in the demo folder is private to its owner, as a real run's files are.
     assert stat.S_IMODE(demo.stat().st_mode) == 0o700

@@ -70,13 +70,41 @@ def load_and_search(engine: Engine, pop: Population, index: dt.date = INDEX) -> 
     return search_again(engine, index)
 
 
-def search_again(engine: Engine, index: dt.date = INDEX, study: str = "instep") -> int:
-    """A search with the InSTEP rules (as `recruit search` runs them), for `study`."""
+def search_again(
+    engine: Engine, index: dt.date = INDEX, study: str = "instep", practice: str | None = "A81001"
+) -> int:
+    """A search with the InSTEP rules (as `recruit search` runs them), for `study`; of one
+    practice, or of every practice loaded (practice=None, as over a region)."""
     rule_set, codelists, text = _loaded
     if study != rule_set.study:
         rule_set = rule_set.model_copy(update={"study": study})
         text = text.replace("study: instep", f"study: {study}")
-    return run_rule_set(engine, rule_set, codelists, index, "A81001", text)
+    return run_rule_set(engine, rule_set, codelists, index, practice, text)
+
+
+SECOND = {"id": 2, "ods_code": "B82002", "name": "Hillside Practice"}
+
+
+def region() -> Population:
+    """practice() (A81001: candidates 1, 4, 5, 6, 7, 8) and a second practice, B82002, whose
+    patients 11 to 14 all have chronic pain and no work record (all four are candidates)."""
+    pain = code_of("chronic_pain")
+    pop = practice()
+    pop.practices.append(dict(SECOND))
+    for pid in range(11, 15):
+        pop.add_patient(
+            pid,
+            practice_id=2,
+            date_of_birth=D(1975, 3, pid),
+            nhs_number=nhs(pid),
+            given_name=f"Given{pid}",
+            family_name=f"Family{pid}",
+            title="Mr",
+            address=f"{pid} Hill Road\nYork",
+            postcode="YO1 1AA",
+        )
+        pop.add_event(pid, D(2024, 2, 10), *pain)
+    return pop
 
 
 def candidates(engine: Engine, run_id: int) -> set[int]:

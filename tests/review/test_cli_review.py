@@ -22,7 +22,7 @@ def test_review_and_replies_from_the_command_line(tmp_path):
 
     exported = run_cli("review", "export", str(run_id), "--out", str(sheet), "--db", db, cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
-    assert f"Wrote 6 candidates from search run {run_id}" in exported.stdout
+    assert f"Wrote 6 candidates of practice A81001 from search run {run_id}" in exported.stdout
     assert "identifies patients" in exported.stdout and "Keep it inside the practice" in exported.stdout
 
     wb = load_workbook(sheet)

@@ -1,6 +1,7 @@
 """GP review: export a run's candidates, fill the sheet in with openpyxl as a GP would, import it.
 
-Every refusal names the sheet's rows and records nothing; names that look like formulas, HTML or
+Every refusal of a whole sheet names the sheet's rows and records nothing (a row that no longer shows its
+person is refused alone: test_never_wrong_person_review.py); names that look like formulas, HTML or
 right-to-left text stay literal text in the workbook.
 """
 
@@ -189,11 +190,6 @@ def _copy_row(ws, src, dst):
 
 
 REFUSALS = {
-    "changed NHS number": (
-        lambda ws, row: setattr(ws.cell(row[5], COL["NHS number"]), "value", "943 476 5919"),
-        [3],
-        "NHS number was changed",
-    ),
     "duplicated row": (lambda ws, row: _copy_row(ws, row[4], 8), [8], "the same person as row 2"),
     "unknown patient": (
         lambda ws, row: setattr(ws.cell(row[1], 1), "value", "1-999"),
@@ -293,7 +289,7 @@ def test_every_bad_row_is_named_at_once(searched, tmp_path):
     path = export(engine, run_id, tmp_path)
 
     def gp(ws, row):
-        ws.cell(row[4], COL["NHS number"]).value = "111 111 1111"
+        ws.cell(row[4], 1).value = "not a key"
         ws.cell(row[5], DECISION).value = "Do not invite"
         _copy_row(ws, row[6], 9)
 
