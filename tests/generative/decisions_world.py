@@ -56,6 +56,15 @@ FEATURES = {
     "clean_leftovers": CLEAN_LEFTOVERS is not None,
 }
 REQUIRE_ISSUE15 = os.environ.get("RECRUIT_DECISIONS_REQUIRE_ISSUE15") == "1"
+# RECRUIT_DECISIONS_DRAW_ALL=1 draws every step even where a part is missing: on main it shows
+# the machine finding issue 15's faults (stale and mis-sorted rows applied, leftovers, history
+# deleted by a copy).
+DRAW_ALL = os.environ.get("RECRUIT_DECISIONS_DRAW_ALL") == "1"
+
+
+def drawn(part: bool) -> bool:
+    """Whether steps that need an issue-15 part are drawn."""
+    return part or DRAW_ALL
 
 
 def features_line() -> str:

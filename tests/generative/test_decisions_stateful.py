@@ -16,7 +16,10 @@ Parts of issue 15's library that are not merged yet are found out in decisions_w
 which parts were on.
 
 Settings profiles (RECRUIT_HYPOTHESIS_PROFILE): "decisions" (default: small, repeatable, no
-shrinking, for CI) and "decisions-long" (by hand; shrinks).
+shrinking, for CI) and "decisions-long" (by hand; shrinks). RECRUIT_DECISIONS_EXAMPLES=N runs N
+histories; RECRUIT_DECISIONS_VERBOSE=1 prints each history (with -s);
+RECRUIT_DECISIONS_DRAW_ALL=1 draws every step even on a library without issue 15 (it then finds
+issue 15's faults); RECRUIT_DECISIONS_REQUIRE_ISSUE15=1 fails if a part of issue 15 is missing.
 """
 
 from __future__ import annotations
@@ -290,7 +293,7 @@ class Scenario:
         pred = dw.predict(
             sheet, rows, self.state, identities, self.practice_of(), self.invited_patients(sheet.run_label)
         )
-        if pred.refused and not dw.ROW_REFUSALS:  # ISSUE15-API: main applies these rows
+        if pred.refused and not dw.drawn(dw.ROW_REFUSALS):  # ISSUE15-API: main applies these rows
             self.log(f"(not imported: main's import would apply rows it must refuse: {pred.refused})")
             return
         what = f"import {sheet.describe()} by {reviewer} into {self.active} (model: {pred.words()})"
@@ -462,6 +465,7 @@ class Scenario:
         _, status = os.waitpid(pid, 0)
         if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
             self.just_killed = True
+            STATS["kills"] = STATS.get("kills", 0) + 1
             return "killed after the first chunk"
         return f"finished before printing anything (exit {os.WEXITSTATUS(status)})"
 
@@ -499,7 +503,9 @@ class Scenario:
     def copy(self, to: str, replace: bool) -> None:
         source = "copy" if to == "main" else "main"
         lost = self.history_of(to) - self.history_of(source)
-        if replace and lost and dw.HISTORY_GUARD is None:  # ISSUE15-API: main deletes it silently
+        if (
+            replace and lost and not dw.drawn(dw.HISTORY_GUARD is not None)
+        ):  # ISSUE15-API: main deletes it silently
             self.log(
                 f"(no copy {source} -> {to} --replace: main would delete {len(lost)} record(s) of history)"
             )
@@ -712,7 +718,9 @@ class Decisions(RuleBasedStateMachine):
     ) -> None:
         self.sc.command()
         sheet = data.draw(st.sampled_from(self.sc.sheets), label="sheet")
-        if arrangement == "name_only" and not dw.ROW_REFUSALS:  # ISSUE15-API: main records it on another
+        if arrangement == "name_only" and not dw.drawn(
+            dw.ROW_REFUSALS
+        ):  # ISSUE15-API: main records it on another
             arrangement = "rows"
         source = None
         if paste and dw.ROW_REFUSALS and dw.PER_PRACTICE:  # ISSUE15-API
@@ -742,7 +750,7 @@ class Decisions(RuleBasedStateMachine):
     def letters(self, data: st.DataObject, kill: bool, days: int) -> None:
         self.sc.command()
         self.sc.world.today += dt.timedelta(days=days)
-        if kill and (dw.CLEAN_LEFTOVERS is None or self.sc.engine.dialect.name == "duckdb"):
+        if kill and (not dw.drawn(dw.CLEAN_LEFTOVERS is not None) or self.sc.engine.dialect.name == "duckdb"):
             kill = False  # ISSUE15-API: nothing cleans up after a killed run on main; DuckDB: one process
         run_id = data.draw(st.sampled_from(sorted(self.sc.state.runs)), label="run")
         self.sc.letters(run_id, kill)
@@ -790,8 +798,9 @@ def _run_machine(main: Engine, second: Engine, folder: Path, name: str) -> None:
         elapsed = time.monotonic() - started
         print(
             f"\ndecisions [{name}, profile {PROFILE}]: {STATS.get('examples', 0)} histories, "
-            f"{STATS.get('steps', 0)} steps, {STATS.get('copies', 0)} copies, {elapsed:.1f} s; "
-            f"{dw.features_line()}"
+            f"{STATS.get('steps', 0)} steps, {STATS.get('copies', 0)} copies, "
+            f"{STATS.get('kills', 0)} killed letters runs, {elapsed:.1f} s; {dw.features_line()}; "
+            f"files readable by others: {sorted(STATS.get('readable_files', set())) or 'none'}"
         )
 
 
@@ -838,3 +847,30 @@ def test_decisions_never_wrong_duckdb(sqlite_main: Engine, tmp_path: Path) -> No
         _run_machine(sqlite_main, second, tmp_path, "duckdb")
     finally:
         second.dispose()
+
+
+# --- liveness: the machine's checks cannot pass by writing nothing -------------------------------
+
+
+def test_decisions_round_writes_to_the_approved_and_no_one_else(
+    sqlite_main: Engine, sqlite_second: Engine, tmp_path: Path
+) -> None:
+    """A clean round: the GP's Invite rows get letters, the Do not invite row does not, the model
+    agrees with the database, and a copy carries every invitation."""
+    sc = Scenario(sqlite_main, sqlite_second, tmp_path / "round")
+    for i in range(3):
+        sc.join(PRACTICES[0][0], 30 + i)
+    sc.load(PRACTICES[0][0])
+    run_id = sc.search()
+    assert run_id is not None
+    sheet = sc.export(run_id, PRACTICES[0][0])
+    assert sheet is not None and len(sheet.shown) == 3
+    sc.edit(sheet, [(0, "invite"), (1, "safeguarding"), (2, "invite")], "rows", [2, 1, 0], None)
+    sc.import_sheet(sheet, "Dr A")
+    sc.check()
+    sc.letters(run_id, False)
+    sc.check()
+    assert len(sc.ever_invited) == 2, describe(sc.history)
+    sc.copy("copy", False)
+    sc.check()
+    assert sc.active == "copy" and len(sc.invitations["copy"]) == 2
