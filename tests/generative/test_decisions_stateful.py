@@ -700,7 +700,7 @@ class Decisions(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         picks=PICKS,
-        arrangement=st.sampled_from(["none", "none", "rows", "name_only"]),
+        arrangement=st.sampled_from(["none", "rows", "name_only", "name_only"]),
         permutation=st.permutations(range(6)),
         paste=st.booleans(),
         paste_pick=st.sampled_from(["invite", "safeguarding"]),
@@ -752,7 +752,15 @@ class Decisions(RuleBasedStateMachine):
         self.sc.world.today += dt.timedelta(days=days)
         if kill and (not dw.drawn(dw.CLEAN_LEFTOVERS is not None) or self.sc.engine.dialect.name == "duckdb"):
             kill = False  # ISSUE15-API: nothing cleans up after a killed run on main; DuckDB: one process
-        run_id = data.draw(st.sampled_from(sorted(self.sc.state.runs)), label="run")
+        state = self.sc.state
+        approved = sorted(
+            r
+            for r, label in state.runs.items()
+            if any(lab == label and d.value[0] == "invite" for (lab, _), d in state.decisions.items())
+        )
+        # Mostly a run someone was approved in (so a killed run has letters to print).
+        pool = approved if approved and data.draw(st.integers(0, 3), label="any run") else sorted(state.runs)
+        run_id = data.draw(st.sampled_from(pool), label="run")
         self.sc.letters(run_id, kill)
 
     @precondition(lambda self: self.s is not None and bool(self.s.ever_invited))
