@@ -231,7 +231,15 @@ def _write(
         raise unavailable(engine, exc) from None
 
     staging = work_folders.staging_path(out, uuid.uuid4().hex[:8])
-    folder = work_folders.open_folder(engine, staging, "letters")
+    try:
+        folder = work_folders.open_folder(engine, staging, "letters")
+    except OSError as exc:
+        raise RecruitError(
+            f"Could not make a folder for the letters in {staging.parent} ({exc.strerror}). Check the "
+            "folder exists and you may write in it."
+        ) from None
+    except DBAPIError as exc:
+        raise unavailable(engine, exc) from None
     committed = False
     try:
         with owner_only(), _connect(engine) as conn, conn.begin():
