@@ -96,6 +96,7 @@ def db_status(db: DbOption = None) -> None:
         out.print("Revision: none (empty). Run `recruit db upgrade` to set it up.")
     elif current == head:
         out.print(f"Revision: {current} (up to date)")
+        _clean_leftovers(make_engine(db))
     else:
         out.print(f"Revision: {current}; this recruit expects {head}. Run `recruit db upgrade` to update.")
 
@@ -107,7 +108,21 @@ def _ready_engine(db: str | None):  # type: ignore[no-untyped-def]
     engine = make_engine(db, create_folder=True)
     if current_revision(engine) != head_revision():
         upgrade(engine)
+    _clean_leftovers(engine)
     return engine
+
+
+def _clean_leftovers(engine) -> None:  # type: ignore[no-untyped-def]
+    """Delete what a killed command left half-written (folders of letters), and say so."""
+    from recruit.work_folders import clean_leftovers
+
+    removed = clean_leftovers(engine)
+    if removed:
+        err.print(
+            f"Deleted {removed} unfinished folder(s) left by a letters run that was stopped part-way "
+            "(nothing in them was recorded or posted).",
+            highlight=False,
+        )
 
 
 def _date_option(value: str | None, option: str) -> dt.date | None:
@@ -562,8 +577,8 @@ def letters_write(
     db: DbOption = None,
 ) -> None:
     """Write letters to a run's GP-approved patients (also: recruit letters RUN --out DIR)."""
-    from recruit.letters.batch import NEEDS, write_letters
-    from recruit.letters.select import REFUSALS
+    from recruit.letters.batch import COULD_NOT_PRINT_REASONS, NEEDS, write_letters
+    from recruit.letters.select import COULD_NOT_PRINT, REFUSALS
 
     when = _date_option(letter_date, "--date")
     engine = _ready_engine(db)
@@ -588,10 +603,22 @@ def letters_write(
         out.print(f"For the practice to contact another way (contact-another-way.csv): {listed:,}")
         for need, n in sorted(summary.practice_contact.items()):
             out.print(f"  {NEEDS.get(need, need).split(':')[0]}: {n:,}")
-    if summary.refusals:
-        out.print(f"Not written to: {sum(summary.refusals.values()):,}")
-        for reason, n in sorted(summary.refusals.items(), key=lambda item: -item[1]):
+    refusals = {k: n for k, n in summary.refusals.items() if k not in COULD_NOT_PRINT}
+    if refusals:
+        out.print(f"Not written to: {sum(refusals.values()):,}")
+        for reason, n in sorted(refusals.items(), key=lambda item: -item[1]):
             out.print(f"  {REFUSALS.get(reason, reason)}: {n:,}")
+    if summary.could_not_print:
+        failed = sum(summary.could_not_print.values())
+        out.print(
+            f"Could not print: {failed:,} (listed in could-not-print.csv; put the records right and "
+            "run recruit letters again to print them)",
+            highlight=False,
+        )
+        for reason, n in sorted(summary.could_not_print.items(), key=lambda item: -item[1]):
+            out.print(
+                f"  {COULD_NOT_PRINT_REASONS.get(reason, reason).split(':')[0]}: {n:,}", highlight=False
+            )
     if summary.left_for_later:
         out.print(f"Approved and left for a later wave: {summary.left_for_later:,}")
     if summary.draft:

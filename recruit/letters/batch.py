@@ -9,6 +9,13 @@ being posted an English letter; the letters are laid out and written (combined P
 letter, mail-merge CSV and XLSX); and only then are the batch and its invitations recorded, in
 the same transaction that read the data. The files appear in the output folder only once that
 transaction has committed, so a failure leaves neither files nor records behind.
+
+Issue 15: a record that cannot be printed (too long for the window, characters no printer can
+print, a layout error) removes only that letter: it is listed in could-not-print.csv and gets no
+invitation. Each person's study number is kept in STUDY_NUMBER, committed before printing, so a
+run killed part-way and run again prints the same numbers. The staging folder is registered in
+WORK_FOLDER and locked while it is written (recruit.work_folders), so the next command deletes a
+killed run's leftovers. Every file in the batch folder is readable by its owner only.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
+import unicodedata
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,15 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, and_, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from recruit.codelists import default_directory, load_codelist
 from recruit.db import unavailable
 from recruit.errors import RecruitError
 from recruit.letters import mailmerge
-from recruit.letters.numbers import new_study_number
+from recruit.letters.numbers import study_numbers_for
 from recruit.letters.pdf import (
+    DOES_NOT_FIT,
+    LAYOUT_FAILED,
     DetailsTask,
     LetterPages,
     RenderedDoc,
@@ -55,11 +64,19 @@ from recruit.letters.render import (
     salutation,
     study_variables,
 )
-from recruit.letters.select import Candidate, classify, commonest_usual_gp, gps, practices
+from recruit.letters.select import (
+    REFUSALS,
+    Candidate,
+    classify,
+    commonest_usual_gp,
+    gps,
+    practices,
+)
 from recruit.letters.study import StudySettings, default_study_file, load_study_settings, store_study
 from recruit.models import utcnow
+from recruit.private_files import make_private_tree, open_private, owner_only
 from recruit.query.run import store_codelists
-from recruit.tables import BATCH, CODELIST, INVITATION, RUN, STUDY
+from recruit.tables import BATCH, CODELIST, DECISION, INVITATION, RESULT, RUN, STUDY
 
 CHUNK = 25  # letters per document of patient details (WeasyPrint slows as documents grow)
 PRACTICE_CONTACT_FORMATS = ("braille", "interpreter", "language")
@@ -80,6 +97,12 @@ class LetterSummary:
     refusals: dict[str, int] = field(default_factory=dict)
     left_for_later: int = 0
     draft: bool = True
+    # Reason -> how many letters could not be printed (listed in could-not-print.csv).
+    could_not_print: dict[str, int] = field(default_factory=dict)
+
+
+class NobodyApproved(RecruitError):
+    """A letters run before any GP has said Invite to anyone on the search run."""
 
 
 @dataclass(frozen=True)
@@ -106,10 +129,12 @@ def write_letters(
     progress: Callable[[int], None] | None = None,
 ) -> LetterSummary:
     """Write the next wave of letters for a search run into out_dir; the summary of what was done."""
+    from recruit import work_folders
     from recruit.letters.check import check_templates
 
     if limit is not None and limit < 1:
         raise RecruitError("--limit must be at least 1.")
+    work_folders.clean_leftovers(engine)
     out = Path(out_dir)
     _check_output_folder(out)
     templates = LetterTemplates(templates_dir)
@@ -124,6 +149,7 @@ def write_letters(
         )
     if run.status != "finished":
         raise RecruitError(f"Search run {run_id} did not finish ({run.status}); run the search again.")
+    _check_someone_approved(engine, run_id)
     study_path = Path(study_file) if study_file else default_study_file(run_study or "instep")
     settings = load_study_settings(study_path)
     if run_study is not None and run_study != settings.code:
@@ -142,6 +168,39 @@ def write_letters(
             pool.shutdown(cancel_futures=True)
 
 
+def _check_someone_approved(engine: Engine, run_id: int) -> None:
+    """Before any file or record: a run nobody has approved has nothing to print, so say what to do."""
+    approved = DECISION.alias("approved")
+    with engine.connect() as conn:
+        candidates, invites = conn.execute(
+            select(func.count(), func.count(approved.c.id))
+            .select_from(RESULT)
+            .outerjoin(
+                approved,
+                and_(
+                    approved.c.run_id == RESULT.c.run_id,
+                    approved.c.patient_id == RESULT.c.patient_id,
+                    approved.c.decision == "invite",
+                ),
+            )
+            .where(RESULT.c.run_id == run_id, RESULT.c.outcome == "candidate")
+        ).one()
+    if invites:
+        return
+    if not candidates:
+        raise NobodyApproved(
+            f"Search run {run_id} found nobody to invite (0 candidates), so there are no letters to "
+            "write. Check the search's counts with: recruit audit " + str(run_id)
+        )
+    raise NobodyApproved(
+        f"Nobody on search run {run_id} has been approved by a GP yet ({candidates:,} candidates, none "
+        f"marked Invite), so no letters were written. Export the list for the GP with: recruit review "
+        f"export {run_id} --out review.xlsx; when the GP has chosen Invite or Do not invite for each "
+        'person, record the decisions with: recruit review import review.xlsx --reviewer "Dr Name"; '
+        f"then run recruit letters {run_id} again."
+    )
+
+
 def _write(
     engine: Engine,
     run: Any,
@@ -155,27 +214,55 @@ def _write(
     pool: Any,
     progress: Callable[[int], None] | None,
 ) -> LetterSummary:
-    run_id = run.id
+    from recruit import work_folders
 
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    committed = False
+    run_id = run.id
+    # The study and the lists are committed first: study numbers (committed on a connection of
+    # their own, before printing) refer to the study.
     try:
-        with _connect(engine) as conn, conn.begin():
+        with engine.begin() as conn:
             study_id = store_study(conn, settings)
             stored = store_codelists(conn, {"opt_out": opt_out, "accessible": accessible})
             opt_out_ids = [
                 stored["opt_out"],
                 *_run_codelist_ids(conn, run, settings.codelists.research_opt_out),
             ]
+    except (OperationalError, DBAPIError) as exc:
+        raise unavailable(engine, exc) from None
+
+    staging = work_folders.staging_path(out, uuid.uuid4().hex[:8])
+    try:
+        folder = work_folders.open_folder(engine, staging, "letters")
+    except OSError as exc:
+        raise RecruitError(
+            f"Could not make a folder for the letters in {staging.parent} ({exc.strerror}). Check the "
+            "folder exists and you may write in it."
+        ) from None
+    except DBAPIError as exc:
+        raise unavailable(engine, exc) from None
+    committed = False
+    try:
+        with owner_only(), _connect(engine) as conn, conn.begin():
             found = classify(conn, run_id, study_id, opt_out_ids, [stored["accessible"]])
             refusals = Counter(found.refusals)
             wave = found.eligible if limit is None else found.eligible[:limit]
             left_for_later = len(found.eligible) - len(wave)
-            planned = _plan(conn, wave, settings)
-            staging.mkdir(parents=True)
-            mailed, misfits, pages_info = _print(templates, settings, planned, day, staging, pool, progress)
-            refusals.update({"details_do_not_fit_window": len(misfits)} if misfits else {})
-            contact = [p for p in planned if p.letter_format in PRACTICE_CONTACT_FORMATS]
+            numbers = study_numbers_for(
+                engine, study_id, settings.number_prefix, [c.nhs_number for c in wave]
+            )
+            planned = _plan(conn, wave, settings, numbers)
+            unprintable = [
+                (p, reason)
+                for p in planned
+                if p.letter_format not in PRACTICE_CONTACT_FORMATS and (reason := _unprintable(p))
+            ]
+            skipped = {id(p) for p, _ in unprintable}
+            printable = [p for p in planned if id(p) not in skipped]
+            mailed, failed, pages_info = _print(templates, settings, printable, day, staging, pool, progress)
+            failed = unprintable + failed
+            could_not_print = Counter(reason for _, reason in failed)
+            refusals.update(could_not_print)
+            contact = [p for p in printable if p.letter_format in PRACTICE_CONTACT_FORMATS]
             unaddressed = _unaddressed_rows(conn, found.no_address)
             batch_id = conn.execute(
                 insert(BATCH)
@@ -223,10 +310,16 @@ def _write(
                 refusals=dict(sorted(refusals.items())),
                 left_for_later=left_for_later,
                 draft=settings.status == "draft",
+                could_not_print=dict(sorted(could_not_print.items())),
             )
-            _write_lists(staging, settings, day, mailed, pages_info, contact, misfits, unaddressed)
+            _write_lists(staging, settings, day, mailed, pages_info, contact, failed, unaddressed)
             _write_summary(staging, summary, settings, templates, day)
+            make_private_tree(staging)
+            # Committed with the batch: from now on the folder is kept (moved into place), not
+            # deleted, even if this process dies before it moves it.
+            work_folders.mark_recorded(conn, folder)
         committed = True
+        work_folders.unlock(folder)
         try:
             _publish(staging, out)
         except OSError as exc:
@@ -234,6 +327,7 @@ def _write(
                 f"The letters were recorded (batch {summary.batch_id}) but could not be moved to {out} "
                 f"({exc.strerror}); they are in {staging}."
             ) from None
+        work_folders.release(engine, folder.row_id)
     except IntegrityError:
         raise RecruitError(
             "Another letters run wrote to some of the same people at the same time. Nothing was "
@@ -244,8 +338,8 @@ def _write(
     except DBAPIError as exc:
         raise unavailable(engine, exc) from None
     finally:
-        if not committed and staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        if not committed:
+            work_folders.discard(engine, folder)
     return summary
 
 
@@ -323,19 +417,30 @@ NEEDS = {
     "braille": "Braille: please send the invitation in Braille or contact them another way",
     "interpreter": "Interpreter needed: please contact them with an interpreter",
     "language": "Main language is not English: please contact them in their language",
-    "details_do_not_fit_window": "Name or address too long for the envelope window: check the address",
     "no_current_address": "No current postal address on record: check it, or contact them another way",
 }
 
 
-def _plan(conn: Any, wave: list[Candidate], settings: StudySettings) -> list[_Planned]:
+# Why a letter could not be printed, and what the practice can do, for could-not-print.csv.
+COULD_NOT_PRINT_REASONS = {
+    DOES_NOT_FIT: "Name or address too long for the envelope window (or the name for the 'Dear' line): "
+    "check and shorten the record",
+    "characters_cannot_be_printed": "Name or address holds characters that cannot be printed (such as "
+    "control characters): check the record",
+    LAYOUT_FAILED: "The letter could not be laid out for printing: check the name and address in the record",
+}
+
+
+def _plan(
+    conn: Any, wave: list[Candidate], settings: StudySettings, numbers: dict[str, str]
+) -> list[_Planned]:
     practice_ids = sorted({c.practice_id for c in wave})
     practice_rows = practices(conn, practice_ids)
     gp_rows = gps(conn, practice_ids)
     fallback = commonest_usual_gp(conn, practice_ids)
-    numbers = _study_numbers(conn, settings.number_prefix, len(wave))
     planned = []
-    for c, number in zip(wave, numbers, strict=True):
+    for c in wave:
+        number = numbers[c.nhs_number]
         prac = practice_rows[c.practice_id]
         practice = PracticeView(
             name=prac.name,
@@ -373,18 +478,18 @@ def _plan(conn: Any, wave: list[Candidate], settings: StudySettings) -> list[_Pl
     return planned
 
 
-def _study_numbers(conn: Any, prefix: str, n: int) -> list[str]:
-    """n new study numbers, none already used (random, so a clash is very unlikely; still checked)."""
-    numbers: list[str] = []
-    while len(numbers) < n:
-        fresh = {new_study_number(prefix) for _ in range(n - len(numbers))} - set(numbers)
-        taken = set(
-            conn.execute(
-                select(INVITATION.c.study_number).where(INVITATION.c.study_number.in_(fresh))
-            ).scalars()
-        )
-        numbers.extend(sorted(fresh - taken))
-    return numbers
+# Unicode categories no letter can print faithfully: control characters (a tab or line end
+# aside), lone surrogates, private-use and unassigned code points.
+_UNPRINTABLE = {"Cc", "Cs", "Co", "Cn"}
+
+
+def _unprintable(p: _Planned) -> str:
+    """Why this letter's details cannot be printed as they are ('' when they can)."""
+    texts = (p.patient.full_name, p.patient.salutation, p.patient.postcode, *p.patient.address_lines)
+    for text in texts:
+        if any(unicodedata.category(ch) in _UNPRINTABLE and ch not in "\t\n\r" for ch in text):
+            return "characters_cannot_be_printed"
+    return ""
 
 
 # --- printing ----------------------------------------------------------------------------------
@@ -398,9 +503,9 @@ def _print(
     folder: Path,
     pool: Any,
     progress: Callable[[int], None] | None,
-) -> tuple[list[_Planned], list[_Planned], list[tuple[int, int]]]:
-    """Lay out and write the PDFs; (letters printed, letters whose details did not fit, and for
-    each printed letter its page count and first page in the combined PDF).
+) -> tuple[list[_Planned], list[tuple[_Planned, str]], list[tuple[int, int]]]:
+    """Lay out and write the PDFs; (letters printed, letters that could not be printed with the
+    reason, and for each printed letter its page count and first page in the combined PDF).
 
     The packs are laid out first; then each chunk of letters' details is laid out, and each of
     its letters' own PDF written, in the printing processes, while this process stamps the
@@ -429,12 +534,9 @@ def _print(
     chunks = list(chunked(list(enumerate(letters)), CHUNK))
     tasks = []
     for i, chunk in enumerate(chunks):
-        html = templates.document(
-            [templates.slots_html(letter, f"l{i}-{j}") for j, (_, letter) in enumerate(chunk)],
-            draft=False,
-            title=title,
-            slots=True,
-        )
+        fragments = [templates.slots_html(letter, f"l{i}-{j}") for j, (_, letter) in enumerate(chunk)]
+        html = templates.document(fragments, draft=False, title=title, slots=True)
+        alone = tuple(templates.document([f], draft=False, title=title, slots=True) for f in fragments)
         used = {pack_ids[letter.pack] for _, letter in chunk}
         tasks.append(
             DetailsTask(
@@ -449,22 +551,28 @@ def _print(
                     )
                     for j, (_, letter) in enumerate(chunk)
                 ),
+                alone,
+                os.getpid(),
             )
         )
     stamper = Stamper()
     combined = stamper.new_target()
     printed: list[_Planned] = []
-    misfits: list[_Planned] = []
+    failed: list[tuple[_Planned, str]] = []
     pages_info: list[tuple[int, int]] = []
     page_cursor = 0
     for i, (chunk, done) in enumerate(zip(chunks, mapper(pool)(lay_out_details, tasks), strict=True)):
-        for (index, letter), first in zip(chunk, done.first_pages, strict=True):
+        for (index, letter), place in zip(chunk, done.placed, strict=True):
             plan = to_print[index]
-            if first is None:
-                misfits.append(plan)
+            if isinstance(place, str):
+                failed.append((plan, place))
                 continue
+            doc_index, first = place
             pack_id = pack_ids[letter.pack]
-            pages = LetterPages(packs[pack_id], pack_id, done.doc, i, first, letter.study_number)
+            details_id = i * (CHUNK + 1) + doc_index  # each laid-out document its own id
+            pages = LetterPages(
+                packs[pack_id], pack_id, done.docs[doc_index], details_id, first, letter.study_number
+            )
             n = stamper.add_letter(combined, pages)
             printed.append(plan)
             pages_info.append((n, page_cursor + 1))
@@ -473,7 +581,7 @@ def _print(
             progress(len(chunk))
     if printed:
         stamper.write(combined, folder / "letters.pdf")
-    return printed, misfits, pages_info
+    return printed, failed, pages_info
 
 
 def _check_pack(key: PackKey, doc: RenderedDoc) -> None:
@@ -564,17 +672,34 @@ def _write_lists(
     mailed: list[_Planned],
     pages_info: list[tuple[int, int]],
     contact: list[_Planned],
-    misfits: list[_Planned],
+    failed: Sequence[tuple[_Planned, str]] = (),
     unaddressed: Sequence[dict[str, Any]] = (),
 ) -> None:
     rows = [_merge_row(p, day, n, first) for p, (n, first) in zip(mailed, pages_info, strict=True)]
     mailmerge.write_csv(folder / "mail-merge.csv", mailmerge.MAIL_MERGE_COLUMNS, rows)
     mailmerge.write_xlsx(folder / "mail-merge.xlsx", mailmerge.MAIL_MERGE_COLUMNS, rows, "Letters")
     listed = [_contact_row(p, p.need, p.study_number) for p in contact]
-    # A letter that could not be printed has no invitation, so no study number to give.
-    listed += [_contact_row(p, NEEDS["details_do_not_fit_window"], "") for p in misfits]
     listed += list(unaddressed)
     mailmerge.write_csv(folder / "contact-another-way.csv", mailmerge.PRACTICE_LIST_COLUMNS, listed)
+    # A letter that could not be printed has no invitation: the practice puts the record right,
+    # and a later run prints it (with the study number kept for the person).
+    problems = [_could_not_print_row(p, reason) for p, reason in failed]
+    mailmerge.write_csv(folder / "could-not-print.csv", mailmerge.COULD_NOT_PRINT_COLUMNS, problems)
+
+
+def _could_not_print_row(p: _Planned, reason: str) -> dict[str, Any]:
+    c = p.candidate
+    address = mailmerge.address_columns(p.patient.address_lines)
+    return {
+        "NHSNumber": c.nhs_number,
+        "Title": c.title or "",
+        "FirstName": c.given_name or "",
+        "Surname": c.family_name or "",
+        **{f"Address{i + 1}": line for i, line in enumerate(address)},
+        "Postcode": p.patient.postcode,
+        "PracticeODS": p.practice.ods_code,
+        "WhyNotPrinted": COULD_NOT_PRINT_REASONS.get(reason, REFUSALS.get(reason, reason)),
+    }
 
 
 def _write_summary(
@@ -594,7 +719,9 @@ def _write_summary(
         "formats": summary.formats,
         "listed_for_the_practice": summary.practice_contact,
         "not_written_to": summary.refusals,
+        "could_not_print": summary.could_not_print,
         "left_for_a_later_wave": summary.left_for_later,
         "created_at": utcnow().isoformat(timespec="seconds"),
     }
-    (folder / "batch.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    with open_private(folder / "batch.json", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, indent=2) + "\n")

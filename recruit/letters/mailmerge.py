@@ -64,6 +64,21 @@ PRACTICE_LIST_COLUMNS = (
     "WhatIsNeeded",
 )
 
+COULD_NOT_PRINT_COLUMNS = (
+    "NHSNumber",
+    "Title",
+    "FirstName",
+    "Surname",
+    "Address1",
+    "Address2",
+    "Address3",
+    "Address4",
+    "Address5",
+    "Postcode",
+    "PracticeODS",
+    "WhyNotPrinted",
+)
+
 
 def address_columns(lines: Sequence[str], width: int = 5) -> list[str]:
     """Address lines in `width` columns; lines beyond the last column join it, comma-separated."""

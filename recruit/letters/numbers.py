@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from recruit.errors import RecruitError
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _BODY = 8
@@ -61,3 +65,73 @@ def is_valid_study_number(number: str, prefix: str = "") -> bool:
     if len(code) != _BODY + 1 or any(c not in ALPHABET for c in code):
         return False
     return _interim(code) == 0
+
+
+def study_numbers_for(engine: Any, study_id: int, prefix: str, nhs_numbers: Sequence[str]) -> dict[str, str]:
+    """Each person's study number for the study: the one they were given before, or a new one.
+
+    New numbers are inserted and committed on a connection of their own before any letter is
+    printed, so a run stopped part-way (even by kill -9) and run again prints the same numbers,
+    and nobody ever holds two numbers for one study. If another run gives a number to the same
+    person at the same moment, the unique constraint refuses the second and the numbers are read
+    again."""
+    from sqlalchemy import insert, select
+    from sqlalchemy.exc import IntegrityError
+
+    from recruit.models import utcnow
+    from recruit.tables import INVITATION, STUDY_NUMBER
+
+    wanted = list(dict.fromkeys(nhs_numbers))
+    for _attempt in range(10):
+        found: dict[str, str] = {}
+        with engine.connect() as conn:
+            for chunk in _chunks(wanted):
+                found.update(
+                    conn.execute(
+                        select(STUDY_NUMBER.c.nhs_number, STUDY_NUMBER.c.study_number).where(
+                            STUDY_NUMBER.c.study_id == study_id, STUDY_NUMBER.c.nhs_number.in_(chunk)
+                        )
+                    ).all()
+                )
+        missing = [n for n in wanted if n not in found]
+        if not missing:
+            return found
+        fresh: list[str] = []
+        with engine.connect() as conn:
+            while len(fresh) < len(missing):
+                batch = {new_study_number(prefix) for _ in range(len(missing) - len(fresh))} - set(fresh)
+                taken: set[str] = set()
+                for table in (STUDY_NUMBER, INVITATION):
+                    for chunk in _chunks(sorted(batch)):
+                        taken |= set(
+                            conn.execute(
+                                select(table.c.study_number).where(table.c.study_number.in_(chunk))
+                            ).scalars()
+                        )
+                fresh.extend(sorted(batch - taken))
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    insert(STUDY_NUMBER),
+                    [
+                        {
+                            "study_id": study_id,
+                            "nhs_number": nhs,
+                            "study_number": number,
+                            "created_at": utcnow(),
+                        }
+                        for nhs, number in zip(missing, fresh, strict=True)
+                    ],
+                )
+        except IntegrityError:
+            continue  # another run numbered some of them first: read again
+        found.update(zip(missing, fresh, strict=True))
+        return found
+    raise RecruitError(  # pragma: no cover
+        "Study numbers could not be given: other letters runs kept numbering the same people. Try again."
+    )
+
+
+def _chunks(items: Sequence[str], size: int = 5000) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

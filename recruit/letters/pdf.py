@@ -12,7 +12,9 @@ a file or the network (shared/reference/letters-and-review.md 5.2).
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from recruit.errors import RecruitError
+from recruit.private_files import PRIVATE_UMASK
 
 SLIP_ANCHOR = "reply-slip"
 # Positions in WeasyPrint are CSS pixels; allow a rounding error when comparing them.
@@ -88,7 +91,14 @@ def process_pool(workers: int) -> Any:
     parent's database connections."""
     if workers <= 1:
         return None
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=_private_files
+    )
+
+
+def _private_files() -> None:
+    """In each printing process: the letters it writes are readable by their owner only."""
+    os.umask(PRIVATE_UMASK)
 
 
 def mapper(pool: Any) -> Mapper:
@@ -266,6 +276,11 @@ class Stamper:
             target.writer.write(handle)
 
 
+# Why a letter could not be printed (keys of recruit.letters.select.REFUSALS).
+DOES_NOT_FIT = "details_do_not_fit_window"
+LAYOUT_FAILED = "layout_failed"
+
+
 @dataclass(frozen=True)
 class DetailsTask:
     """One document of letters' details to lay out, and each letter's own PDF to write."""
@@ -274,23 +289,49 @@ class DetailsTask:
     packs: dict[int, RenderedDoc]
     # (anchor, pack id, study number, where to write the letter's own PDF)
     letters: tuple[tuple[str, int, str, str], ...]
+    # Each letter's details as a document of its own, laid out only if the whole chunk fails.
+    singles: tuple[str, ...] = ()
+    # The process that asked: once it has gone (killed), no more letters are written.
+    parent_pid: int | None = None
 
 
 @dataclass(frozen=True)
 class DetailsDone:
-    doc: RenderedDoc
-    # For each letter: (first page in doc, or None when its details do not fit their places)
-    first_pages: tuple[int | None, ...]
+    docs: tuple[RenderedDoc, ...]
+    # For each letter: (index in docs, first page), or why it could not be printed.
+    placed: tuple[tuple[int, int] | str, ...]
 
 
 def lay_out_details(task: DetailsTask) -> DetailsDone:
-    """Lay out a chunk of letters' details and write each letter's own PDF (run in a worker)."""
-    doc = render_html(task.html)
+    """Lay out a chunk of letters' details and write each letter's own PDF (run in a worker).
+
+    One letter's details that cannot be laid out never stop the others: if the chunk fails, each
+    letter is laid out alone, and only the ones that fail alone are left out."""
+    docs: list[RenderedDoc] = []
+    doc_of: list[int | None] = []
+    try:
+        docs.append(render_html(task.html))
+        doc_of = [0] * len(task.letters)
+    except RecruitError:
+        raise
+    except Exception:
+        for html in task.singles:
+            try:
+                docs.append(render_html(html))
+                doc_of.append(len(docs) - 1)
+            except RecruitError:
+                raise
+            except Exception:
+                doc_of.append(None)
     stamper = Stamper()
-    firsts: list[int | None] = []
-    for anchor, pack_id, number, path in task.letters:
+    placed: list[tuple[int, int] | str] = []
+    for (anchor, pack_id, number, path), index in zip(task.letters, doc_of, strict=True):
+        if index is None:
+            placed.append(LAYOUT_FAILED)
+            continue
+        doc = docs[index]
         if not (fits(doc, anchor, "window") and fits(doc, anchor, "salutation")):
-            firsts.append(None)
+            placed.append(DOES_NOT_FIT)
             continue
         first = doc.page_of(anchor)
         if first is None:
@@ -298,11 +339,21 @@ def lay_out_details(task: DetailsTask) -> DetailsDone:
                 "The letter template patient_slots.html.j2 lost the id that marks where each letter "
                 'starts (id="{{ letter.anchor }}"); put it back.'
             )
-        target = stamper.new_target()
-        stamper.add_letter(target, LetterPages(task.packs[pack_id], pack_id, doc, -1, first, number))
-        stamper.write(target, Path(path))
-        firsts.append(first)
-    return DetailsDone(doc, tuple(firsts))
+        if task.parent_pid not in (None, os.getpid()) and os.getppid() != task.parent_pid:
+            break  # the run was stopped: write nothing more
+        try:
+            target = stamper.new_target()
+            stamper.add_letter(target, LetterPages(task.packs[pack_id], pack_id, doc, -1, first, number))
+            stamper.write(target, Path(path))
+        except RecruitError:
+            raise
+        except Exception:
+            with contextlib.suppress(FileNotFoundError):
+                Path(path).unlink()
+            placed.append(LAYOUT_FAILED)
+            continue
+        placed.append((index, first))
+    return DetailsDone(tuple(docs), tuple(placed))
 
 
 def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -314,6 +365,8 @@ def fits(details: RenderedDoc, anchor: str, part: str) -> bool:
     """Whether the text of a slot ends above its limit (both marked by ids in the slots template)."""
     end = details.position(f"{anchor}-{part}-end")
     limit = details.position(f"{anchor}-{part}-limit")
+    if limit is not None and end is None and details.position(anchor) is not None:
+        return False  # the text ran off the page, end marker and all
     if end is None or limit is None:
         raise RecruitError(
             f"The letter template patient_slots.html.j2 lost the id {anchor}-{part}-end or "

@@ -73,7 +73,13 @@ REFUSALS: dict[str, str] = {
     "no_current_address": "no current postal address on record (listed for the practice)",
     "same_person_twice": "the same NHS number appears twice in this run",
     "details_do_not_fit_window": "name or address too long for the envelope window",
+    "characters_cannot_be_printed": "name or address holds characters that cannot be printed",
+    "layout_failed": "the letter could not be laid out for printing",
 }
+
+# The reasons above that mean a letter could not be printed (listed in could-not-print.csv); the
+# person has no invitation and may be written to by a later run once the record is put right.
+COULD_NOT_PRINT = ("details_do_not_fit_window", "characters_cannot_be_printed", "layout_failed")
 
 # Keys that earlier versions stored in letter_batch.refusals, still labelled in the audit.
 EARLIER_REFUSALS: dict[str, str] = {

@@ -21,11 +21,12 @@ import os
 import uuid
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, select, update
 
-from recruit.letters.batch import _letter_codelists, write_letters
+from recruit.letters.batch import NobodyApproved, _letter_codelists, write_letters
 from recruit.letters.select import REFUSALS, classify
 from recruit.letters.study import load_study_settings
 from recruit.models import ClinicalEvent, Invitation, Patient, Study
@@ -149,6 +150,12 @@ def test_a_letters_run_writes_only_to_allowed_people_and_nobody_twice(
                 person.invited_before = not is_dnc
     allowed = world.allowed()
     folder = tmp_path_factory.mktemp("wave")
+    if not any(p.outcome == "candidate" and p.decision == "invite" for p in clean):
+        # Nobody approved: nothing is written, and the run says what to do (issue 15 case 6).
+        with pytest.raises(NobodyApproved):
+            write_letters(engine, world.run_id, folder / "one", limit=limit, study_file=STUDY_FILE, workers=1)
+        assert not (folder / "one").exists() and invited(engine) == {}
+        return
     first = write_letters(engine, world.run_id, folder / "one", limit=limit, study_file=STUDY_FILE, workers=1)
     got = invited(engine, first.batch_id)
     assert set(got) <= allowed
