@@ -57,6 +57,7 @@ REFUSALS: dict[str, str] = {
     "not_reviewed": "not yet screened by a GP",
     "gp_said_do_not_invite": "a GP decided not to invite them",
     "gp_said_do_not_invite_other_record": "a GP decided not to invite them, on another record of theirs",
+    "gp_said_do_not_invite_later": "a GP decided not to invite them later, when reviewing another search",
     "died": "has died (recorded on any of their records)",
     "unreadable_record_says_died": "a record that could not be read says they died",
     "no_longer_registered": "no longer registered with the practice",
@@ -310,6 +311,22 @@ def _other_record_refused(p: FromClause, run_id: int) -> Any:
     )
 
 
+def _refused_later(p: FromClause, review: FromClause, run_id: int) -> Any:
+    """A GP said "do not invite" for this person (any record of theirs) when reviewing another
+    search, after this run's Invite: their latest decision is not to invite."""
+    same, decision = PATIENT.alias(), DECISION.alias()
+    return exists(
+        select(literal(1))
+        .select_from(same.join(decision, decision.c.patient_id == same.c.id))
+        .where(
+            _same_person(same, p),
+            decision.c.run_id != run_id,
+            decision.c.decision != "invite",
+            decision.c.decided_at > review.c.decided_at,
+        )
+    )
+
+
 def _invitation(p: FromClause, condition: Any) -> Any:
     """An invitation matching the patient by row or by NHS number (the key across practices)."""
     by_row, by_number = INVITATION.alias(), INVITATION.alias()
@@ -359,6 +376,7 @@ def classify(
         (review.c.decision.is_(None), literal("not_reviewed")),
         (review.c.decision != "invite", literal("gp_said_do_not_invite")),
         (_other_record_refused(p, run_id), literal("gp_said_do_not_invite_other_record")),
+        (_refused_later(p, review, run_id), literal("gp_said_do_not_invite_later")),
         (_died(p), literal("died")),
         (_held(p, "death"), literal("unreadable_record_says_died")),
         (p.c.registration_end.is_not(None), literal("no_longer_registered")),

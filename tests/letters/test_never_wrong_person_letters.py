@@ -37,6 +37,7 @@ from recruit.models import (
     Practice,
     ReviewDecision,
     SearchResult,
+    SearchRun,
     Study,
 )
 from recruit.query.run import store_codelists
@@ -544,3 +545,45 @@ def test_the_letters_command_says_every_refusal_plainly(engine, study_file, tmp_
         assert f"{REFUSALS[key]}: 1" in said, key
     assert not any(Person(i).nhs_number in said for i in range(1, 8))
     assert "no_current_address" not in said  # the need is in words too
+
+
+# --- issue 15: the person's latest GP decision decides, whichever search it was made for ---------
+
+
+def test_a_later_do_not_invite_for_another_search_stops_the_letter(engine, study_file):
+    """Dr A approved 2 and 3 on this run's sheet; later, reviewing next month's search, Dr B said
+    "do not invite" for 2 (on the same record) and for 3 (on another record of theirs). Their
+    latest decision is not to invite, so this run's letters go to neither. 4 was refused on an
+    earlier search and approved since: the newer Invite stands."""
+    world = build(engine, [Person(1), Person(2), Person(3), Person(4)])
+    earlier, later = dt.datetime(2026, 2, 1, tzinfo=dt.UTC), dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    with engine.begin() as conn:
+        conn.execute(update(ReviewDecision.__table__).values(decided_at=earlier))
+        conn.execute(
+            update(ReviewDecision.__table__).where(ReviewDecision.patient_id == 4).values(decided_at=later)
+        )
+        study_id = conn.execute(select(SearchRun.study_id).where(SearchRun.id == world.run_id)).scalar_one()
+        other_run = conn.execute(
+            insert(SearchRun.__table__)
+            .values(
+                study_id=study_id,
+                rule_set_name="test",
+                rule_set_version="1",
+                rule_set_fingerprint="x",
+                index_date=dt.date(2026, 2, 1),
+                status="finished",
+            )
+            .returning(SearchRun.id)
+        ).scalar_one()
+        _patient(conn, 103, _nhs(3), practice_id=1)
+        for pid, when in ((2, later), (103, later), (4, earlier)):
+            _in_run(conn, other_run, pid, 1, decision="do_not_invite")
+            conn.execute(
+                update(ReviewDecision.__table__)
+                .where(ReviewDecision.run_id == other_run, ReviewDecision.patient_id == pid)
+                .values(reason_code="safeguarding", decided_at=when)
+            )
+    allowed, reasons, _ = _classify(engine, world.run_id, study_file)
+    assert allowed == {1, 4}
+    assert reasons == {2: "gp_said_do_not_invite_later", 3: "gp_said_do_not_invite_later"}
+    assert "later" in REFUSALS["gp_said_do_not_invite_later"]
