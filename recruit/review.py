@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import glob
 import os
 import re
 import uuid
@@ -76,6 +75,7 @@ from recruit.tables import (
     RUN,
     STUDY,
 )
+from recruit.work_folders import clean_leftovers, discard, open_folder, staging_path
 from recruit.workbook import cell_text, match_headers, open_workbook, parse_day, put_text
 
 # What the GP chooses from: stored code -> the words on the sheet.
@@ -546,23 +546,24 @@ def export_review_by_practice(
     return [_export_one(engine, run_id, practice_path(out, p.ods_code), p, today) for p in practices]
 
 
-_TEMP_SUFFIX = ".recruit-partial"
-
-
 def _export_one(
     engine: Engine, run_id: int, out: Path, practice: _Practice | None, today: dt.date
 ) -> ExportSummary:
-    """Write the workbook to a private temporary file beside `out`, record the sheet, then move it
-    into place: a failed or killed export never leaves a half-written workbook under the real name."""
+    """Write the workbook into a private staging folder beside `out` (registered, so the next
+    command deletes it if this one is killed), record the sheet, then move the workbook into
+    place: a failed or killed export never leaves a workbook, whole or half, behind."""
     token = str(uuid.uuid4())
     exported_at = utcnow()  # before reading: a decision recorded from now on is newer than the sheet
     folder = out.parent
     if not folder.is_dir():
         raise RecruitError(f"Cannot write {out}: there is no folder {folder}.")
-    for leftover in folder.glob(f".{glob.escape(out.name)}.*{_TEMP_SUFFIX}"):
-        leftover.unlink(missing_ok=True)  # from an export that was killed part-way
-    temp = folder / f".{out.name}.{token[:8]}{_TEMP_SUFFIX}"
+    clean_leftovers(engine)
     practice_id = practice.id if practice is not None else None
+    try:
+        staging = open_folder(engine, staging_path(out, token[:8]), "review")
+    except OSError as exc:
+        raise RecruitError(f"Cannot write {out}: {exc.strerror or exc}.") from None
+    temp = staging.path / out.name
     try:
         with engine.begin() as conn:
             # Each practice's evidence queries name their own temporary tables, so caching their
@@ -595,11 +596,9 @@ def _export_one(
             )
         os.replace(temp, out)
     except OSError as exc:
-        temp.unlink(missing_ok=True)
         raise RecruitError(f"Cannot write {out}: {exc.strerror or exc}.") from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    finally:
+        discard(engine, staging)
     return ExportSummary(run_id, out, written, practice.ods_code if practice is not None else None)
 
 

@@ -30,6 +30,7 @@ from recruit.review import (
     format_import_summary,
     import_review,
 )
+from recruit.work_folders import LOCK_NAME, clean_leftovers, register, staging_path
 from tests.conftest import postgres_schema_url
 from tests.helpers import run_cli
 from tests.review.practice import load_and_search, nhs, region, search_again
@@ -440,12 +441,25 @@ def test_case_8_review_workbook_is_owner_only_whatever_the_umask(searched, tmp_p
     engine, run_id = searched
     old = os.umask(0o022)
     try:
-        leftover = tmp_path / ".review.xlsx.deadbeef.recruit-partial"  # from an export killed part-way
-        leftover.write_bytes(b"half a workbook")
         path = export(engine, run_id, tmp_path)
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["review.xlsx"]
+
+
+def test_case_8_a_killed_export_leaves_nothing_past_the_next_command(searched, tmp_path):
+    """An export killed part-way (SIGKILL: nothing in it can clean up) leaves its staging folder
+    with a half-written workbook; the next command that opens the database deletes it."""
+    engine, run_id = searched
+    staging = staging_path(tmp_path / "review.xlsx", "deadbeef")
+    register(engine, staging, "review")  # as the killed export had done
+    staging.mkdir()
+    (staging / LOCK_NAME).touch()  # its lock went with the killed process
+    (staging / "review.xlsx").write_bytes(b"half a workbook")
+    assert clean_leftovers(engine) == 1
+    assert list(tmp_path.iterdir()) == []
+    export(engine, run_id, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["review.xlsx"]
 
 
