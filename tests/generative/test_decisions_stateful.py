@@ -340,8 +340,9 @@ class Scenario:
         refused = {int(n): why for n, why in summary.refused_rows}
         for why in refused.values():
             self.check_words(why, rows)
-        for number in refused:
-            kind = pred.refused.get(number)
+        for number, why in refused.items():
+            # The library checks the practice first: a pasted row of another practice is that.
+            kind = "practice" if "this sheet's practice" in why else pred.refused.get(number)
             if kind == "identity":
                 count(f"identity refusals ({'name-only sort' if 'name_only' in sheet.arranged else 'other'})")
             elif kind is not None:
@@ -478,6 +479,8 @@ class Scenario:
         """write_letters in a forked child that kills itself (SIGKILL) once the first chunk of
         letters is printed, before anything is committed."""
         engine = self.engine
+        if engine.dialect.name == "duckdb":
+            engine.dispose()  # one process at a time holds a DuckDB file: the child opens it anew
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: never returns into pytest
@@ -738,19 +741,28 @@ class Decisions(RuleBasedStateMachine):
         picks=PICKS,
         # The first of each list is drawn most (hypothesis prefers simple values): the hard paths.
         letters=st.sampled_from(["killed", "normal", "before review", "none", "killed", "normal"]),
+        everyone=st.sampled_from([True, False, False]),
         arrangement=st.sampled_from(["name_only", "none", "rows", "none"]),
         paste=st.sampled_from(["other practice", "none", "same sheet", "none"]),
         paste_row=st.integers(0, 10),
     )
     def usual_round(
-        self, picks: list[tuple[int, str]], letters: str, arrangement: str, paste: str, paste_row: int
+        self,
+        picks: list[tuple[int, str]],
+        letters: str,
+        everyone: bool,
+        arrangement: str,
+        paste: str,
+        paste_row: int,
     ) -> None:
         """The usual month: a search, a sheet per practice, each GP's decisions imported, and
         perhaps the letters at once (run normally, or killed part-way), or letters asked for
         before any review (nobody is approved yet). The first practice's GP may sort the sheet
         (only the Name column, or whole rows); the second's may paste in a row of the first's
-        sheet, or copy a row within the sheet."""
+        sheet, or copy a row within the sheet. `everyone`: each GP first marks every row Invite."""
         self.sc.command()
+        if everyone:
+            picks = [(i, "invite") for i in range(8)] + picks
         run_id = self.sc.search()
         if run_id is None:
             return
@@ -770,7 +782,7 @@ class Decisions(RuleBasedStateMachine):
                 self.sc.edit(sheet, picks, "none", [], pasted)
             self.sc.import_sheet(sheet, "Dr A" if ods == PRACTICES[0][0] else "Dr B")
         if letters in ("normal", "killed"):
-            self.sc.letters(run_id, letters == "killed" and self.sc.engine.dialect.name != "duckdb")
+            self.sc.letters(run_id, letters == "killed")
 
     @precondition(lambda self: self.s is not None and bool(self.s.state.runs))
     @rule(
@@ -825,7 +837,7 @@ class Decisions(RuleBasedStateMachine):
         whole rows sorted, perhaps a row pasted from another practice's sheet or copied within
         the sheet."""
         self.sc.command()
-        sheet = data.draw(st.sampled_from(self.sc.sheets), label="sheet")
+        sheet = data.draw(st.sampled_from(self.sc.sheets[::-1]), label="sheet")  # mostly the newest
         source = None
         if paste != "none":
             others = [
@@ -847,7 +859,8 @@ class Decisions(RuleBasedStateMachine):
     def import_sheet(self, data: st.DataObject, reviewer: str) -> None:
         """Any sheet in hand, in any order: older ones are stale."""
         self.sc.command()
-        self.sc.import_sheet(data.draw(st.sampled_from(self.sc.importable()), label="sheet"), reviewer)
+        sheet = data.draw(st.sampled_from(self.sc.importable()[::-1]), label="sheet")  # mostly the newest
+        self.sc.import_sheet(sheet, reviewer)
 
     # --- letters and replies -------------------------------------------------------------------
 
@@ -856,8 +869,6 @@ class Decisions(RuleBasedStateMachine):
     def letters(self, data: st.DataObject, kill: bool, days: int) -> None:
         self.sc.command()
         self.sc.world.today += dt.timedelta(days=days)
-        if self.sc.engine.dialect.name == "duckdb":
-            kill = False  # DuckDB: one process at a time holds the file
         state = self.sc.state
         approved = sorted(
             r
@@ -885,11 +896,21 @@ class Decisions(RuleBasedStateMachine):
         self.sc.command()
         self.sc.copy(to, replace)
 
-    @rule(data=st.data())
-    def region_next_month(self, data: st.DataObject) -> None:
-        """The README's region flow: next month's extract into the main database, then
-        `db copy --replace` into the copy (refused if the copy holds history main lacks)."""
+    @rule(data=st.data(), picks=PICKS)
+    def region_month(self, data: st.DataObject, picks: list[tuple[int, str]]) -> None:
+        """The README's region flow (case 7): `db copy --replace` from the main database into the
+        copy, a review round in the working database, then next month's extract into main and
+        `db copy --replace` again, which must be refused when the copy holds decisions main
+        lacks."""
         self.sc.command()
+        self.sc.copy("copy", True)
+        run_id = self.sc.search()
+        if run_id is not None:
+            for ods, _ in PRACTICES[:2]:
+                sheet = self.sc.export(run_id, ods)
+                if sheet is not None:
+                    self.sc.edit(sheet, [(0, "invite"), *picks], "none", [], None)
+                    self.sc.import_sheet(sheet, "Dr A")
         self.sc.load(self._practice(data))
         self.sc.copy("copy", True)
 
