@@ -12,64 +12,17 @@ sheet exports, edits and imports (in any order), under the agreed rules:
 - every other row of the sheet is applied.
 Order is a logical clock (`seq`), one tick per export or import: the steps run one after the
 other, so the library's wall-clock times follow the same order.
-
-Which parts of issue 15's library are present is found out once here (ISSUE15-API): where a
-part is missing, the state machine does not draw the steps that main is known to get wrong.
-RECRUIT_DECISIONS_REQUIRE_ISSUE15=1 makes a missing part a failure (for after the merge).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import inspect
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recruit import dbcopy, review
-from recruit.letters import batch
-
-# --- which of issue 15's agreed APIs this library has (ISSUE15-API) ---------------------------
-
-# ISSUE15-API: import_review's ImportSummary.refused_rows (stale, identity and practice rows).
-ROW_REFUSALS = "refused_rows" in {f.name for f in dataclasses.fields(review.ImportSummary)}
-# ISSUE15-API: export_review(..., practice=ODS): one workbook per practice.
-PER_PRACTICE = "practice" in inspect.signature(review.export_review).parameters
-# ISSUE15-API: recruit.letters.batch.NobodyApproved when nobody has Invite.
-NOBODY_APPROVED: type[Exception] | None = getattr(batch, "NobodyApproved", None)
-# ISSUE15-API: recruit.dbcopy.HistoryWouldBeLost, copy_database(..., delete_history=False).
-HISTORY_GUARD: type[Exception] | None = getattr(dbcopy, "HistoryWouldBeLost", None)
-try:  # ISSUE15-API: recruit.work_folders.clean_leftovers(engine) -> int
-    from recruit.work_folders import clean_leftovers as _clean_leftovers  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - main before the merge
-    _clean_leftovers = None
-CLEAN_LEFTOVERS = _clean_leftovers
-
-FEATURES = {
-    "row refusals": ROW_REFUSALS,
-    "per-practice sheets": PER_PRACTICE,
-    "NobodyApproved": NOBODY_APPROVED is not None,
-    "HistoryWouldBeLost": HISTORY_GUARD is not None,
-    "clean_leftovers": CLEAN_LEFTOVERS is not None,
-}
-REQUIRE_ISSUE15 = os.environ.get("RECRUIT_DECISIONS_REQUIRE_ISSUE15") == "1"
-# RECRUIT_DECISIONS_DRAW_ALL=1 draws every step even where a part is missing: on main it shows
-# the machine finding issue 15's faults (stale and mis-sorted rows applied, leftovers, history
-# deleted by a copy).
-DRAW_ALL = os.environ.get("RECRUIT_DECISIONS_DRAW_ALL") == "1"
-
-
-def drawn(part: bool) -> bool:
-    """Whether steps that need an issue-15 part are drawn."""
-    return part or DRAW_ALL
-
-
-def features_line() -> str:
-    return ", ".join(f"{name} {'on' if on else 'OFF'}" for name, on in FEATURES.items())
-
+from recruit import review
 
 # --- decisions as the sheet and the database write them ------------------------------------------
 
@@ -136,7 +89,7 @@ class SheetInHand:
     db: str
     run_id: int
     run_label: int
-    practice: str | None  # None: a whole-run sheet (main before issue 15)
+    practice: str
     path: Path
     exported_seq: int
     shown: dict[str, Shown]  # key -> as exported
@@ -144,8 +97,8 @@ class SheetInHand:
     arranged: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        where = f"practice {self.practice}" if self.practice else "every practice"
-        return f"sheet {self.label} (run {self.run_id} on {self.db}, {where}, {len(self.shown)} rows)"
+        rows = len(self.shown)
+        return f"sheet {self.label} (run {self.run_id} on {self.db}, practice {self.practice}, {rows} rows)"
 
 
 @dataclass(frozen=True)
@@ -330,7 +283,7 @@ def predict(
         if shown is None or (row.name, row.birth, row.nhs) != (shown.name, shown.birth, shown.nhs):
             p.refused[row.number] = "identity"
             continue
-        if sheet.practice is not None and practice_of.get(pid) != sheet.practice:
+        if practice_of.get(pid) != sheet.practice:
             p.refused[row.number] = "practice"
             continue
         before = state.decisions.get((sheet.run_label, pid))
