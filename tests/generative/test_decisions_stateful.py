@@ -412,6 +412,20 @@ class Scenario:
             for (label, pid), d in self.state.decisions.items()
             if label == run_label and d.value[0] == "invite" and pid in self.state.candidates[label]
         }
+        # The person's latest decision decides, whichever search it was made for: a later "do not
+        # invite" on another search's sheet (for any record with their NHS number) stops the letter.
+        nhs_now = self._nhs_of()
+        refused_later = {
+            pid
+            for pid in approved
+            for (label, other), d in self.state.decisions.items()
+            if label != run_label
+            and d.value[0] != "invite"
+            and nhs_now.get(other) == nhs_now.get(pid)
+            and d.seq > self.state.decisions[(run_label, pid)].seq
+        }
+        if refused_later:
+            count("refused later on another search", len(refused_later))
         how = "killed part-way" if kill else "run"
         outcome = ""
         could_not: dict[str, int] | None = None
@@ -445,6 +459,11 @@ class Scenario:
                 self.fail(
                     f"letters run {self.letter_runs} wrote to patient {pid}, not a candidate of run {run_id}"
                 )
+            elif pid in refused_later:
+                self.fail(
+                    f"letters run {self.letter_runs} wrote to patient {pid} ({nhs}), whose GP later said "
+                    "do not invite on another search's sheet"
+                )
             elif d is None or d.value[0] != "invite":
                 latest = "no decision" if d is None else f"latest decision {d.value}"
                 self.fail(f"letters run {self.letter_runs} wrote to patient {pid} ({nhs}): {latest}")
@@ -454,7 +473,7 @@ class Scenario:
                 )
         written = {pid for _, pid in new.values()}
         if could_not is not None:
-            due = {pid for pid in approved if nhs_of.get(pid) not in invited_before}
+            due = {pid for pid in approved - refused_later if nhs_of.get(pid) not in invited_before}
             odd = {pid for pid in due if nhs_of.get(pid) in self.unprintable}
             if due - odd != written:
                 self.fail(
