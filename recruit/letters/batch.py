@@ -624,11 +624,11 @@ def _merge_row(p: _Planned, day: dt.date, pages: int, first_page: int) -> dict[s
     }
 
 
-def _contact_row(p: _Planned, need: str, study_number: str) -> dict[str, Any]:
+def _person_columns(p: _Planned) -> dict[str, Any]:
+    """Who and where, as the practice's lists show them (NHS number, name, address, practice)."""
     c = p.candidate
     address = mailmerge.address_columns(p.patient.address_lines)
     return {
-        "StudyNumber": study_number,
         "NHSNumber": c.nhs_number,
         "Title": c.title or "",
         "FirstName": c.given_name or "",
@@ -636,8 +636,11 @@ def _contact_row(p: _Planned, need: str, study_number: str) -> dict[str, Any]:
         **{f"Address{i + 1}": line for i, line in enumerate(address)},
         "Postcode": p.patient.postcode,
         "PracticeODS": p.practice.ods_code,
-        "WhatIsNeeded": need,
     }
+
+
+def _contact_row(p: _Planned, need: str, study_number: str) -> dict[str, Any]:
+    return {"StudyNumber": study_number, **_person_columns(p), "WhatIsNeeded": need}
 
 
 def _unaddressed_rows(conn: Any, people: list[Candidate]) -> list[dict[str, Any]]:
@@ -688,18 +691,8 @@ def _write_lists(
 
 
 def _could_not_print_row(p: _Planned, reason: str) -> dict[str, Any]:
-    c = p.candidate
-    address = mailmerge.address_columns(p.patient.address_lines)
-    return {
-        "NHSNumber": c.nhs_number,
-        "Title": c.title or "",
-        "FirstName": c.given_name or "",
-        "Surname": c.family_name or "",
-        **{f"Address{i + 1}": line for i, line in enumerate(address)},
-        "Postcode": p.patient.postcode,
-        "PracticeODS": p.practice.ods_code,
-        "WhyNotPrinted": COULD_NOT_PRINT_REASONS.get(reason, REFUSALS.get(reason, reason)),
-    }
+    why = COULD_NOT_PRINT_REASONS.get(reason, REFUSALS.get(reason, reason))
+    return {**_person_columns(p), "WhyNotPrinted": why}
 
 
 def _write_summary(

@@ -48,8 +48,8 @@ MAIL_MERGE_COLUMNS = (
     "PdfFile",
 )
 
-PRACTICE_LIST_COLUMNS = (
-    "StudyNumber",
+# Who and where, in the practice's own lists (the contact list and the could-not-print list).
+PERSON_COLUMNS = (
     "NHSNumber",
     "Title",
     "FirstName",
@@ -61,23 +61,9 @@ PRACTICE_LIST_COLUMNS = (
     "Address5",
     "Postcode",
     "PracticeODS",
-    "WhatIsNeeded",
 )
-
-COULD_NOT_PRINT_COLUMNS = (
-    "NHSNumber",
-    "Title",
-    "FirstName",
-    "Surname",
-    "Address1",
-    "Address2",
-    "Address3",
-    "Address4",
-    "Address5",
-    "Postcode",
-    "PracticeODS",
-    "WhyNotPrinted",
-)
+PRACTICE_LIST_COLUMNS = ("StudyNumber", *PERSON_COLUMNS, "WhatIsNeeded")
+COULD_NOT_PRINT_COLUMNS = (*PERSON_COLUMNS, "WhyNotPrinted")
 
 
 def address_columns(lines: Sequence[str], width: int = 5) -> list[str]:

@@ -18,7 +18,7 @@ and when the dates cannot tell, nobody writes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -296,34 +296,28 @@ def _registered_elsewhere(p: FromClause, unclear: bool) -> Any:
     )
 
 
-def _other_record_refused(p: FromClause, run_id: int) -> Any:
-    """A GP said "do not invite" in this run for another record of the same person."""
+def _said_no(p: FromClause, where: Callable[[FromClause, FromClause], Sequence[Any]]) -> Any:
+    """A GP said "do not invite" for a record of the same person as `p`, in a decision that also
+    meets `where(record, decision)`."""
     same, decision = PATIENT.alias(), DECISION.alias()
     return exists(
         select(literal(1))
         .select_from(same.join(decision, decision.c.patient_id == same.c.id))
-        .where(
-            _same_person(same, p),
-            same.c.id != p.c.id,
-            decision.c.run_id == run_id,
-            decision.c.decision != "invite",
-        )
+        .where(_same_person(same, p), decision.c.decision != "invite", *where(same, decision))
     )
+
+
+def _other_record_refused(p: FromClause, run_id: int) -> Any:
+    """A GP said "do not invite" in this run for another record of the same person."""
+    return _said_no(p, lambda same, decision: (same.c.id != p.c.id, decision.c.run_id == run_id))
 
 
 def _refused_later(p: FromClause, review: FromClause, run_id: int) -> Any:
     """A GP said "do not invite" for this person (any record of theirs) when reviewing another
     search, after this run's Invite: their latest decision is not to invite."""
-    same, decision = PATIENT.alias(), DECISION.alias()
-    return exists(
-        select(literal(1))
-        .select_from(same.join(decision, decision.c.patient_id == same.c.id))
-        .where(
-            _same_person(same, p),
-            decision.c.run_id != run_id,
-            decision.c.decision != "invite",
-            decision.c.decided_at > review.c.decided_at,
-        )
+    return _said_no(
+        p,
+        lambda _, decision: (decision.c.run_id != run_id, decision.c.decided_at > review.c.decided_at),
     )
 
 
