@@ -258,28 +258,53 @@ def load(
         out.print("See them with: recruit quarantine list")
 
 
+ReasonOption = Annotated[
+    str | None,
+    typer.Option("--reason", help="Only records quarantined for this reason (e.g. date_in_future)."),
+]
+FileOption = Annotated[
+    str | None, typer.Option("--file", help="Only records from this file (its name or part of its path).")
+]
+
+
+def _nothing_quarantined(engine, only) -> str:  # type: ignore[no-untyped-def]
+    """No records match: say so, and which reasons there are when a reason was asked for."""
+    from recruit.load.quarantine import quarantine_reasons
+
+    if not (only.extract_id is not None or only.reason or only.file):
+        return "No records are quarantined."
+    message = "No quarantined records match."
+    reasons = quarantine_reasons(engine)
+    if only.reason and reasons:
+        message += f" The reasons recorded are: {', '.join(reasons)}."
+    return message
+
+
 @quarantine_app.command("list")
 def quarantine_list(
     extract: Annotated[int | None, typer.Option(help="Only this extract.")] = None,
+    reason: ReasonOption = None,
+    file: FileOption = None,
     limit: Annotated[int, typer.Option(help="Show at most this many.")] = 50,
     db: DbOption = None,
 ) -> None:
     """Show quarantined records: where each one is and what is wrong with it."""
     from rich.table import Table
 
-    from recruit.load.quarantine import quarantine_counts, quarantine_rows
+    from recruit.load.quarantine import Only, quarantine_counts, quarantine_rows
 
     engine = _ready_engine(db)
-    counts = quarantine_counts(engine, extract)
+    only = Only(extract, reason, file)
+    counts = quarantine_counts(engine, only)
     if not counts:
-        out.print("No records are quarantined.")
+        out.print(_nothing_quarantined(engine, only))
         return
     for extract_id, reason, n in counts:
         out.print(f"extract {extract_id}: {reason}: {n:,}")
     # Grouped by file, each file's full path on a line of its own (never cut short or wrapped).
     table = None
     current = None
-    for row in quarantine_rows(engine, extract, limit):  # identifiers masked there
+    for row in quarantine_rows(engine, only, limit):  # identifiers masked there
         if row["file"] != current:
             if table is not None:
                 out.print(table)
@@ -297,12 +322,14 @@ def quarantine_list(
 def quarantine_export(
     out_file: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
     extract: Annotated[int | None, typer.Option(help="Only this extract.")] = None,
+    reason: ReasonOption = None,
+    file: FileOption = None,
     db: DbOption = None,
 ) -> None:
     """Write every quarantined record (where and why, no record contents) to a CSV file."""
-    from recruit.load.quarantine import export_quarantine
+    from recruit.load.quarantine import Only, export_quarantine
 
-    n = export_quarantine(_ready_engine(db), out_file, extract)
+    n = export_quarantine(_ready_engine(db), out_file, Only(extract, reason, file))
     out.print(f"Wrote {n:,} quarantined records to {out_file} (readable by you only: it may name patients)")
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Select, func, select
 
 from recruit.errors import RecruitError
 from recruit.models import Quarantine
@@ -28,19 +29,48 @@ def mask_identifiers(text: str | None) -> str | None:
     return _NHS_LIKE.sub(lambda m: "*" * 8 + m.group(0)[-2:], text)
 
 
-def quarantine_counts(engine: Engine, extract_id: int | None = None) -> list[tuple[int, str, int]]:
-    """(extract, reason code, count), for the summary."""
+@dataclass(frozen=True)
+class Only:
+    """Which quarantined records to show: one extract, one reason (its code, e.g. date_in_future),
+    one file (its name, or any part of its path). Empty: all of them."""
+
+    extract_id: int | None = None
+    reason: str | None = None
+    file: str | None = None
+
+    def apply(self, q: Select[Any]) -> Select[Any]:
+        if self.extract_id is not None:
+            q = q.where(Quarantine.extract_id == self.extract_id)
+        if self.reason:
+            q = q.where(func.lower(Quarantine.reason_code) == self.reason.strip().lower())
+        if self.file:
+            q = q.where(Quarantine.file.contains(self.file.strip(), autoescape=True))
+        return q
+
+
+def _only(only: Only | int | None) -> Only:
+    return only if isinstance(only, Only) else Only(extract_id=only)
+
+
+def quarantine_counts(engine: Engine, only: Only | int | None = None) -> list[tuple[int, str, int]]:
+    """(extract, reason code, count), for the summary; `only` an Only or an extract id."""
     q = select(Quarantine.extract_id, Quarantine.reason_code, func.count()).group_by(
         Quarantine.extract_id, Quarantine.reason_code
     )
-    if extract_id is not None:
-        q = q.where(Quarantine.extract_id == extract_id)
+    q = _only(only).apply(q)
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(q.order_by(Quarantine.extract_id, Quarantine.reason_code))]
 
 
+def quarantine_reasons(engine: Engine) -> list[str]:
+    """Every reason code in the quarantine, to say which there are when a filter finds none."""
+    with engine.connect() as conn:
+        q = select(Quarantine.reason_code).distinct().order_by(Quarantine.reason_code)
+        return [r for r in conn.execute(q).scalars() if r]
+
+
 def quarantine_rows(
-    engine: Engine, extract_id: int | None = None, limit: int | None = None
+    engine: Engine, only: Only | int | None = None, limit: int | None = None
 ) -> Iterator[dict[str, Any]]:
     q = select(
         Quarantine.extract_id.label("extract"),
@@ -52,8 +82,7 @@ def quarantine_rows(
         Quarantine.reason_code,
         Quarantine.reason,
     ).order_by(Quarantine.id)
-    if extract_id is not None:
-        q = q.where(Quarantine.extract_id == extract_id)
+    q = _only(only).apply(q)
     if limit is not None:
         q = q.limit(limit)
     with engine.connect() as conn:
@@ -64,7 +93,7 @@ def quarantine_rows(
             yield out
 
 
-def export_quarantine(engine: Engine, out: Path, extract_id: int | None = None) -> int:
+def export_quarantine(engine: Engine, out: Path, only: Only | int | None = None) -> int:
     """Write quarantined records to CSV (no raw record text: it may hold patient details).
 
     The file is owner-only (0600): record ids and file names can still lead to a patient."""
@@ -76,7 +105,7 @@ def export_quarantine(engine: Engine, out: Path, extract_id: int | None = None) 
     with f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
-        for row in quarantine_rows(engine, extract_id):
+        for row in quarantine_rows(engine, only):
             writer.writerow([spreadsheet_safe(row[c]) for c in COLUMNS])
             n += 1
     return n

@@ -178,3 +178,39 @@ def test_gp_system_report_layout_loads_with_its_mapping(tmp_path):
     assert rows[1][5] is not None
     assert events == [("readv2", "1M52."), ("snomedct", "82423001"), ("ctv3", "XaIWQ")]
     assert meds == [("322341003", "repeat", 100.0)]
+
+
+def test_quarantine_list_and_export_filter_by_reason_and_file(tmp_path):
+    """Practice staff fixing one kind of problem, or one file, see only those records."""
+    folder = tmp_path / "in"
+    fx.base_extract(folder)
+    fx.write_ndjson(
+        folder / "Condition.ndjson",
+        [fx.condition(), fx.condition("c2", onsetDateTime="2099-01-01"), fx.condition("c3", subject=None)],
+    )
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    loaded = run_cli("load", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr
+
+    future = run_cli("quarantine", "list", "--reason", "DATE_IN_FUTURE", "--db", db, cwd=tmp_path)
+    assert future.returncode == 0, future.stderr
+    assert "date_in_future: 1" in future.stdout and "onsetDateTime" in future.stdout
+    assert "c3" not in future.stdout and "subject" not in future.stdout
+
+    by_file = run_cli("quarantine", "list", "--file", "Condition.ndjson", "--db", db, cwd=tmp_path)
+    assert "date_in_future: 1" in by_file.stdout and "onsetDateTime" in by_file.stdout
+    assert by_file.stdout.count("extract 1:") == 2  # both reasons in that file
+
+    none = run_cli("quarantine", "list", "--reason", "no_such_reason", "--db", db, cwd=tmp_path)
+    assert none.returncode == 0 and "No quarantined records match." in none.stdout
+    assert "date_in_future" in none.stdout  # says which reasons there are
+    elsewhere = run_cli("quarantine", "list", "--file", "Observation", "--db", db, cwd=tmp_path)
+    assert "No quarantined records match." in elsewhere.stdout
+
+    out = tmp_path / "q.csv"
+    exported = run_cli(
+        "quarantine", "export", "--out", str(out), "--reason", "date_in_future", "--db", db, cwd=tmp_path
+    )
+    assert exported.returncode == 0, exported.stderr
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2 and "date_in_future" in lines[1]
