@@ -236,6 +236,14 @@ def load(
     out.print(f"  quarantined:         {summary.quarantined:,}")
     for reason, n in summary.quarantined_by_reason.most_common():
         out.print(f"    {reason}: {n:,}")
+    if summary.by_kind:
+        out.print("  by kind of record (read = stored + quarantined):")
+        width = max(len(kind) for kind in summary.by_kind)
+        for kind, k in summary.by_kind.items():
+            top = ", ".join(f"{code} {n:,}" for code, n in k.reasons[:3])
+            more = f" (top reasons: {top})" if top else ""
+            counts = f"read {k.read:,}, stored {k.stored:,}, quarantined {k.quarantined:,}"
+            out.print(f"    {kind:<{width}}  {counts}{more}", highlight=False)
     if summary.not_used:
         out.print(f"  not needed by recruit: {sum(summary.not_used.values()):,}")
         for what, n in summary.not_used.most_common():

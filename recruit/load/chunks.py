@@ -71,6 +71,7 @@ class Staged:
     org_records: Counter[str] = field(default_factory=Counter)
     practitioner_records: Counter[str] = field(default_factory=Counter)
     read: int = 0
+    read_by_type: Counter[str] = field(default_factory=Counter)  # resourceType (or "unreadable")
     not_used: Counter[str] = field(default_factory=Counter)
     stu3: int = 0
     repaired: int = 0
@@ -128,6 +129,7 @@ class Stager:
         res = record.resource if isinstance(record.resource, dict) else {}
         rtype = res.get("resourceType") if isinstance(res.get("resourceType"), str) else None
         rid = res.get("id") if isinstance(res.get("id"), str) else None
+        out.read_by_type[record_kind(rtype)] += 1
         fno, line = record.file_no, record.line
         staged: dict[str, list[tuple[Any, ...]]] = {}
         parsed_rows = None  # a record read whole but refused for a text value
@@ -192,6 +194,14 @@ class Stager:
             (record.file_no, record.line, record.entry, fit(rtype, 64), fit(rid, 200))
             + (fit(problem.field, 200), problem.code, problem.reason.replace("\x00", ""), snippet)
         )
+
+
+UNREADABLE_KIND = "unreadable"  # a record whose resourceType cannot be read
+
+
+def record_kind(rtype: str | None) -> str:
+    """The kind a record is counted under in the load summary: its resourceType, cut to fit."""
+    return fit(rtype, 64) or UNREADABLE_KIND
 
 
 def bad_patient_keys(res: dict[str, Any], full_url: str | None) -> list[str]:

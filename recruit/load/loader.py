@@ -45,7 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from recruit.db import unavailable
 from recruit.errors import RecruitError
 from recruit.load import stage as S
-from recruit.load.chunks import Staged, Stager, default_workers, staged_chunks
+from recruit.load.chunks import Staged, Stager, default_workers, record_kind, staged_chunks
 from recruit.load.extract_info import NO_DATE, check_manifest, fhir_extract_date, file_types
 from recruit.load.fhir import Parsed
 from recruit.load.files import FHIR_SUFFIXES, Record, find_files, fingerprint, input_files
@@ -98,6 +98,17 @@ class LoadSummary:
     kept_earlier: dict[str, list[str]] = field(default_factory=dict)
     holds: int = 0  # person holds written (quarantined records signalling death, leaving, dissent)
     retired: int = 0  # patient ids that now name another person (the earlier one kept apart)
+    # Per kind of record (resourceType, or a CSV row's kind): read, stored, quarantined and the
+    # commonest reasons, so staff can see which kind of record an extract's problems are in.
+    by_kind: dict[str, KindCounts] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KindCounts:
+    read: int
+    stored: int
+    quarantined: int
+    reasons: list[tuple[str, int]]  # (reason code, count), commonest first
 
 
 Progress = Callable[[int], None]
@@ -247,6 +258,7 @@ class _Load:
             self.writer.add(S.ld_file, (i, str(path)))
         self.paths = [str(p) for p in files]
         self.quarantine_rows: list[dict[str, Any]] = []
+        self.read_by_kind: Counter[str] = Counter()
         self.orgs: dict[str, OrgRow] = {}
         self.practitioners: dict[str, PractitionerRow] = {}
         self.repaired = 0
@@ -273,6 +285,7 @@ class _Load:
         """Write what a chunk staged, and count it."""
         s = self.summary
         s.read += staged.read
+        self.read_by_kind.update(staged.read_by_type)
         s.not_used.update(staged.not_used)
         s.stu3_records += staged.stu3
         self.repaired += staged.repaired
@@ -337,6 +350,7 @@ class _Load:
         s.quarantined = sum(s.quarantined_by_reason.values())
         s.loaded = s.read - s.quarantined
         s.resource_types = sorted(self.kinds)
+        s.by_kind = self._by_kind()
         self.conn.execute(
             update(Extract)
             .where(Extract.id == self.extract_id)
@@ -351,11 +365,31 @@ class _Load:
         )
         return s
 
-    def _not_used(self, what: str, n: int) -> None:
+    def _not_used(self, what: str, n: int, kind: str) -> None:
         """Records read but neither stored nor quarantined: counted as not used, not as read."""
         if n:
             self.summary.read -= n
+            self.read_by_kind[kind] -= n
             self.summary.not_used[what] += n
+
+    def _by_kind(self) -> dict[str, KindCounts]:
+        """Read, stored and quarantined per kind of record; the quarantine as recorded."""
+        quarantined: dict[str, Counter[str]] = {}
+        rows = self.conn.execute(
+            select(Quarantine.resource_type, Quarantine.reason_code, func.count())
+            .where(Quarantine.extract_id == self.extract_id)
+            .group_by(Quarantine.resource_type, Quarantine.reason_code)
+        )
+        for rtype, code, n in rows:
+            quarantined.setdefault(record_kind(rtype), Counter())[code] += n
+        out = {}
+        for kind in sorted(set(self.read_by_kind) | set(quarantined)):
+            read = self.read_by_kind.get(kind, 0)
+            reasons = quarantined.get(kind, Counter())
+            q = sum(reasons.values())
+            if read or q:
+                out[kind] = KindCounts(read, read - q, q, reasons.most_common())
+        return out
 
     def _practices(self) -> dict[str, int]:
         """The practices the extract's patients are registered with: map key -> practice id.
@@ -408,7 +442,7 @@ class _Load:
         if key_to_id:
             c.execute(insert(S.ld_ref), [{"key": k, "target_id": v} for k, v in key_to_id.items()])
         others = sum(n for ods, n in self.org_records.items() if ods not in wanted)
-        self._not_used(OTHER_ORGANIZATION, others)
+        self._not_used(OTHER_ORGANIZATION, others, "Organization")
         return key_to_id
 
     def _resolve_patients(self, practice_ids: dict[str, int]) -> None:
@@ -460,7 +494,7 @@ class _Load:
             gp_ids.setdefault(practice_id, []).append(gp_id)
         stored = {source_id for _, source_id in ids}
         unnamed = sum(n for sid, n in self.practitioner_records.items() if sid not in stored)
-        self._not_used(UNNAMED_PRACTITIONER, unnamed)
+        self._not_used(UNNAMED_PRACTITIONER, unnamed, "Practitioner")
         return gp_ids
 
     def _upsert_practitioner(self, practice_id: int, prac: PractitionerRow) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import signal
@@ -17,6 +18,7 @@ import synthetic_ehr
 from recruit.db import make_engine
 from tests.helpers import run_cli
 from tests.load import fhir_samples as fx
+from tests.search_helpers import fresh_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,6 +116,35 @@ def test_load_prints_a_summary_and_quarantine_list_names_the_problem(tmp_path):
     listed = run_cli("quarantine", "list", "--db", db, cwd=tmp_path)
     assert "Condition.ndjson" in listed.stdout and "onsetDateTime" in listed.stdout
     assert "after the extract date" in listed.stdout
+
+
+def test_load_counts_each_kind_of_record_read_stored_and_quarantined(tmp_path):
+    """Per resource type: read = stored + quarantined, with the commonest reasons."""
+    from recruit.load import load_extract
+
+    folder = tmp_path / "in"
+    fx.base_extract(folder)
+    fx.write_ndjson(
+        folder / "Condition.ndjson",
+        [fx.condition(), fx.condition("c2", onsetDateTime="2099-01-01"), fx.condition("c3", subject=None)],
+    )
+    (folder / "Broken.ndjson").write_text('{"resourceType": "Condition", "id": \n', encoding="utf-8")
+    engine = fresh_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    summary = load_extract(engine, [folder], extract_date=dt.date(2026, 11, 1))
+    kinds = summary.by_kind
+    assert kinds["Condition"].read == 3 and kinds["Condition"].quarantined == 2
+    assert kinds["Condition"].stored == 1
+    assert dict(kinds["Condition"].reasons)["date_in_future"] == 1
+    assert kinds["unreadable"].read == 1 and kinds["unreadable"].quarantined == 1
+    assert sum(k.read for k in kinds.values()) == summary.read
+    assert sum(k.stored for k in kinds.values()) == summary.loaded
+    assert sum(k.quarantined for k in kinds.values()) == summary.quarantined
+
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    result = run_cli("load", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.strip().startswith("Condition "))
+    assert "read 3, stored 1, quarantined 2" in line and "date_in_future 1" in line
 
 
 GP_REPORT_PATIENTS = (
