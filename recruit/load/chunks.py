@@ -99,7 +99,8 @@ class Stager:
 
     def record(self, record: Record, seq: int) -> None:
         if record.error is not None:
-            self.parsed(record, Invalid("unreadable", record.error, None), seq)
+            code = "malformed" if record.field else "unreadable"
+            self.parsed(record, Invalid(code, record.error, record.field), seq)
             return
         try:
             parsed: Parsed | Exception = self.reader.read(record.resource, record.full_url)

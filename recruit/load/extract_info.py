@@ -68,6 +68,9 @@ FHIR_TYPES = frozenset(
 
 _TIMESTAMP = re.compile(rb'"timestamp"\s*:\s*"([0-9][0-9T:.+\-Z]{3,40})"')
 _LAST_UPDATED = re.compile(rb'"lastUpdated"\s*:\s*"([0-9][0-9T:.+\-Z]{3,40})"')
+# the same in FHIR XML: <timestamp value="..."/>
+_XML_TIMESTAMP = re.compile(rb'<timestamp\s+value="([0-9][0-9T:.+\-Z]{3,40})"')
+_XML_LAST_UPDATED = re.compile(rb'<lastUpdated\s+value="([0-9][0-9T:.+\-Z]{3,40})"')
 _SCAN_BLOCK = 4 << 20
 _OVERLAP = 128
 
@@ -166,11 +169,17 @@ def scanned_date(files: list[Path]) -> tuple[dt.date, str] | None:
     """
     latest: dict[str, dt.date] = {}
     for path in files:
+        xml = path.suffix.lower() == ".xml"
+        patterns = (
+            (("timestamp", _XML_TIMESTAMP), ("lastUpdated", _XML_LAST_UPDATED))
+            if xml
+            else (("timestamp", _TIMESTAMP), ("lastUpdated", _LAST_UPDATED))
+        )
         with path.open("rb") as f:
             tail = b""
             while block := f.read(_SCAN_BLOCK):
                 data = tail + block
-                for name, pattern in (("timestamp", _TIMESTAMP), ("lastUpdated", _LAST_UPDATED)):
+                for name, pattern in patterns:
                     for m in pattern.finditer(data):
                         day = parse_instant(m.group(1).decode("ascii", "replace"))
                         if day is not None and (name not in latest or day > latest[name]):

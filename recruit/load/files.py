@@ -13,7 +13,7 @@ import orjson
 
 from recruit.errors import RecruitError
 
-FHIR_SUFFIXES = (".ndjson", ".json", ".jsonl")
+FHIR_SUFFIXES = (".ndjson", ".json", ".jsonl", ".xml")
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some Windows tools put at a file's start
 # One record can be no longer than this: a longer NDJSON line is skipped unread (in pieces, so
 # memory stays flat whatever its length) and quarantined as too long.
@@ -35,6 +35,7 @@ class Record(NamedTuple):
     entry: int | None = None  # index within a Bundle
     error: str | None = None
     raw: bytes | None = None
+    field: str | None = None  # the element an unreadable record's error is about (FHIR XML)
 
 
 def _kind(mode: int) -> str:
@@ -135,7 +136,11 @@ def find_files(paths: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
             found.append(regular_file(path))
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
-        raise RecruitError(f"No extract files found in {', '.join(str(p) for p in paths)}.")
+        looked_for = ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
+        raise RecruitError(
+            f"No extract files found in {', '.join(str(p) for p in paths)} "
+            f"(recruit looks for {looked_for} files)."
+        )
     return unique
 
 
@@ -167,13 +172,16 @@ def fingerprint(files: list[Path], extra: bytes = b"") -> str:
 
 
 def read_fhir(path: Path, file_no: int) -> Iterator[Record]:
-    """Resources from an NDJSON file (a line each) or a JSON file (a resource or a Bundle)."""
+    """Resources from an NDJSON file (a line each), or a JSON or FHIR XML file (a resource or a
+    Bundle)."""
     with path.open("rb") as f:
         head = f.read(1)
         while head and head in b" \t\r\n\xef\xbb\xbf":
             head = f.read(1)
     if path.suffix.lower() in (".ndjson", ".jsonl"):
         yield from _read_ndjson(path, file_no)
+    elif path.suffix.lower() == ".xml":
+        yield from _read_xml(path, file_no)
     elif head:
         yield from _read_json(path, file_no)
 
@@ -216,16 +224,53 @@ def _read_ndjson(path: Path, file_no: int) -> Iterator[Record]:
             yield from expand(data, file_no, line_no)
 
 
-def _read_json(path: Path, file_no: int) -> Iterator[Record]:
+def _too_big(path: Path, file_no: int, kind: str) -> Record | None:
     size = path.stat().st_size
-    if size > MAX_JSON_FILE_BYTES:
-        yield Record(
-            file_no,
-            None,
-            None,
-            error=f"the file is {size / 2**20:,.0f} MB, more than a JSON file recruit reads whole "
-            f"({MAX_JSON_FILE_BYTES >> 20} MB); export it as NDJSON (one record a line)",
-        )
+    if size <= MAX_JSON_FILE_BYTES:
+        return None
+    return Record(
+        file_no,
+        None,
+        None,
+        error=f"the file is {size / 2**20:,.0f} MB, more than a {kind} file recruit reads whole "
+        f"({MAX_JSON_FILE_BYTES >> 20} MB); export it as NDJSON (one record a line)",
+    )
+
+
+def _read_xml(path: Path, file_no: int) -> Iterator[Record]:
+    """A FHIR XML file's resources, read into the same dicts as JSON (see fhir_xml)."""
+    from recruit.load import fhir_xml
+
+    if (big := _too_big(path, file_no, "XML")) is not None:
+        yield big
+        return
+    raw = path.read_bytes()
+    if not raw.strip(BOM + b" \t\r\n"):
+        return  # as an empty JSON file: no records
+    try:
+        for item in fhir_xml.items(raw):
+            if item.resource is None:
+                yield Record(file_no, None, None, entry=item.entry, error="the Bundle entry has no resource")
+            elif item.problem is not None:
+                problem = item.problem
+                yield Record(
+                    file_no,
+                    None,
+                    item.resource,
+                    item.full_url,
+                    item.entry,
+                    error=f"the XML element {problem.reason}",
+                    field=problem.field,
+                )
+            else:
+                yield Record(file_no, None, item.resource, item.full_url, item.entry)
+    except fhir_xml.XmlRefused as exc:
+        yield Record(file_no, None, None, error=str(exc))
+
+
+def _read_json(path: Path, file_no: int) -> Iterator[Record]:
+    if (big := _too_big(path, file_no, "JSON")) is not None:
+        yield big
         return
     raw = path.read_bytes()
     if raw.startswith(BOM):
