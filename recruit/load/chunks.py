@@ -58,6 +58,10 @@ class Chunk:
     too_long: int = 0  # the size of an over-long line at first_line, skipped unread (data is b"")
 
 
+# Where a record is (file, line, entry) -> (FHIR version, field, message), from --strict.
+StrictFailures = dict[tuple[Any, ...], tuple[str, str, str]]
+
+
 @dataclass
 class Staged:
     """What some records contribute to the staging tables, and the counts a summary needs."""
@@ -84,7 +88,7 @@ class Staged:
 class Stager:
     """Turns records (read, or already parsed by the CSV reader) into staging rows."""
 
-    def __init__(self, dates: DateReader, strict_failures: dict[tuple[Any, ...], str] | None = None) -> None:
+    def __init__(self, dates: DateReader, strict_failures: StrictFailures | None = None) -> None:
         self.dates = dates
         self.reader = FhirReader(dates)
         self.strict_failures = strict_failures or {}
@@ -114,8 +118,8 @@ class Stager:
         if self.strict_failures and isinstance(parsed, Parsed):
             problem = self.strict_failures.get((record.file_no, record.line, record.entry))
             if problem:
-                field_, _, message = problem.partition(": ")
-                parsed = Invalid("fhir_invalid", f"fails full FHIR R4 validation: {message}", field_)
+                version, field_, message = problem
+                parsed = Invalid("fhir_invalid", f"fails full FHIR {version} validation: {message}", field_)
         self.parsed(record, parsed, seq)
 
     def parsed(self, record: Record, parsed: Parsed | Exception, seq: int | None = None) -> None:
@@ -396,7 +400,7 @@ def _text_invalid(column: str, problem: str | None, fields: dict[str, str]) -> I
     return Invalid(code, f"the value of {field_} {problem}", field_)
 
 
-def stage_chunk(chunk: Chunk, extract_date: dt.date, strict: dict[tuple[Any, ...], str]) -> Staged:
+def stage_chunk(chunk: Chunk, extract_date: dt.date, strict: StrictFailures) -> Staged:
     """Read and stage every record of one chunk (runs in a worker process, or in-process)."""
     stager = Stager(DateReader(extract_date), strict)
     base = chunk.number << SEQ_BITS
@@ -474,7 +478,7 @@ def _ignore_interrupt() -> None:
 def staged_chunks(
     files: list[Path],
     extract_date: dt.date,
-    strict: dict[tuple[Any, ...], str],
+    strict: StrictFailures,
     workers: int,
     chunk_bytes: int | None = None,
 ) -> Iterator[Staged]:

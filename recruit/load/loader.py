@@ -262,7 +262,7 @@ class _Load:
         self.orgs: dict[str, OrgRow] = {}
         self.practitioners: dict[str, PractitionerRow] = {}
         self.repaired = 0
-        self.strict_failures: dict[tuple[Any, ...], str] = {}
+        self.strict_failures: dict[tuple[Any, ...], tuple[str, str, str]] = {}
 
     # --- reading ------------------------------------------------------------------------
 

@@ -399,3 +399,43 @@ def test_xml_in_a_mixed_folder_is_read_and_no_files_names_xml(tmp_path):
     (empty / "notes.txt").write_text("x")
     with pytest.raises(RecruitError, match=r"\.xml"):
         load_extract(_engine(tmp_path, "e.db"), [empty], extract_date=EXTRACT_DATE)
+
+
+# --- --strict: JSON and XML alike, STU3 resources against the STU3 models ------------------------
+
+
+def test_strict_checks_xml_and_checks_stu3_resources_against_stu3(tmp_path):
+    from recruit.load.strict import strict_failures
+
+    stu3_condition = {
+        "resourceType": "Condition",
+        "id": "c1",
+        "meta": {"profile": [f"{GPC}/CareConnect-GPC-ProblemHeader-Condition-1"]},
+        "clinicalStatus": "active",  # an STU3 code; R4 wants a CodeableConcept here
+        "subject": {"reference": "Patient/p1"},
+    }
+    r4_condition = {k: v for k, v in stu3_condition.items() if k != "meta"}
+    files = {
+        "stu3.json": orjson.dumps(stu3_condition).decode(),
+        "r4.json": orjson.dumps(r4_condition).decode(),
+        # (STU3's numberOfRepeatsAllowed is a positiveInt: 0 is R4's unsignedInt)
+        "gpc.xml": STU3_MEDREQ_XML.replace(
+            'numberOfRepeatsAllowed value="0"', 'numberOfRepeatsAllowed value="1"'
+        ),
+        "r4.xml": STU3_MEDREQ_XML.replace('<status value="completed"/>', "").replace(
+            f'<meta><profile value="{GPC}/CareConnect-GPC-MedicationRequest-1"/></meta>', ""
+        ),
+    }
+    paths = []
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        paths.append(tmp_path / name)
+    failures = strict_failures(paths, workers=1)
+    by_file = {paths[key[0]].name: problem for key, problem in failures.items()}
+    assert set(by_file) == {"r4.json", "r4.xml"}  # the STU3 ones are valid STU3
+    assert by_file["r4.json"][0] == "R4" and by_file["r4.json"][1].startswith("clinicalStatus")
+    assert by_file["r4.xml"][0] == "R4"
+    repeats = tmp_path / "zero.xml"
+    repeats.write_text(STU3_MEDREQ_XML, encoding="utf-8")
+    ((_, problem),) = strict_failures([repeats], workers=1).items()
+    assert problem[:2] == ("STU3", "dispenseRequest.numberOfRepeatsAllowed")
