@@ -8,6 +8,7 @@ quarantined with a reason instead of failing the run.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -348,7 +349,9 @@ class FhirReader:
         # active record is a registration at the extract date whose start is unknown: start and
         # end stay NULL, and each rule says how an unknown start counts (`unknown_start`).
         if res.get("active") is False and reg_end is None:
-            reg_end = self.dates.latest_iso  # an inactive record is no longer registered
+            # An inactive record is not registered on the extract date: its registration ended
+            # the day before at the latest (registration_end is the last day registered).
+            reg_end = (self.dates.latest - dt.timedelta(days=1)).isoformat()
 
         interpreter, language = _communication(res)
         out.patients.append(

@@ -76,8 +76,8 @@ def _registered(rule_set: RuleSet, criterion: Criterion) -> Criterion | None:
 def _registration_absent(
     conn: Connection, run_id: int, step_id: str, earlier: list[str], counts: Any, criterion: Criterion
 ) -> SearchWarning | None:
-    """Warn when (nearly) all the patients the step removed have no registration start date
-    while still registered: the rule needed a start the extract does not give."""
+    """Warn when (nearly) all the patients the step removed, leaving aside those who had left the
+    practice, have no registration start date: the rule needed a start the extract lacks."""
     body = criterion.body
     if body.unknown_start == "counts":
         return None  # an unknown start passes; whoever was removed left the practice
@@ -85,11 +85,13 @@ def _registration_absent(
     no_start = and_(
         PATIENT.c.registration_start.is_(None),
         or_(PATIENT.c.registration_end.is_(None), PATIENT.c.registration_end >= run),
-    )
+    )  # still registered on the index date, since an unknown day
     entering, removed = counts.entering, counts.excluded
     among = select(func.count()).select_from(RESULT.join(PATIENT, PATIENT.c.id == RESULT.c.patient_id))
     among = among.where(RESULT.c.run_id == run_id)
-    removed_here = conn.execute(among.where(RESULT.c.excluding_step == step_id)).scalar_one()
+    # Those removed who had not left the practice by the index date (leaving is a true answer).
+    still = or_(PATIENT.c.registration_end.is_(None), PATIENT.c.registration_end >= run)
+    removed_here = conn.execute(among.where(RESULT.c.excluding_step == step_id, still)).scalar_one()
     without = conn.execute(among.where(RESULT.c.excluding_step == step_id, no_start)).scalar_one()
     if not removed_here or without < NEARLY_ALL * removed_here:
         return None
@@ -100,7 +102,8 @@ def _registration_absent(
         what = "no patient has a registration start date: the extract carries no registration details"
     else:
         what = (
-            f"{without:,} of the {removed_here:,} it removed have no registration start date: the "
+            f"{without:,} of the {removed_here:,} it removed who had not left have no registration "
+            "start date: the "
             "extract carries registration details for few patients"
         )
     message = (

@@ -52,7 +52,7 @@ def test_nearly_everyone_removed_with_a_few_starts_still_warns(engine):
     )
     assert [w.field for w in warnings] == ["registration_start"]
     assert (
-        "39 of the 39 it removed have no registration start date: "
+        "39 of the 39 it removed who had not left have no registration start date: "
         "the extract carries registration details for few" in str(warnings[0])
     )
 
