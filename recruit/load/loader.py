@@ -113,8 +113,7 @@ def registration_lines(summary: LoadSummary) -> list[str]:
         return []
     lines = [
         f"registration: {unknown:,} of {summary.patients:,} patient(s) have no registration start date "
-        "(the extract does not say since when they are registered); they are taken as registered on "
-        "the extract date, and a rule that needs a start counts them only if it says "
+        "in the extract; they count as registered from an unknown date only where a rule says "
         "'unknown_start: counts'"
     ]
     if unnamed:
