@@ -207,6 +207,7 @@ def load(
 ) -> None:
     """Load a practice extract (FHIR or CSV); records that cannot be used are quarantined."""
     from recruit.load import load_extract
+    from recruit.load.loader import registration_lines
 
     when = _date_option(extract_date, "--extract-date")
     engine = _ready_engine(db)
@@ -253,6 +254,8 @@ def load(
             f"  held back from letters: {summary.holds:,} quarantined record(s) still say a person died, "
             "left or has a coded entry such as an opt-out; nobody they name will be written to"
         )
+    for line in registration_lines(summary):
+        out.print(f"  {line}")
     if summary.retired:
         out.print(
             f"  {summary.retired:,} patient id(s) now name a different person (another NHS number or "
@@ -353,6 +356,7 @@ def search(
     db: DbOption = None,
 ) -> None:
     """Run a rule set over the loaded records, store the run and print how many each step kept."""
+    from recruit.query.absent import search_warnings
     from recruit.query.flow import format_flow
     from recruit.query.run import run_search
 
@@ -361,6 +365,8 @@ def search(
     run_id = run_search(engine, rules, index_date=when, practice=practice)
     with engine.connect() as conn:
         out.print(format_flow(conn, run_id), highlight=False, soft_wrap=True)
+        for warning in search_warnings(conn, run_id):
+            out.print(f"Warning: {warning}", highlight=False, soft_wrap=True)
 
 
 @codelists_app.command("check")

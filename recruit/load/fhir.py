@@ -8,6 +8,7 @@ quarantined with a reason instead of failing the run.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -341,8 +342,16 @@ class FhirReader:
             practice_refs.extend(reference_keys(res["managingOrganization"], "managingOrganization"))
 
         reg_start, reg_end = self._registration(res)
+        if reg_start is None and reg_end is None:
+            # PDS shape: the practice's identifier (or the reference) carries the period.
+            reg_start, reg_end = self._gp_period(res)
+        # Failing both, a practice named in generalPractitioner (or managingOrganization) of an
+        # active record is a registration at the extract date whose start is unknown: start and
+        # end stay NULL, and each rule says how an unknown start counts (`unknown_start`).
         if res.get("active") is False and reg_end is None:
-            reg_end = self.dates.latest_iso  # an inactive record is no longer registered
+            # An inactive record is not registered on the extract date: its registration ended
+            # the day before at the latest (registration_end is the last day registered).
+            reg_end = (self.dates.latest - dt.timedelta(days=1)).isoformat()
 
         interpreter, language = _communication(res)
         out.patients.append(
@@ -369,7 +378,10 @@ class FhirReader:
         )
 
     def _registration(self, res: dict[str, Any]) -> tuple[str | None, str | None]:
-        """Registration period from the UK registration-details extension (any version)."""
+        """Registration period from the UK registration-details extension: CareConnect R4
+        `valuePeriod`, or the GP Connect / CareConnect STU3 complex extension's
+        `registrationPeriod` sub-extension. One without a period (GP Connect examples carry
+        only `preferredBranchSurgery`) says nothing about dates."""
         for i, ext in enumerate(_list(res, "extension")):
             ext = _dict(ext, f"extension[{i}]")
             url = ext.get("url") or ""
@@ -381,19 +393,39 @@ class FhirReader:
                 if "period" in str(sub.get("url", "")).lower():
                     period = sub.get("valuePeriod")
             if period is not None:
-                period = _dict(period, f"extension[{i}].valuePeriod")
-                start = self.dates.read(period.get("start"), "registration.start", required=False)
-                end = period.get("end")
-                # An end date after the extract date is a planned deregistration: still registered.
-                end_date = None
-                if end:
-                    try:
-                        end_date = self.dates.read(end, "registration.end", required=False)
-                    except Invalid as exc:
-                        if exc.code != "date_in_future":
-                            raise
-                return start, end_date
+                return self._period(period, f"extension[{i}].valuePeriod")
         return None, None
+
+    def _gp_period(self, res: dict[str, Any]) -> tuple[str | None, str | None]:
+        """Registration period from a generalPractitioner naming a practice: PDS puts it in
+        `identifier.period`; a period extension on the reference is read the same way."""
+        for i, ref in enumerate(_list(res, "generalPractitioner")):
+            ref = _dict(ref, f"generalPractitioner[{i}]")
+            ident = _dict(ref.get("identifier"), f"generalPractitioner[{i}].identifier")
+            if ref.get("type") == "Practitioner" or str(ref.get("reference", "")).startswith("Practitioner/"):
+                continue
+            if "period" in ident:
+                return self._period(ident["period"], f"generalPractitioner[{i}].identifier.period")
+            for j, ext in enumerate(_list(ref, "extension")):
+                ext = _dict(ext, f"generalPractitioner[{i}].extension[{j}]")
+                if "period" in str(ext.get("url", "")).lower() and "valuePeriod" in ext:
+                    return self._period(ext["valuePeriod"], f"generalPractitioner[{i}].extension[{j}]")
+        return None, None
+
+    def _period(self, raw: Any, name: str) -> tuple[str | None, str | None]:
+        """A registration period's start and end; an end after the extract date is a planned
+        deregistration (still registered)."""
+        period = _dict(raw, name)
+        start = self.dates.read(period.get("start"), "registration.start", required=False)
+        end = period.get("end")
+        end_date = None
+        if end:
+            try:
+                end_date = self.dates.read(end, "registration.end", required=False)
+            except Invalid as exc:
+                if exc.code != "date_in_future":
+                    raise
+        return start, end_date
 
     # --- what the record says ---------------------------------------------------------------
 
@@ -580,12 +612,21 @@ def _signals_left(res: dict[str, Any], today: str) -> bool:
         periods = [ext.get("valuePeriod")] + [
             sub.get("valuePeriod") for sub in ext.get("extension") or [] if isinstance(sub, dict)
         ]
-        for period in periods:
-            if isinstance(period, dict) and period.get("end") not in (None, ""):
-                end = period["end"]
-                m = _PARTIAL_DATE.match(end.strip()) if isinstance(end, str) else None
-                if m is None or end.strip()[:10] <= today:
-                    return True
+        if any(_ended(period, today) for period in periods):
+            return True
+    for gp in res.get("generalPractitioner") or []:  # PDS: the practice identifier's period
+        ident = gp.get("identifier") if isinstance(gp, dict) else None
+        if isinstance(ident, dict) and _ended(ident.get("period"), today):
+            return True
+    return False
+
+
+def _ended(period: Any, today: str) -> bool:
+    """A period whose end is on or before today, or cannot be read."""
+    if isinstance(period, dict) and period.get("end") not in (None, ""):
+        end = period["end"]
+        m = _PARTIAL_DATE.match(end.strip()) if isinstance(end, str) else None
+        return m is None or end.strip()[:10] <= today
     return False
 
 

@@ -98,6 +98,12 @@ class LoadSummary:
     kept_earlier: dict[str, list[str]] = field(default_factory=dict)
     holds: int = 0  # person holds written (quarantined records signalling death, leaving, dissent)
     retired: int = 0  # patient ids that now name another person (the earlier one kept apart)
+    # Registration (issue 16): patients stored, and those still registered whose start the
+    # extract does not give (a rule's `unknown_start` says how they count); of those, the ones
+    # whose record names no practice at all (filed under the extract's one practice).
+    patients: int = 0
+    registration_start_unknown: int = 0
+    registration_practice_unnamed: int = 0
     # Per kind of record (resourceType, or a CSV row's kind): read, stored, quarantined and the
     # commonest reasons, so staff can see which kind of record an extract's problems are in.
     by_kind: dict[str, KindCounts] = field(default_factory=dict)
@@ -109,6 +115,23 @@ class KindCounts:
     stored: int
     quarantined: int
     reasons: list[tuple[str, int]]  # (reason code, count), commonest first
+
+
+def registration_lines(summary: LoadSummary) -> list[str]:
+    """What the load says about registration, in words for practice staff (no identifiers)."""
+    unknown, unnamed = summary.registration_start_unknown, summary.registration_practice_unnamed
+    if not unknown:
+        return []
+    lines = [
+        f"registration: {unknown:,} of {summary.patients:,} patient(s) have no registration start date "
+        "in the extract; they count as registered from an unknown date only where a rule says "
+        "'unknown_start: counts'"
+    ]
+    if unnamed:
+        lines.append(
+            f"  of them, {unnamed:,} name no practice at all and are filed under the extract's only practice"
+        )
+    return lines
 
 
 Progress = Callable[[int], None]
@@ -333,6 +356,7 @@ class _Load:
         self._resolve_patients(practice_ids)
         gp_ids = self._practitioners(practice_ids)
         self._quarantine_staged_patients()
+        self._count_registrations()
         held = self._held_practices()
         self._refuse_if_older(held)
         self._record_kinds()
@@ -554,6 +578,27 @@ class _Load:
             ).where(p.c.status != "ok"),
             "Patient",
         )
+
+    def _count_registrations(self) -> None:
+        """How many stored patients have no usable registration start, in one query: still
+        registered at the extract date (no end, or a later one) with no start date."""
+        p = S.ld_patient
+        unknown = and_(
+            p.c.registration_start.is_(None),
+            or_(p.c.registration_end.is_(None), p.c.registration_end > self.dates.latest),
+        )
+        one, zero = literal(1), literal(0)
+        row = self.conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((unknown, one), else_=zero)), 0),
+                func.coalesce(
+                    func.sum(case((and_(unknown, p.c.practice_ref.is_(None)), one), else_=zero)), 0
+                ),
+            ).where(p.c.status == "ok")
+        ).one()
+        s = self.summary
+        s.patients, s.registration_start_unknown, s.registration_practice_unnamed = (int(v) for v in row)
 
     def _held_practices(self) -> list[int]:
         """The practices this extract is for: those its stored patients are registered with."""

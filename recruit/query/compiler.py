@@ -237,9 +237,15 @@ class Compiler:
         kind, body, index = criterion.kind, criterion.body, self.index_date
         if kind == "registered":
             start_by = months_before(index, body.for_at_least_months)
+            start_ok = and_(
+                PATIENT.c.registration_start.is_not(None), PATIENT.c.registration_start <= start_by
+            )
+            if body.unknown_start == "counts":
+                start_ok = or_(
+                    PATIENT.c.registration_start.is_(None), PATIENT.c.registration_start <= start_by
+                )
             return and_(
-                PATIENT.c.registration_start.is_not(None),
-                PATIENT.c.registration_start <= start_by,
+                start_ok,
                 or_(PATIENT.c.registration_end.is_(None), PATIENT.c.registration_end >= index),
             )
         if kind == "alive":

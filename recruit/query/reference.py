@@ -117,7 +117,10 @@ class Reference:
         if kind == "registered":
             start = p["registration_start"]
             end = p["registration_end"]
-            ok = start is not None and start <= months_before(index, body.for_at_least_months)
+            if start is None:
+                ok = body.unknown_start == "counts"
+            else:
+                ok = start <= months_before(index, body.for_at_least_months)
             return ok and (end is None or end >= index), None
         if kind == "alive":
             return p["date_of_death"] is None or p["date_of_death"] > index, None

@@ -126,9 +126,17 @@ class _Codelists(_Strict):
 
 
 class Registered(_Strict):
-    """Registered at the practice on the index date (and for at least N months before it)."""
+    """Registered at the practice on the index date (and for at least N months before it).
+
+    Many extracts say a patient is registered (a practice named in `generalPractitioner`, an
+    active record) but not since when: the registration start is unknown. `unknown_start` says
+    how such a registration counts: `counts` takes it as begun long enough before the index
+    date; `does_not_count` (the default, as before) leaves the person out. A registration that
+    has ended before the index date never counts.
+    """
 
     for_at_least_months: int = Field(default=0, ge=0, le=1200)
+    unknown_start: Literal["counts", "does_not_count"] = "does_not_count"
 
 
 class Alive(_Strict):

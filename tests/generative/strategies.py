@@ -86,7 +86,8 @@ def populations(draw):
             nhs_number=draw(st.sampled_from([None, f"9{pid:09d}", "9000000001"])),
             **draw(births()),
             registration_start=start,
-            registration_end=draw(st.one_of(st.none(), dates)) if start else None,
+            # A start may be unknown with or without an end (an inactive record has an end).
+            registration_end=draw(st.one_of(st.none(), dates)),
             date_of_death=draw(st.one_of(st.none(), dates)),
         )
         for _ in range(draw(st.integers(0, 4))):
@@ -167,7 +168,12 @@ def leaves(draw):
         )
     )
     if kind == "registered":
-        return {"registered": {"for_at_least_months": draw(st.sampled_from([0, 6, 24]))}}
+        return {
+            "registered": {
+                "for_at_least_months": draw(st.sampled_from([0, 6, 24])),
+                "unknown_start": draw(st.sampled_from(["counts", "does_not_count"])),
+            }
+        }
     if kind == "alive":
         return {"alive": {}}
     if kind == "age_between":

@@ -57,6 +57,23 @@ def test_registered(engine):
     assert passing(engine, pop, {"registered": {"for_at_least_months": 6}}) == {1, 4}
 
 
+def test_registered_unknown_start_is_the_rules_choice(engine):
+    """A registration whose start the extract does not give (start NULL): the rule says whether it
+    counts, for any length of registration; an ended one never counts (issue 16 item 1)."""
+    pop = Population()
+    pop.add_patient(1)  # registered since 2000
+    pop.add_patient(2, registration_start=None)  # registered, start unknown
+    pop.add_patient(3, registration_start=None, registration_end=D(2025, 6, 29))  # left, start unknown
+    pop.add_patient(4, registration_start=None, registration_end=INDEX)  # leaves today: still registered
+    pop.add_patient(5, registration_start=D(2025, 1, 1))  # joined 6 months ago
+    counts = {"unknown_start": "counts"}
+    assert passing(engine, pop, {"registered": {}}) == {1, 5}
+    assert passing(engine, pop, {"registered": {"unknown_start": "does_not_count"}}) == {1, 5}
+    assert passing(engine, pop, {"registered": counts}) == {1, 2, 4, 5}
+    assert passing(engine, pop, {"registered": {**counts, "for_at_least_months": 12}}) == {1, 2, 4}
+    assert passing(engine, pop, {"not": {"registered": counts}}) == {3}
+
+
 def test_alive(engine):
     pop = Population()
     pop.add_patient(1)

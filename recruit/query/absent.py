@@ -1,0 +1,115 @@
+"""Warnings when a search step removes (nearly) everyone because the extract lacks its data.
+
+A rule that needs a field the extract does not carry removes every patient without error: a
+plain R4 Bulk export has no registration start dates, so `registered` (unless it counts an
+unknown start) leaves nobody. The flow's numbers show the drop but not why; these warnings name
+the missing field, so a practice does not read "0 candidates" as a true answer (issue 16).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select
+
+from recruit.rules.model import Criterion, RuleSet, parse_rule_set
+from recruit.tables import PATIENT, RESULT, RUN, STEP_COUNT
+
+# A step "removes nearly everyone" when it removes at least this share of at least this many.
+NEARLY_ALL = 0.95
+AT_LEAST = 20
+
+
+@dataclass(frozen=True, slots=True)
+class SearchWarning:
+    """One step that removed (nearly) everyone because a field is absent from the extract."""
+
+    step_id: str
+    field: str
+    entering: int
+    removed: int
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def search_warnings(conn: Connection, run_id: int, rule_set: RuleSet | None = None) -> list[SearchWarning]:
+    """The warnings for a finished run; the rule set defaults to the text stored with the run."""
+    if rule_set is None:
+        text = conn.execute(select(RUN.c.rule_set_text).where(RUN.c.id == run_id)).scalar()
+        if not text:
+            return []
+        rule_set = parse_rule_set(text)
+    counts = {
+        row.step_index: row
+        for row in conn.execute(
+            select(STEP_COUNT.c.step_index, STEP_COUNT.c.entering, STEP_COUNT.c.excluded).where(
+                STEP_COUNT.c.run_id == run_id
+            )
+        )
+    }
+    found: list[SearchWarning] = []
+    for i, step in enumerate(rule_set.steps):
+        row = counts.get(i)
+        if row is None or row.entering < AT_LEAST or row.excluded < NEARLY_ALL * row.entering:
+            continue
+        registered = _registered(rule_set, step.criterion) if step.kind == "include" else None
+        if registered is not None:
+            earlier = [s.id for s in rule_set.steps[:i]]
+            warning = _registration_absent(conn, run_id, step.id, earlier, row, registered)
+            if warning is not None:
+                found.append(warning)
+    return found
+
+
+def _registered(rule_set: RuleSet, criterion: Criterion) -> Criterion | None:
+    """The `registered` criterion a step is (directly, or through a named definition)."""
+    seen = 0
+    while criterion.kind == "ref" and seen < 100:
+        criterion = rule_set.definitions[criterion.body]
+        seen += 1
+    return criterion if criterion.kind == "registered" else None
+
+
+def _registration_absent(
+    conn: Connection, run_id: int, step_id: str, earlier: list[str], counts: Any, criterion: Criterion
+) -> SearchWarning | None:
+    """Warn when (nearly) all the patients the step removed, leaving aside those who had left the
+    practice, have no registration start date: the rule needed a start the extract lacks."""
+    body = criterion.body
+    if body.unknown_start == "counts":
+        return None  # an unknown start passes; whoever was removed left the practice
+    run = conn.execute(select(RUN.c.index_date).where(RUN.c.id == run_id)).scalar_one()
+    no_start = and_(
+        PATIENT.c.registration_start.is_(None),
+        or_(PATIENT.c.registration_end.is_(None), PATIENT.c.registration_end >= run),
+    )  # still registered on the index date, since an unknown day
+    entering, removed = counts.entering, counts.excluded
+    among = select(func.count()).select_from(RESULT.join(PATIENT, PATIENT.c.id == RESULT.c.patient_id))
+    among = among.where(RESULT.c.run_id == run_id)
+    # Those removed who had not left the practice by the index date (leaving is a true answer).
+    still = or_(PATIENT.c.registration_end.is_(None), PATIENT.c.registration_end >= run)
+    removed_here = conn.execute(among.where(RESULT.c.excluding_step == step_id, still)).scalar_one()
+    without = conn.execute(among.where(RESULT.c.excluding_step == step_id, no_start)).scalar_one()
+    if not removed_here or without < NEARLY_ALL * removed_here:
+        return None
+    # Whether anyone entering the step has a start date at all (a candidate may have one).
+    entered = or_(RESULT.c.excluding_step.is_(None), RESULT.c.excluding_step.not_in(earlier or [""]))
+    with_start = conn.execute(among.where(entered, PATIENT.c.registration_start.is_not(None))).scalar_one()
+    if with_start == 0:
+        what = "no patient has a registration start date: the extract carries no registration details"
+    else:
+        what = (
+            f"{without:,} of the {removed_here:,} it removed who had not left have no registration "
+            "start date: the "
+            "extract carries registration details for few patients"
+        )
+    message = (
+        f"Step '{step_id}' removed {removed:,} of the {entering:,} patients entering it: {what}. "
+        "The extract does not say since when they are registered, and this rule counts only a "
+        "known start. If registration on the index date is what matters, add "
+        "'unknown_start: counts' under 'registered' in the rule file and search again."
+    )
+    return SearchWarning(step_id, "registration_start", entering, removed, message)

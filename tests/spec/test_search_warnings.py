@@ -1,0 +1,84 @@
+"""Search warns when a step removes (nearly) everyone because the extract lacks the field it
+needs (issue 16 item 1): the registration step on an extract without registration start dates."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from recruit.query.absent import search_warnings
+from tests.search_helpers import Population, one_step, rule_set, run_engine
+
+D = dt.date
+NO_START = "no patient has a registration start date: the extract carries no registration details"
+
+
+def _population(n: int, with_start: int = 0, left: int = 0) -> Population:
+    pop = Population()
+    for pid in range(1, n + 1):
+        if pid <= with_start:
+            pop.add_patient(pid)  # registered since 2000
+        elif pid <= with_start + left:
+            pop.add_patient(pid, registration_start=None, registration_end=D(2020, 1, 1))
+        else:
+            pop.add_patient(pid, registration_start=None)
+    return pop
+
+
+def _warnings(engine, pop, criterion):
+    rules = one_step(criterion)
+    run = run_engine(engine, pop, rules, {})
+    with engine.connect() as conn:
+        return run, search_warnings(conn, run.run_id, rules)
+
+
+def test_registered_step_removing_everyone_for_want_of_a_start_names_the_field(engine):
+    run, warnings = _warnings(engine, _population(30), {"registered": {}})
+    assert run.candidates() == set()
+    assert len(warnings) == 1
+    (warning,) = warnings
+    assert (warning.step_id, warning.field, warning.entering, warning.removed) == (
+        "only",
+        "registration_start",
+        30,
+        30,
+    )
+    assert NO_START in str(warning)
+    assert "unknown_start: counts" in str(warning)
+
+
+def test_nearly_everyone_removed_with_a_few_starts_still_warns(engine):
+    _, warnings = _warnings(
+        engine, _population(40, with_start=1), {"registered": {"for_at_least_months": 12}}
+    )
+    assert [w.field for w in warnings] == ["registration_start"]
+    assert (
+        "39 of the 39 it removed who had not left have no registration start date: "
+        "the extract carries registration details for few" in str(warnings[0])
+    )
+
+
+def test_no_warning_when_an_unknown_start_counts_or_few_are_removed_or_people_left(engine):
+    # The rule counts an unknown start: nobody removed for want of one.
+    _, warnings = _warnings(engine, _population(30), {"registered": {"unknown_start": "counts"}})
+    assert warnings == []
+    # Fewer than 20 entering: too few to tell.
+    _, warnings = _warnings(engine, _population(19), {"registered": {}})
+    assert warnings == []
+    # Most have a start date: the step removes under 95%.
+    _, warnings = _warnings(engine, _population(30, with_start=25), {"registered": {}})
+    assert warnings == []
+    # Everyone removed had left the practice: the data is there, the answer is true.
+    _, warnings = _warnings(engine, _population(30, left=30), {"registered": {"unknown_start": "counts"}})
+    assert warnings == []
+
+
+def test_a_registered_step_through_a_definition_is_recognised(engine):
+    pop = _population(25)
+    rules = rule_set(
+        [{"id": "reg", "kind": "include", "reason": "Registered", "criterion": {"ref": "on_list"}}],
+        definitions={"on_list": {"registered": {}}},
+    )
+    run = run_engine(engine, pop, rules, {})
+    with engine.connect() as conn:
+        warnings = search_warnings(conn, run.run_id, rules)
+    assert [w.step_id for w in warnings] == ["reg"]
