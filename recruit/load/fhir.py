@@ -452,10 +452,12 @@ class FhirReader:
                 seen.add((system, code))
                 out.events.append(EventRow(patient, date, system, code, term, value, unit, rid, status))
         if not seen:
-            raise Invalid(
-                "code_unknown_system",
-                "no code in a system recruit reads (SNOMED CT, Read v2 or CTV3)",
-                concepts[0][1] if concepts else "code",
+            # Coded only in systems no rule can name (LOINC vital signs, a supplier's local codes):
+            # nothing a search could find, and nothing wrong with the record, so it is counted as
+            # not used rather than quarantined (issue 16: example extracts lost thousands so).
+            kind = res.get("resourceType") if isinstance(res.get("resourceType"), str) else "record"
+            raise NotUsed(
+                f"{kind} coded only in systems recruit does not read (such as LOINC or local codes)"
             )
 
     def _read_Condition(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:

@@ -132,11 +132,6 @@ def test_authorisations_are_not_issues():
         (fx.patient(birthDate=19800501), "wrong_type", "birthDate"),
         (fx.patient(name="Pat Tester"), "wrong_type", "name"),
         (fx.condition(onsetDateTime="31/02/2024"), "date_invalid", "onsetDateTime"),
-        (
-            fx.condition() | {"code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]}},
-            "code_unknown_system",
-            "code",
-        ),
         (fx.condition(subject=None), "patient_missing", "subject"),
         (fx.med_request(authoredOn=None), "date_missing", "authoredOn"),
     ],
@@ -174,3 +169,22 @@ def test_gp_connect_stu3_records_are_recognised_and_read():
     }
     m = reader().read(statement).medications[0]
     assert (m.issue_date, m.course, m.medication_ref) == ("2020-01-02", "repeat", "Medication/m1")
+
+
+def test_a_record_coded_only_in_other_systems_is_counted_not_quarantined():
+    """LOINC or local codes only: nothing a rule can find and nothing wrong with the record."""
+    res = fx.condition() | {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}}
+    with pytest.raises(NotUsed) as err:
+        reader().read(res)
+    assert "Condition coded only in systems recruit does not read" in err.value.what
+    # A usable coding beside the unfamiliar one is read; the other is ignored.
+    both = fx.condition() | {
+        "code": {
+            "coding": [
+                {"system": "http://loinc.org", "code": "8480-6"},
+                {"system": "http://snomed.info/sct", "code": "82423001"},
+            ]
+        }
+    }
+    parsed = reader().read(both)
+    assert [(e.code_system, e.code) for e in parsed.events] == [("snomedct", "82423001")]

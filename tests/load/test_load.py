@@ -164,13 +164,6 @@ BROKEN = {
         "onsetDateTime",
     ),
     "before_birth": (orjson.dumps(fx.condition(onsetDateTime="1970-01-01")), "before_birth", "date"),
-    "unknown_code_system": (
-        orjson.dumps(
-            fx.condition() | {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}}
-        ),
-        "code_unknown_system",
-        "code",
-    ),
     "dangling_reference": (
         orjson.dumps(fx.condition(patient_ref="Patient/nobody")),
         "reference_dangling",
