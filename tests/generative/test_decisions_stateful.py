@@ -49,7 +49,6 @@ from recruit.letters.batch import NobodyApproved, write_letters
 from recruit.letters.select import COULD_NOT_PRINT
 from recruit.letters.study import load_study_settings, store_study
 from recruit.load import load_extract
-from recruit.models import Base
 from recruit.query.run import run_search
 from recruit.replies import import_replies
 from recruit.review import ReviewSheetError, export_review, import_review
@@ -57,6 +56,7 @@ from recruit.tables import DECISION, INVITATION, PATIENT, PRACTICE, RESULT, STUD
 from recruit.work_folders import clean_leftovers
 from tests.conftest import postgres_schema_url
 from tests.generative import decisions_world as dw
+from tests.generative.conftest import clear_database
 from tests.generative.extract_world import (
     PRACTICES,
     Options,
@@ -104,31 +104,7 @@ STATS: dict[str, Any] = {}
 PARTIAL = re.compile(r"^\..*\.partial-")
 NAMES = ("main", "copy")
 
-TEMPLATES_PASSED: set[str] = set()
-
-
-@pytest.fixture(autouse=True)
-def templates_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every letters run first checks the templates by printing sample PDFs (seconds); they never
-    change during a history, so the real check runs once and is then remembered."""
-    import recruit.letters.check as check
-
-    real = check.check_templates
-
-    def once(templates: Any, settings: Any = None, map_: Any = map) -> None:
-        key = templates.fingerprint()
-        if key not in TEMPLATES_PASSED:
-            real(templates, settings, map_)
-            TEMPLATES_PASSED.add(key)
-
-    monkeypatch.setattr(check, "check_templates", once)
-
-
-def clear_database(engine: Engine) -> None:
-    """Empty every table (children first), so one database serves every example."""
-    with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
+pytestmark = pytest.mark.usefixtures("templates_checked_once")
 
 
 # The hard paths the CI profile must reach on each database (the guard at the end of each test).

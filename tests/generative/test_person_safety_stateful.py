@@ -35,10 +35,11 @@ from recruit.errors import RecruitError
 from recruit.letters.batch import write_letters
 from recruit.letters.study import load_study_settings, store_study
 from recruit.load import load_extract
-from recruit.models import Base, Invitation, Patient, Practice, ReviewDecision, SearchResult, Study
+from recruit.models import Invitation, Patient, Practice, ReviewDecision, SearchResult, Study
 from recruit.query.run import run_search
 from recruit.replies import import_replies
 from tests.conftest import postgres_schema_url
+from tests.generative.conftest import clear_database
 from tests.generative.extract_world import (
     DATE_STYLES,
     DEATH_STYLES,
@@ -95,32 +96,7 @@ EXAMPLES = os.environ.get("RECRUIT_PERSON_SAFETY_EXAMPLES")
 STATS: dict[str, Any] = {}
 
 
-TEMPLATES_PASSED: set[str] = set()
-
-
-@pytest.fixture(autouse=True)
-def templates_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every letters run first checks the templates by printing six sample PDFs (about 8 s); the
-    templates never change during a history, so the real check runs once per template folder
-    and is then remembered. Person safety is decided elsewhere (recruit.letters.select)."""
-    import recruit.letters.check as check
-
-    real = check.check_templates
-
-    def once(templates: Any, settings: Any = None, map_: Any = map) -> None:
-        key = templates.fingerprint()
-        if key not in TEMPLATES_PASSED:
-            real(templates, settings, map_)
-            TEMPLATES_PASSED.add(key)
-
-    monkeypatch.setattr(check, "check_templates", once)
-
-
-def clear_database(engine: Engine) -> None:
-    """Empty every table (children first), so one schema serves every example."""
-    with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
+pytestmark = pytest.mark.usefixtures("templates_checked_once")
 
 
 class Scenario:

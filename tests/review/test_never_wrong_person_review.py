@@ -34,6 +34,7 @@ from recruit.work_folders import LOCK_NAME, clean_leftovers, register, staging_p
 from tests.conftest import postgres_schema_url
 from tests.helpers import run_cli
 from tests.review.practice import load_and_search, nhs, region, search_again
+from tests.review.sheets import edit, rows_by_pid
 from tests.search_helpers import fresh_engine
 
 DECISION, REASON = HEADERS["Decision"], HEADERS["Reason (if not inviting)"]
@@ -43,20 +44,6 @@ TODAY = dt.date(2025, 7, 1)
 
 def export(engine, run_id, folder, name="review.xlsx", **kwargs):
     return export_review(engine, run_id, folder / name, today=TODAY, **kwargs).path
-
-
-def rows_by_pid(ws):
-    """patient id -> sheet row number, from the hidden key column."""
-    return {
-        int(ws.cell(r, 1).value.split("-")[1]): r for r in range(2, ws.max_row + 1) if ws.cell(r, 1).value
-    }
-
-
-def edit(path, change):
-    wb = load_workbook(path)
-    ws = wb["Review"]
-    change(ws, rows_by_pid(ws))
-    wb.save(path)
 
 
 def decide(path, choices):

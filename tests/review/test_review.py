@@ -28,6 +28,7 @@ from recruit.review import (
     import_review,
 )
 from tests.review.practice import invite, load_and_search, nhs, practice
+from tests.review.sheets import edit, rows_by_pid
 from tests.search_helpers import fresh_engine
 
 COL = {name: i for name, i in HEADERS.items()}
@@ -38,20 +39,6 @@ def export(engine, run_id, tmp_path, name="review.xlsx"):
     path = tmp_path / name
     export_review(engine, run_id, path, today=dt.date(2025, 7, 1))
     return path
-
-
-def rows_by_pid(ws):
-    """patient id -> sheet row number, from the hidden key column."""
-    return {
-        int(ws.cell(r, 1).value.split("-")[1]): r for r in range(2, ws.max_row + 1) if ws.cell(r, 1).value
-    }
-
-
-def edit(path, change):
-    wb = load_workbook(path)
-    ws = wb["Review"]
-    change(ws, rows_by_pid(ws))
-    wb.save(path)
 
 
 def decisions(engine, run_id):
