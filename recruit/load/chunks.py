@@ -39,6 +39,7 @@ from recruit.load.files import (
     too_long,
 )
 from recruit.load.rows import HoldRow, OrgRow, PractitionerRow
+from recruit.load.scope import Scope, scope_holds, scope_rows
 from recruit.load.values import DateReader, Invalid, nhs_number_is_valid
 
 CHUNK_BYTES = 4 << 20
@@ -115,6 +116,16 @@ class Stager:
             parsed = Invalid(
                 "malformed", f"the record's structure is not as FHIR R4 describes ({type(exc).__name__})"
             )
+        if record.scope is not None and isinstance(parsed, Parsed):
+            scope_rows(
+                record.scope,
+                parsed.patients,
+                parsed.events,
+                parsed.medications,
+                parsed.medicines,
+                parsed.orgs,
+                parsed.practitioners,
+            )
         if self.strict_failures and isinstance(parsed, Parsed):
             problem = self.strict_failures.get((record.file_no, record.line, record.entry))
             if problem:
@@ -139,7 +150,7 @@ class Stager:
         staged: dict[str, list[tuple[Any, ...]]] = {}
         parsed_rows = None  # a record read whole but refused for a text value
         if isinstance(parsed, Parsed):
-            staged = _rows(parsed, seq, fno, line, rid, rtype)
+            staged = _rows(parsed, seq, fno, line, rid, rtype, record.scope)
             problem = _text_problem(parsed, staged)
             if problem is not None:
                 parsed_rows, parsed = parsed, problem
@@ -152,9 +163,11 @@ class Stager:
                 holds = parsed.holds
             else:
                 holds = self.reader.holds(res, record.full_url)
+                if record.scope is not None:
+                    holds = scope_holds(record.scope, holds)
             self._hold(record, parsed, rtype, seq, holds)
             if rtype == "Patient":
-                self._bad_patient(res, record.full_url, seq)
+                self._bad_patient(res, record, seq)
             return
         if parsed.stu3:
             out.stu3 += 1
@@ -185,10 +198,12 @@ class Stager:
                 + (h.nhs_number, fit(h.source_id, 200), h.signal, h.code_system, fit(h.code, 20))
             )
 
-    def _bad_patient(self, res: dict[str, Any], full_url: str | None, seq: int) -> None:
+    def _bad_patient(self, res: dict[str, Any], record: Record, seq: int) -> None:
         """The keys of a Patient quarantined while reading, so its records say so rather than
         "not in this extract"."""
-        keys = bad_patient_keys(res, full_url)
+        keys = bad_patient_keys(res, record.full_url)
+        if record.scope is not None:
+            keys = [record.scope.own_key(key) for key in keys]
         if keys:
             self.out.rows.setdefault("ld_bad_patient_key", []).extend((key, seq) for key in keys)
 
@@ -248,22 +263,34 @@ def fit(value: str | None, limit: int) -> str | None:
 
 
 def _rows(
-    parsed: Parsed, seq: int, fno: int, line: int | None, rid: str | None, rtype: str | None
+    parsed: Parsed,
+    seq: int,
+    fno: int,
+    line: int | None,
+    rid: str | None,
+    rtype: str | None,
+    scope: Scope | None = None,
 ) -> dict[str, list[tuple[Any, ...]]]:
     """The staging rows one parsed record gives, by staging table."""
     rows: dict[str, list[tuple[Any, ...]]] = {}
     if parsed.medicines:
         rows["ld_medicine"] = list(parsed.medicines)
+    bundle = scope.name if scope is not None else None
     if parsed.patients:
-        rows["ld_patient"] = [(seq, fno, line, rid, *p[1:], None, None, None, None) for p in parsed.patients]
+        # (practice_id, usual_gp_id, patient_id, status are resolved later; then the Bundle it
+        # came in, and same_as, the record of the same person it joins)
+        rows["ld_patient"] = [
+            (seq, fno, line, rid, *p[1:], None, None, None, None, bundle, None) for p in parsed.patients
+        ]
         rows["ld_patient_key"] = [(key, seq) for p in parsed.patients for key in dict.fromkeys(p.keys)]
     if parsed.events:
         rows["ld_event"] = [
-            (seq, fno, line, rtype, e.resource_id, e.patient_ref, *e[1:7], e.status) for e in parsed.events
+            (seq, fno, line, rtype, e.resource_id, e.patient_ref, *e[1:7], e.status, bundle)
+            for e in parsed.events
         ]
     if parsed.medications:
         rows["ld_med"] = [
-            (seq, fno, line, rtype, m.resource_id, m.patient_ref, *m[1:7], m.medication_ref, m.status)
+            (seq, fno, line, rtype, m.resource_id, m.patient_ref, *m[1:7], m.medication_ref, m.status, bundle)
             for m in parsed.medications
         ]
     return rows

@@ -336,8 +336,20 @@ class Item(typing.NamedTuple):
 def items(raw: bytes) -> Iterator[Item]:
     """The resources of an XML file: one resource, or a Bundle's entries (Bundles inside a
     Bundle give their entries under the outer entry's number). Raises XmlRefused."""
+    yield from document(raw)[1]
+
+
+NOT_A_BUNDLE = object()
+
+
+def document(raw: bytes) -> tuple[Any, Iterator[Item]]:
+    """The file's Bundle type (NOT_A_BUNDLE for a single resource) and its resources, as
+    items(); the type decides whether the Bundle's references stay within it. Raises XmlRefused."""
     root = parse(raw)
-    yield from _items(root, _is_stu3(root), None)
+    kind: Any = NOT_A_BUNDLE
+    if root.name == "Bundle":
+        kind = next((c.attrs.get("value") for c in root.children if c.name == "type"), None)
+    return kind, _items(root, _is_stu3(root), None)
 
 
 def _items(root: Node, stu3: bool, outer: int | None) -> Iterator[Item]:

@@ -12,6 +12,7 @@ from typing import Any, BinaryIO, NamedTuple
 import orjson
 
 from recruit.errors import RecruitError
+from recruit.load.scope import Scope, bundle_scope
 
 FHIR_SUFFIXES = (".ndjson", ".json", ".jsonl", ".xml")
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some Windows tools put at a file's start
@@ -36,6 +37,7 @@ class Record(NamedTuple):
     error: str | None = None
     raw: bytes | None = None
     field: str | None = None  # the element an unreadable record's error is about (FHIR XML)
+    scope: Scope | None = None  # the self-contained Bundle it came in (recruit.load.scope)
 
 
 def _kind(mode: int) -> str:
@@ -248,24 +250,35 @@ def _read_xml(path: Path, file_no: int) -> Iterator[Record]:
     if not raw.strip(BOM + b" \t\r\n"):
         return  # as an empty JSON file: no records
     try:
-        for item in fhir_xml.items(raw):
-            if item.resource is None:
-                yield Record(file_no, None, None, entry=item.entry, error="the Bundle entry has no resource")
-            elif item.problem is not None:
-                problem = item.problem
-                yield Record(
-                    file_no,
-                    None,
-                    item.resource,
-                    item.full_url,
-                    item.entry,
-                    error=f"the XML element {problem.reason}",
-                    field=problem.field,
-                )
-            else:
-                yield Record(file_no, None, item.resource, item.full_url, item.entry)
+        kind, found = fhir_xml.document(raw)
+        records = list(_xml_records(found, file_no))
     except fhir_xml.XmlRefused as exc:
         yield Record(file_no, None, None, error=str(exc))
+        return
+    scope = None
+    if kind is not fhir_xml.NOT_A_BUNDLE:
+        scope = bundle_scope(kind, file_no, None, ((r.resource, r.full_url) for r in records))
+    for record in records:
+        yield record if scope is None else record._replace(scope=scope)
+
+
+def _xml_records(found: Iterator[Any], file_no: int) -> Iterator[Record]:
+    for item in found:
+        if item.resource is None:
+            yield Record(file_no, None, None, entry=item.entry, error="the Bundle entry has no resource")
+        elif item.problem is not None:
+            problem = item.problem
+            yield Record(
+                file_no,
+                None,
+                item.resource,
+                item.full_url,
+                item.entry,
+                error=f"the XML element {problem.reason}",
+                field=problem.field,
+            )
+        else:
+            yield Record(file_no, None, item.resource, item.full_url, item.entry)
 
 
 def _read_json(path: Path, file_no: int) -> Iterator[Record]:
@@ -295,25 +308,36 @@ def snippet(raw: bytes) -> bytes | None:
 
 
 def expand(data: Any, file_no: int, line: int | None) -> Iterator[Record]:
-    """A Bundle of any type gives its entries' resources; request/response parts are ignored."""
+    """A Bundle of any type gives its entries' resources; request/response parts are ignored.
+    Records of a self-contained Bundle carry its scope, so their references resolve within it."""
     if isinstance(data, dict) and data.get("resourceType") == "Bundle":
-        entries = data.get("entry") or []
-        if not isinstance(entries, list):
-            yield Record(file_no, line, None, error="the Bundle's 'entry' is not a list")
-            return
-        for i, entry in enumerate(entries):
-            if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
-                yield Record(file_no, line, None, entry=i, error="the Bundle entry has no resource")
-                continue
-            full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
-            yield from _expand_entry(entry["resource"], file_no, line, full_url, i)
+        records = list(_bundle_records(data, file_no, line))
+        scope = bundle_scope(data.get("type"), file_no, line, ((r.resource, r.full_url) for r in records))
+        if scope is None:
+            yield from records
+        else:
+            for record in records:
+                yield record._replace(scope=scope)
         return
     yield Record(file_no, line, data)
 
 
+def _bundle_records(data: dict[str, Any], file_no: int, line: int | None) -> Iterator[Record]:
+    entries = data.get("entry") or []
+    if not isinstance(entries, list):
+        yield Record(file_no, line, None, error="the Bundle's 'entry' is not a list")
+        return
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+            yield Record(file_no, line, None, entry=i, error="the Bundle entry has no resource")
+            continue
+        full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
+        yield from _expand_entry(entry["resource"], file_no, line, full_url, i)
+
+
 def _expand_entry(res: dict[str, Any], file_no: int, line: int | None, full_url: str | None, i: int):
     if res.get("resourceType") == "Bundle":  # a Bundle inside a Bundle (e.g. a message's payload)
-        for record in expand(res, file_no, line):
+        for record in _bundle_records(res, file_no, line):
             yield Record(record.file_no, line, record.resource, record.full_url, i, record.error)
         return
     yield Record(file_no, line, res, full_url, i)

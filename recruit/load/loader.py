@@ -104,6 +104,8 @@ class LoadSummary:
     patients: int = 0
     registration_start_unknown: int = 0
     registration_practice_unnamed: int = 0
+    # Patient records that are a further copy of a person sent in several Bundles (joined).
+    same_person: int = 0
     # Per kind of record (resourceType, or a CSV row's kind): read, stored, quarantined and the
     # commonest reasons, so staff can see which kind of record an extract's problems are in.
     by_kind: dict[str, KindCounts] = field(default_factory=dict)
@@ -229,6 +231,7 @@ def default_mapping() -> Path:
 
 # The kinds a CSV export's files carry (the resource_type of their rows).
 CSV_KINDS = {"patients": "Patient", "events": "Event", "medications": "Medication"}
+SAME_PERSON = "same_person"  # a Patient record joining another of the same person (ld_patient.status)
 OTHER_ORGANIZATION = "Organization of a practice no patient of the extract is registered with: not changed"
 UNNAMED_PRACTITIONER = "Practitioner no patient of the extract names: not stored"
 # Kinds of record that become events or prescriptions, by format: a newer extract carrying any of
@@ -547,7 +550,27 @@ class _Load:
     def _quarantine_staged_patients(self) -> None:
         c, p = self.conn, S.ld_patient
         c.execute(update(p).where(p.c.practice_id.is_(None)).values(status="practice_unknown"))
+        self._join_same_people()
         earlier = p.alias("earlier")
+        # Another person from another Bundle with the same id: both are kept, the later under an
+        # id of its own (ids are only unique within a Bundle).
+        c.execute(
+            update(p)
+            .where(
+                p.c.status.is_(None),
+                exists().where(
+                    earlier.c.source_id == p.c.source_id,
+                    earlier.c.practice_id == p.c.practice_id,
+                    earlier.c.seq < p.c.seq,
+                    earlier.c.bundle.is_distinct_from(p.c.bundle),
+                ),
+            )
+            .values(
+                source_id=func.substr(p.c.source_id, 1, 150, type_=String)
+                + "~"
+                + func.coalesce(p.c.nhs_number, cast(p.c.seq, String))
+            )
+        )
         # The first patient with an id (then with an NHS number) in a practice is kept; later ones go.
         for column, status, earlier_must_be_kept in (
             ("source_id", "duplicate_id", False),
@@ -560,6 +583,8 @@ class _Load:
             ]
             if earlier_must_be_kept:
                 same.append(earlier.c.status.is_(None))
+            else:
+                same.append(earlier.c.bundle.is_not_distinct_from(p.c.bundle))
             c.execute(update(p).where(p.c.status.is_(None), exists().where(*same)).values(status=status))
         c.execute(update(p).where(p.c.status.is_(None)).values(status="ok"))
         S.analyse(c, p)
@@ -575,8 +600,78 @@ class _Load:
                     else_=literal("id"),
                 ),
                 p.c.status,
-            ).where(p.c.status != "ok"),
+            ).where(p.c.status.not_in(("ok", SAME_PERSON))),
             "Patient",
+        )
+
+    def _join_same_people(self) -> None:
+        """One person sent in several Bundles (EPS sends a message per prescription, each with its
+        Patient) is one patient: records of one practice with the same NHS number and birth date,
+        from different Bundles, join the first. Its records follow it (their keys are moved), and
+        a death any copy records is kept; where the copies disagree on anything a letter uses, a
+        hold says it is unclear which is current (recruit.load.loader._write_holds)."""
+        c, p = self.conn, S.ld_patient
+        copies = (
+            select(p.c.practice_id, p.c.nhs_number)
+            .where(p.c.status.is_(None), p.c.nhs_number.is_not(None))
+            .group_by(p.c.practice_id, p.c.nhs_number)
+            .having(func.count(func.distinct(func.coalesce(p.c.bundle, ""))) > 1)
+            .subquery("copies")
+        )
+        if not c.execute(select(exists().select_from(copies))).scalar():
+            return  # the usual case: nothing to join, and nothing more to pay
+        first = p.alias("first")
+        c.execute(
+            update(p)
+            .where(
+                p.c.status.is_(None),
+                exists().where(
+                    copies.c.practice_id == p.c.practice_id, copies.c.nhs_number == p.c.nhs_number
+                ),
+            )
+            .values(
+                same_as=select(func.min(first.c.seq))
+                .where(
+                    first.c.practice_id == p.c.practice_id,
+                    first.c.nhs_number == p.c.nhs_number,
+                    first.c.date_of_birth == p.c.date_of_birth,
+                    first.c.date_of_birth_latest.is_not_distinct_from(p.c.date_of_birth_latest),
+                    first.c.status.is_(None),
+                )
+                .scalar_subquery()
+            )
+        )
+        c.execute(
+            update(p)
+            .where(
+                p.c.same_as.is_not(None),
+                p.c.same_as != p.c.seq,
+                exists().where(first.c.seq == p.c.same_as, first.c.bundle.is_distinct_from(p.c.bundle)),
+            )
+            .values(status=SAME_PERSON)
+        )
+        c.execute(update(p).where(p.c.status.is_(None)).values(same_as=None))
+        self.summary.same_person = c.execute(
+            select(func.count()).select_from(p).where(p.c.status == SAME_PERSON)
+        ).scalar_one()
+        copy = p.alias("copy")
+        dead_copy = select(copy.c.same_as).where(
+            copy.c.status == SAME_PERSON, copy.c.date_of_death.is_not(None)
+        )
+        c.execute(  # a death in any copy is the person's
+            update(p)
+            .where(p.c.status.is_(None), p.c.date_of_death.is_(None), p.c.seq.in_(dead_copy))
+            .values(
+                date_of_death=select(func.min(copy.c.date_of_death))
+                .where(copy.c.same_as == p.c.seq, copy.c.status == SAME_PERSON)
+                .scalar_subquery()
+            )
+        )
+        k = S.ld_patient_key
+        c.execute(
+            update(k)
+            .where(exists().where(p.c.seq == k.c.seq, p.c.status == SAME_PERSON))
+            .values(seq=select(p.c.same_as).where(p.c.seq == k.c.seq).scalar_subquery())
         )
 
     def _count_registrations(self) -> None:
@@ -807,6 +902,7 @@ class _Load:
                     func.min(table.c.resource_id).label("resource_id"),
                     func.min(table.c.patient_ref).label("patient_ref"),
                     func.min(date_col).label("date"),
+                    func.min(table.c.bundle).label("bundle"),
                 )
                 .group_by(table.c.seq)
                 .subquery("one")
@@ -816,6 +912,7 @@ class _Load:
                 earlier.c.resource_type == one.c.resource_type,
                 earlier.c.resource_id == one.c.resource_id,
                 earlier.c.seq < one.c.seq,
+                earlier.c.bundle.is_not_distinct_from(one.c.bundle),
             )
             bad = S.ld_bad_patient_key
             checks = [
@@ -1063,7 +1160,7 @@ class _Load:
             .outerjoin(p, p.c.seq == first_key.c.seq)
         )
         staged_holds = via_bad_patient(staged_holds, h.c.patient_ref).outerjoin(f, f.c.file_no == h.c.file_no)
-        quarantined = p.c.status != "ok"
+        quarantined = p.c.status.not_in(("ok", SAME_PERSON))
         patient_holds = [
             select(
                 literal(self.extract_id),
@@ -1088,6 +1185,33 @@ class _Load:
                 ("unclear", p.c.status.in_(("duplicate_nhs_number", "duplicate_id"))),
             )
         ]
+        # A person sent in several Bundles whose copies disagree on what a letter uses (name,
+        # address, registration, death): which copy is current cannot be told.
+        first = p.alias("first")
+        letter_fields = ("title", "given_name", "family_name", "address", "postcode", "sex")
+        letter_fields += ("registration_start", "registration_end", "date_of_death", "practice_id")
+        disagreeing = (
+            select(
+                literal(self.extract_id),
+                p.c.nhs_number,
+                p.c.practice_id,
+                first.c.source_id,
+                literal("unclear"),
+                null(),
+                null(),
+                literal("same_person_disagrees"),
+                f.c.path,
+                p.c.line,
+            )
+            .select_from(p)
+            .join(first, first.c.seq == p.c.same_as)
+            .outerjoin(f, f.c.file_no == p.c.file_no)
+            .where(
+                p.c.status == SAME_PERSON,
+                or_(*(p.c[name].is_distinct_from(first.c[name]) for name in letter_fields)),
+            )
+        )
+        patient_holds.append(disagreeing)
         r, e = S.ld_record, S.ld_event
         event_holds = (
             select(

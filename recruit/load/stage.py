@@ -62,7 +62,11 @@ ld_patient = _temp(
     Column("practice_id", Integer),
     Column("usual_gp_id", Integer),
     Column("patient_id", Integer),
-    Column("status", String(40)),  # NULL while unresolved, 'ok', or a quarantine reason code
+    Column("status", String(40)),  # NULL while unresolved, 'ok', 'same_person', or a quarantine reason
+    # The self-contained Bundle it came in (recruit.load.scope; NULL: none), and, for a second
+    # record of one person from another Bundle, the seq of the record it joins.
+    Column("bundle", String(40)),
+    Column("same_as", SEQ),
     Index("ix_ld_patient_source", "source_id", "practice_id"),
     Index("ix_ld_patient_nhs", "nhs_number", "practice_id"),
 )
@@ -85,6 +89,7 @@ def _record_table(name: str, *cols: Any) -> Table:
         Column("resource_id", String(200)),
         Column("patient_ref", String(250)),
         *cols,
+        Column("bundle", String(40)),  # the self-contained Bundle it came in (ids are unique within it)
         Index(f"ix_{name}_seq", "seq"),
         Index(f"ix_{name}_resource", "resource_type", "resource_id"),
     )
