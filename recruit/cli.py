@@ -207,7 +207,7 @@ def load(
 ) -> None:
     """Load a practice extract (FHIR or CSV); records that cannot be used are quarantined."""
     from recruit.load import load_extract
-    from recruit.load.loader import registration_lines
+    from recruit.load.loader import patient_lines
 
     when = _date_option(extract_date, "--extract-date")
     engine = _ready_engine(db)
@@ -254,7 +254,7 @@ def load(
             f"  held back from letters: {summary.holds:,} quarantined record(s) still say a person died, "
             "left or has a coded entry such as an opt-out; nobody they name will be written to"
         )
-    for line in registration_lines(summary):
+    for line in patient_lines(summary):
         out.print(f"  {line}")
     if summary.retired:
         out.print(

@@ -31,7 +31,7 @@ from recruit.load.status import (
     medication_status,
     observation_status,
 )
-from recruit.load.values import DateReader, Invalid, clean_nhs_number, clean_postcode, nhs_number_is_valid
+from recruit.load.values import DateReader, Invalid, clean_postcode, nhs_number_is_valid
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 ODS_SYSTEMS = ("https://fhir.nhs.uk/Id/ods-organization-code", "https://fhir.nhs.uk/Id/ods-site-code")
@@ -299,15 +299,11 @@ class FhirReader:
     # --- the patient ----------------------------------------------------------------------
 
     def _read_Patient(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
-        nhs = None
-        for i, ident in enumerate(_list(res, "identifier")):
-            ident = _dict(ident, f"identifier[{i}]")
-            if ident.get("system") == NHS_NUMBER_SYSTEM:
-                _str(ident.get("value"), f"identifier[{i}].value")  # a number, not text: wrong type
-                nhs = clean_nhs_number(ident.get("value"), f"identifier[{i}].value")
-                break
-        if nhs is None:
-            raise Invalid("nhs_number_missing", "the patient has no NHS number", "identifier")
+        # A patient without a verified NHS number (a temporary resident, example data) is still
+        # stored with their records and counted; the search leaves them out at a step of its own
+        # and no letter can be written to them (issue 16). Their number, if any, still finds
+        # records that name them by it.
+        nhs, number = _nhs_number(res)
         keys = own_keys(res, full_url)
         if not keys:
             raise Invalid("id_missing", "the patient has no id", "id")
@@ -356,7 +352,7 @@ class FhirReader:
         interpreter, language = _communication(res)
         out.patients.append(
             PatientRow(
-                keys=[*keys, f"nhs:{nhs}"],
+                keys=[*keys, f"nhs:{number}"] if number else keys,
                 source_id=str(res.get("id") or full_url),
                 nhs_number=nhs,
                 title=title,
@@ -567,6 +563,37 @@ class FhirReader:
             f"the contained medication #{local_id} is missing or has no dm+d code",
             "medicationReference",
         )
+
+
+VERIFIED = "01"  # NHS number verification status: "Number present and verified"
+
+
+def _nhs_number(res: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(the NHS number if verified, else None; the number, valid, whether verified or not).
+
+    A number that fails its check digit is none at all. A verification-status extension (UK
+    Core / CareConnect NHSNumberVerificationStatus) with any code but 01 (present and verified)
+    leaves the number unverified: traced numbers are what opt-outs and past invitations are
+    matched by, so only they can be written to."""
+    for i, ident in enumerate(_list(res, "identifier")):
+        ident = _dict(ident, f"identifier[{i}]")
+        if ident.get("system") != NHS_NUMBER_SYSTEM:
+            continue
+        value = ident.get("value")
+        if value is None:
+            continue
+        _str(value, f"identifier[{i}].value")  # a number, not text: wrong type, as for any field
+        number = re.sub(r"[\s-]", "", value)
+        if not nhs_number_is_valid(number):
+            continue
+        verified = True
+        for j, ext in enumerate(_list(ident, "extension")):
+            ext = _dict(ext, f"identifier[{i}].extension[{j}]")
+            if "nhsnumberverificationstatus" in str(ext.get("url", "")).lower():
+                codes = concept_codes(ext.get("valueCodeableConcept"), f"identifier[{i}].extension[{j}]")
+                verified = VERIFIED in codes
+        return (number if verified else None), number
+    return None, None
 
 
 def _patient_holds(res: dict[str, Any], full_url: str | None, today: str) -> list[HoldRow]:

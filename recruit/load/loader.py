@@ -106,6 +106,8 @@ class LoadSummary:
     registration_practice_unnamed: int = 0
     # Patient records that are a further copy of a person sent in several Bundles (joined).
     same_person: int = 0
+    # Patients stored without a verified NHS number: kept from letters (search step, letters).
+    no_nhs_number: int = 0
     # Per kind of record (resourceType, or a CSV row's kind): read, stored, quarantined and the
     # commonest reasons, so staff can see which kind of record an extract's problems are in.
     by_kind: dict[str, KindCounts] = field(default_factory=dict)
@@ -132,6 +134,24 @@ def registration_lines(summary: LoadSummary) -> list[str]:
     if unnamed:
         lines.append(
             f"  of them, {unnamed:,} name no practice at all and are filed under the extract's only practice"
+        )
+    return lines
+
+
+def patient_lines(summary: LoadSummary) -> list[str]:
+    """What the load says about the patients it stored, in words for practice staff."""
+    lines = registration_lines(summary)
+    if summary.same_person:
+        lines.append(
+            f"the same person: {summary.same_person:,} Patient record(s) repeat a person already sent in "
+            "another Bundle (same NHS number and birth date) and were joined to them; where the copies "
+            "disagree on name, address or registration, that person is held back from letters"
+        )
+    if summary.no_nhs_number:
+        lines.append(
+            f"no verified NHS number: {summary.no_nhs_number:,} patient(s) (missing, failing its check "
+            "digit, or not verified by trace); they are stored with their records and counted, but "
+            "searches leave them out and no letter can be written to them"
         )
     return lines
 
@@ -566,7 +586,7 @@ class _Load:
                 ),
             )
             .values(
-                source_id=func.substr(p.c.source_id, 1, 150, type_=String)
+                source_id=func.substr(p.c.source_id, 1, 108, type_=String)
                 + "~"
                 + func.coalesce(p.c.nhs_number, cast(p.c.seq, String))
             )
@@ -690,10 +710,13 @@ class _Load:
                 func.coalesce(
                     func.sum(case((and_(unknown, p.c.practice_ref.is_(None)), one), else_=zero)), 0
                 ),
+                func.coalesce(func.sum(case((p.c.nhs_number.is_(None), one), else_=zero)), 0),
             ).where(p.c.status == "ok")
         ).one()
         s = self.summary
-        s.patients, s.registration_start_unknown, s.registration_practice_unnamed = (int(v) for v in row)
+        s.patients, s.registration_start_unknown, s.registration_practice_unnamed, s.no_nhs_number = (
+            int(v) for v in row
+        )
 
     def _held_practices(self) -> list[int]:
         """The practices this extract is for: those its stored patients are registered with."""
@@ -784,7 +807,7 @@ class _Load:
         p = S.ld_patient
         taken = self.dates.latest
         differs = or_(
-            p.c.nhs_number != Patient.nhs_number,
+            p.c.nhs_number.is_distinct_from(Patient.nhs_number),
             p.c.date_of_birth != Patient.date_of_birth,
             p.c.date_of_birth_latest.is_distinct_from(Patient.date_of_birth_latest),
         )
@@ -800,7 +823,7 @@ class _Load:
             update(Patient)
             .where(Patient.practice_id.in_(held), other)
             .values(
-                source_id=func.substr(Patient.source_id, 1, 150, type_=String)
+                source_id=func.substr(Patient.source_id, 1, 100, type_=String)
                 + "~retired~"
                 + cast(Patient.id, String),
                 registration_end=case(

@@ -29,7 +29,7 @@ class PractitionerRow(NamedTuple):
 class PatientRow(NamedTuple):
     keys: list[str]
     source_id: str
-    nhs_number: str
+    nhs_number: str | None  # None: no verified NHS number (stored; never written to)
     title: str | None
     given_name: str | None
     family_name: str | None

@@ -55,22 +55,41 @@ def search_warnings(conn: Connection, run_id: int, rule_set: RuleSet | None = No
         row = counts.get(i)
         if row is None or row.entering < AT_LEAST or row.excluded < NEARLY_ALL * row.entering:
             continue
-        registered = _registered(rule_set, step.criterion) if step.kind == "include" else None
-        if registered is not None:
+        if step.kind != "include":
+            continue
+        criterion = _named(rule_set, step.criterion)
+        warning = None
+        if criterion.kind == "registered":
             earlier = [s.id for s in rule_set.steps[:i]]
-            warning = _registration_absent(conn, run_id, step.id, earlier, row, registered)
-            if warning is not None:
-                found.append(warning)
+            warning = _registration_absent(conn, run_id, step.id, earlier, row, criterion)
+        elif criterion.kind == "nhs_number_verified":
+            warning = _nhs_numbers_absent(step.id, row)
+        if warning is not None:
+            found.append(warning)
     return found
 
 
-def _registered(rule_set: RuleSet, criterion: Criterion) -> Criterion | None:
-    """The `registered` criterion a step is (directly, or through a named definition)."""
+def _named(rule_set: RuleSet, criterion: Criterion) -> Criterion:
+    """The criterion a step is, directly or through a named definition."""
     seen = 0
     while criterion.kind == "ref" and seen < 100:
         criterion = rule_set.definitions[criterion.body]
         seen += 1
-    return criterion if criterion.kind == "registered" else None
+    return criterion
+
+
+def _nhs_numbers_absent(step_id: str, counts: Any) -> SearchWarning:
+    """The step removes only patients without a verified NHS number, so (nearly) all removed
+    says the extract carries no usable NHS numbers (example data, or a feed that leaves them out)."""
+    entering, removed = counts.entering, counts.excluded
+    message = (
+        f"Step '{step_id}' removed {removed:,} of the {entering:,} patients entering it: they have no "
+        "verified NHS number in the extract (Patient.identifier with system "
+        "https://fhir.nhs.uk/Id/nhs-number, passing its check digit and not marked untraced). "
+        "Without one, opt-outs and earlier invitations cannot be checked and no letter can be "
+        "written. Ask for an extract that includes NHS numbers."
+    )
+    return SearchWarning(step_id, "nhs_number", entering, removed, message)
 
 
 def _registration_absent(

@@ -10,7 +10,8 @@ steps:
   holds for, one bit per atom (a SUM of distinct powers of two, GROUP BY over a UNION ALL of
   the atom queries).
 - Every criterion is then a plain boolean expression over a patient's row and their flags row
-  (registered, alive and age read the patient's columns; all / any / not combine expressions),
+  (registered, alive, nhs_number_verified and age read the patient's columns; all / any / not
+  combine expressions),
   so a step's pass or fail, the step mask and the score come from a single scan of patients
   left-joined to the flags (run.py).
 
@@ -250,6 +251,8 @@ class Compiler:
             )
         if kind == "alive":
             return or_(PATIENT.c.date_of_death.is_(None), PATIENT.c.date_of_death > index)
+        if kind == "nhs_number_verified":  # the loader stores only verified numbers
+            return PATIENT.c.nhs_number.is_not(None)
         if kind == "age_between":
             # A partial birth date spans date_of_birth (first possible day) to
             # date_of_birth_latest (last); the minimum age must hold for the latest possible

@@ -124,6 +124,8 @@ class Reference:
             return ok and (end is None or end >= index), None
         if kind == "alive":
             return p["date_of_death"] is None or p["date_of_death"] > index, None
+        if kind == "nhs_number_verified":
+            return p.get("nhs_number") is not None, None
         if kind == "age_between":
             # Safe direction for partial birth dates: old enough if born on the last possible
             # day, young enough if born on the first.

@@ -143,6 +143,12 @@ class Alive(_Strict):
     """No date of death on or before the index date."""
 
 
+class NhsNumberVerified(_Strict):
+    """The record carries an NHS number that passes its check digit and is not marked unverified
+    (untraced). Without one, opt-outs and earlier invitations cannot be matched and no letter can
+    be written, so searches leave such patients out at a step of their own and say so."""
+
+
 class AgeBetween(_Strict):
     """Age in whole years on the index date, both ends included.
 
@@ -259,6 +265,7 @@ class Criterion(_Strict):
 
     registered: Registered | None = None
     alive: Alive | None = None
+    nhs_number_verified: NhsNumberVerified | None = None
     age_between: AgeBetween | None = None
     has_code: HasCode | None = None
     medication_count: MedicationCount | None = None
@@ -297,7 +304,7 @@ class Criterion(_Strict):
 
 
 _KINDS = [name for name in Criterion.model_fields]
-_EMPTY_OK = {"registered", "alive", "already_invited", "do_not_contact"}
+_EMPTY_OK = {"registered", "alive", "nhs_number_verified", "already_invited", "do_not_contact"}
 
 
 class Step(_Strict):

@@ -157,6 +157,7 @@ def leaves(draw):
             [
                 "registered",
                 "alive",
+                "nhs_number_verified",
                 "age_between",
                 "has_code",
                 "medication_count",
@@ -176,6 +177,8 @@ def leaves(draw):
         }
     if kind == "alive":
         return {"alive": {}}
+    if kind == "nhs_number_verified":
+        return {"nhs_number_verified": {}}
     if kind == "age_between":
         low, high = sorted(draw(st.lists(st.integers(0, 80), min_size=2, max_size=2)))
         return {"age_between": {"min": low, "max": high}}

@@ -123,11 +123,10 @@ def test_authorisations_are_not_issues():
     "res, code, field",
     [
         (
-            fx.patient(identifier=[{"system": fx.NHS, "value": "9990000019"}]),
-            "nhs_number_invalid",
+            fx.patient(identifier=[{"system": fx.NHS, "value": 9990000018}]),
+            "wrong_type",
             "identifier[0].value",
         ),
-        (fx.patient(identifier=[]), "nhs_number_missing", "identifier"),
         (fx.patient(birthDate="2099-01-01"), "date_in_future", "birthDate"),
         (fx.patient(birthDate=19800501), "wrong_type", "birthDate"),
         (fx.patient(name="Pat Tester"), "wrong_type", "name"),
@@ -141,6 +140,45 @@ def test_bad_values_name_their_field(res, code, field):
         reader().read(res)
     assert err.value.code == code
     assert err.value.field == field
+
+
+VERIFICATION = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus"
+
+
+def _verified(code: str) -> dict:
+    concept = {
+        "coding": [
+            {"system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatus", "code": code}
+        ]
+    }
+    return {"url": VERIFICATION, "valueCodeableConcept": concept}
+
+
+@pytest.mark.parametrize(
+    "identifier, stored, keyed",
+    [
+        ([], None, None),  # a temporary resident: no number
+        ([{"system": fx.NHS, "value": "9990000019"}], None, None),  # fails its check digit
+        ([{"system": fx.NHS, "value": "999 000 0018"}], "9990000018", "9990000018"),
+        (
+            [{"system": fx.NHS, "value": "9990000018", "extension": [_verified("01")]}],
+            "9990000018",
+            "9990000018",
+        ),
+        # Present but not traced: not verified, yet still the number its records may name it by.
+        ([{"system": fx.NHS, "value": "9990000018", "extension": [_verified("02")]}], None, "9990000018"),
+        (
+            [{"system": fx.NHS, "value": "9990000019"}, {"system": fx.NHS, "value": "9990000026"}],
+            "9990000026",
+            "9990000026",
+        ),
+    ],
+)
+def test_a_patient_without_a_verified_nhs_number_is_read_without_one(identifier, stored, keyed):
+    [row] = reader().read(fx.patient(identifier=identifier)).patients
+    assert row.nhs_number == stored
+    assert [k for k in row.keys if k.startswith("nhs:")] == ([f"nhs:{keyed}"] if keyed else [])
+    assert row.source_id == "p1" and "Patient/p1" in row.keys
 
 
 def test_gp_connect_stu3_records_are_recognised_and_read():

@@ -153,9 +153,9 @@ def test_newer_extract_replaces_the_practice_records_and_keeps_history(engine, t
 BROKEN = {
     "truncated_json": (b'{"resourceType": "Condition", "id": "c1", "subject": {"ref', "unreadable", None),
     "wrong_type": (orjson.dumps(fx.condition(code="82423001") | {"code": "82423001"}), "wrong_type", "code"),
-    "invalid_nhs_number": (
-        orjson.dumps(fx.patient("p2", "9990000019")),
-        "nhs_number_invalid",
+    "nhs_number_not_text": (
+        orjson.dumps(fx.patient("p2", {"value": "9990000026"})),
+        "wrong_type",
         "identifier[0].value",
     ),
     "future_date": (

@@ -591,7 +591,7 @@ def test_case10_wrong_typed_record_values_are_quarantined():
 def test_case15_record_of_a_quarantined_patient_says_so(engine, tmp_path):
     folder = tmp_path / "x"
     fx.base_extract(folder)
-    bad = fx.patient("p2", "9990000019")  # fails its check digit: quarantined while reading
+    bad = fx.patient("p2", fx.NHS_NUMBERS[1], birthDate="2099-01-01")  # quarantined while reading
     fx.write_ndjson(folder / "Patient.ndjson", [fx.patient(), bad])
     obs = fx.condition(
         "o1", patient_ref="Patient/p2", resourceType="Observation", effectiveDateTime="2024-01-01"
@@ -601,7 +601,7 @@ def test_case15_record_of_a_quarantined_patient_says_so(engine, tmp_path):
     fx.write_ndjson(folder / "Condition.ndjson", [fx.condition("c1"), obs, nobody])
     summary = load(engine, folder)
     found = dict(rows(engine, Quarantine.resource_id, Quarantine.reason_code))
-    assert found == {"p2": "nhs_number_invalid", "o1": "patient_quarantined", "c3": "reference_dangling"}
+    assert found == {"p2": "date_in_future", "o1": "patient_quarantined", "c3": "reference_dangling"}
     [(reason,)] = rows(engine, Quarantine.reason, where=Quarantine.resource_id == "o1")
     assert reason == (
         "This Observation belongs to a patient whose own record was quarantined "
@@ -630,13 +630,15 @@ def test_case15_no_reason_or_listing_prints_an_nhs_number_in_full(tmp_path):
     folder = tmp_path / "in"
     fx.base_extract(folder)
     rejected = "9990000019"
-    fx.write_ndjson(folder / "Patient.ndjson", [fx.patient(), fx.patient(rejected, rejected)])
+    # An id like an NHS number, on a record quarantined (its birth date is in the future).
+    later = fx.patient(rejected, rejected, birthDate="2099-01-01")
+    fx.write_ndjson(folder / "Patient.ndjson", [fx.patient(), later])
     db = f"sqlite:///{tmp_path / 'r.db'}"
     loaded = run_cli("load", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
     assert loaded.returncode == 0, loaded.stderr
     listed = run_cli("quarantine", "list", "--db", db, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    assert rejected not in listed.stdout and "fails its check digit" in listed.stdout
+    assert rejected not in listed.stdout and "after the extract date" in listed.stdout
     assert "********19" in listed.stdout
     assert f"In {(folder / 'Patient.ndjson').resolve()}:" in listed.stdout  # the full path
     out = tmp_path / "q.csv"
@@ -675,14 +677,15 @@ def test_case2_broken_patient_that_signals_death_is_held():
     staged = _stage(
         fx.patient("p1", deceasedBoolean="true"),  # wrong type
         fx.patient("p2", fx.NHS_NUMBERS[1], deceasedDateTime="last week"),  # not a date
-        fx.patient("p3", "9990000019", deceasedDateTime="2024-01-01"),  # bad NHS number: held by id
+        # a bad NHS number (none) and a bad birth date: held by id
+        fx.patient("p3", "9990000019", birthDate="nope", deceasedDateTime="2024-01-01"),
         fx.patient("p4", fx.NHS_NUMBERS[3], birthDate="1980-13-01", deceasedBoolean=False),  # no signal
     )
     assert len(staged.quarantine) == 4
     assert _holds(staged) == [
         (1, "wrong_type", None, fx.NHS_NUMBERS[0], "p1", "death", None, None),
         (2, "date_invalid", None, fx.NHS_NUMBERS[1], "p2", "death", None, None),
-        (3, "nhs_number_invalid", None, None, "p3", "death", None, None),
+        (3, "date_invalid", None, None, "p3", "death", None, None),
     ]
 
 
@@ -741,7 +744,10 @@ def test_case2_patient_refused_for_a_text_value_is_still_held():
 
 
 def test_case2_quarantined_patient_keys_are_staged():
-    staged = _stage(fx.patient("p9", fx.NHS_NUMBERS[2], birthDate="nope"), fx.patient("p8", "9990000019"))
+    staged = _stage(
+        fx.patient("p9", fx.NHS_NUMBERS[2], birthDate="nope"),
+        fx.patient("p8", "9990000019", birthDate="nope"),  # no valid number: keyed by id only
+    )
     assert sorted(staged.rows["ld_bad_patient_key"]) == [
         ("Patient/p8", 2),
         ("Patient/p9", 1),

@@ -36,7 +36,13 @@ def code_of(codelists, name, category=None):
 def test_instep_rules_load_with_their_codelists(instep):
     rule_set, codelists, text = instep
     assert rule_set.study == "instep"
-    assert [s.id for s in rule_set.steps][:4] == ["registered", "alive", "working_age", "chronic_pain"]
+    assert [s.id for s in rule_set.steps][:5] == [
+        "registered",
+        "alive",
+        "nhs_number",
+        "working_age",
+        "chronic_pain",
+    ]
     assert {"chronic_pain", "opioids", "employment_status", "fit_note", "cancer", "dementia"} <= set(
         codelists
     )

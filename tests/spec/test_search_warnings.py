@@ -82,3 +82,23 @@ def test_a_registered_step_through_a_definition_is_recognised(engine):
     with engine.connect() as conn:
         warnings = search_warnings(conn, run.run_id, rules)
     assert [w.step_id for w in warnings] == ["reg"]
+
+
+def test_nhs_number_step_removing_everyone_names_the_field(engine):
+    """Example data without NHS numbers: the step keeps nobody, and the search says why."""
+    pop = Population()
+    for pid in range(1, 31):
+        pop.add_patient(pid, nhs_number=f"99900{pid:05d}" if pid == 1 else None)
+    run, warnings = _warnings(engine, pop, {"nhs_number_verified": {}})
+    assert run.candidates() == {1}
+    [warning] = warnings
+    assert (warning.field, warning.entering, warning.removed) == ("nhs_number", 30, 29)
+    assert "no verified NHS number in the extract" in str(warning)
+
+
+def test_nhs_number_step_removing_a_few_says_nothing(engine):
+    pop = Population()
+    for pid in range(1, 31):
+        pop.add_patient(pid, nhs_number=None if pid <= 3 else f"99900{pid:05d}")
+    run, warnings = _warnings(engine, pop, {"nhs_number_verified": {}})
+    assert len(run.candidates()) == 27 and warnings == []
