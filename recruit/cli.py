@@ -207,6 +207,7 @@ def load(
 ) -> None:
     """Load a practice extract (FHIR or CSV); records that cannot be used are quarantined."""
     from recruit.load import load_extract
+    from recruit.load.files import DELETED_PATIENT
     from recruit.load.loader import patient_lines
 
     when = _date_option(extract_date, "--extract-date")
@@ -249,6 +250,23 @@ def load(
         out.print(f"  not needed by recruit: {sum(summary.not_used.values()):,}")
         for what, n in summary.not_used.most_common():
             out.print(f"    {what}: {n:,}")
+    if summary.stu3_records:
+        out.print(f"  GP Connect (FHIR STU3) records: {summary.stu3_records:,}")
+    if summary.empty_bundles:
+        files = summary.empty_bundle_files
+        others = f" and {len(files) - 1:,} other file(s)" if len(files) > 1 else ""
+        out.print(
+            f"  Bundles with no entries: {summary.empty_bundles:,} (in {files[0]}{others}); "
+            "they held nothing to load",
+            highlight=False,
+        )
+    if deleted := summary.not_used.get(DELETED_PATIENT):
+        out.print(
+            f"  {deleted:,} Bundle entry(ies) asked to delete a patient record: recruit deletes "
+            "nothing on a load, so any earlier record of these people is kept and not held back "
+            "from letters",
+            highlight=False,
+        )
     if summary.holds:
         out.print(
             f"  held back from letters: {summary.holds:,} quarantined record(s) still say a person died, "

@@ -29,6 +29,7 @@ import orjson
 from recruit.load.fhir import NHS_NUMBER_SYSTEM, FhirReader, NotUsed, Parsed, own_keys
 from recruit.load.files import (
     BOM,
+    EMPTY_BUNDLE,
     MAX_RECORD_BYTES,
     Record,
     expand,
@@ -79,6 +80,7 @@ class Staged:
     read_by_type: Counter[str] = field(default_factory=Counter)  # resourceType (or "unreadable")
     not_used: Counter[str] = field(default_factory=Counter)
     stu3: int = 0
+    empty_bundles: Counter[int] = field(default_factory=Counter)  # Bundles with no entries, per file
     repaired: int = 0
     size: int = 0
 
@@ -103,6 +105,12 @@ class Stager:
         return out
 
     def record(self, record: Record, seq: int) -> None:
+        if record.not_used is not None:  # no record: an empty Bundle, an entry with only a request
+            if record.not_used == EMPTY_BUNDLE:
+                self.out.empty_bundles[record.file_no] += 1
+            else:
+                self.out.not_used[record.not_used] += 1
+            return
         if record.error is not None:
             code = "malformed" if record.field else "unreadable"
             self.parsed(record, Invalid(code, record.error, record.field), seq)

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlparse
 import orjson
 
 from recruit.errors import RecruitError
+from recruit.load.files import nothing_to_load, only_empty_bundles
 from recruit.load.values import LONDON
 
 NO_DATE = "This extract does not say when it was taken; give the date with --extract-date YYYY-MM-DD."
@@ -203,5 +204,8 @@ def fhir_extract_date(paths: list[Path], files: list[Path], given: dt.date | Non
     if scanned is not None:
         return scanned
     if all(path.stat().st_size == 0 for path in files):
-        raise RecruitError("The extract holds no records: the files are empty.")
+        raise RecruitError(nothing_to_load([], len(files)))
+    empty = only_empty_bundles(files)  # (say so, rather than ask for a date it does not need)
+    if empty:
+        raise RecruitError(nothing_to_load(empty, len(files)))
     raise RecruitError(NO_DATE)

@@ -55,6 +55,10 @@ USED_TYPES = (
 )
 
 
+# A code to read, where it is, its quantity (a valueQuantity, or None) and where that is.
+Concept = tuple[Any, str, Any, str]
+
+
 class NotUsed(Exception):
     """A well-formed record recruit has no use for (for example a prescription authorisation)."""
 
@@ -435,13 +439,15 @@ class FhirReader:
         return keys[0]
 
     def _events(
-        self, res: dict[str, Any], date: str, concepts: list[tuple[Any, str]], status: str, out: Parsed
+        self, res: dict[str, Any], date: str, concepts: list[Concept], status: str, out: Parsed
     ) -> None:
         patient = self._subject(res)
         rid = res.get("id")
-        value, unit = _quantity(res.get("valueQuantity"))
         seen: set[tuple[str, str]] = set()
-        for concept, name in concepts:
+        for concept, name, quantity, quantity_name in concepts:
+            # Each code carries its own value: a blood pressure's systolic and diastolic codes
+            # are components, each with its own valueQuantity (the top level has none).
+            value, unit = _quantity(quantity, quantity_name)
             for system, code, term in codings(concept, name):
                 if (system, code) in seen:
                     continue
@@ -469,7 +475,9 @@ class FhirReader:
         )
         date = self.dates.read(raw, name or "onsetDateTime")
         assert date is not None
-        self._events(res, date, [(res.get("code"), "code")], status, out)
+        self._events(
+            res, date, [(res.get("code"), "code", res.get("valueQuantity"), "valueQuantity")], status, out
+        )
 
     def _read_Observation(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
         if res.get("status") == "entered-in-error":
@@ -483,9 +491,13 @@ class FhirReader:
         )
         date = self.dates.read(raw, name or "effectiveDateTime")
         assert date is not None
-        concepts = [(res.get("code"), "code")]
+        concepts: list[Concept] = [(res.get("code"), "code", res.get("valueQuantity"), "valueQuantity")]
         for i, comp in enumerate(_list(res, "component")):
-            concepts.append((_dict(comp, f"component[{i}]").get("code"), f"component[{i}].code"))
+            comp = _dict(comp, f"component[{i}]")
+            where = f"component[{i}]"
+            concepts.append(
+                (comp.get("code"), f"{where}.code", comp.get("valueQuantity"), f"{where}.valueQuantity")
+            )
         self._events(res, date, concepts, status, out)
 
     def _read_MedicationRequest(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
@@ -494,7 +506,15 @@ class FhirReader:
         if res.get("status") in ("entered-in-error", "draft"):
             raise NotUsed(f"MedicationRequest with status {res.get('status')}")
         status = medication_status(res)
-        date = self.dates.read(res.get("authoredOn"), "authoredOn")
+        # An issue's date is when it was valid from: GP Connect copies the authorisation's date
+        # into every issue's authoredOn, and gives each issue's own in validityPeriod.start.
+        dispense = _dict(res.get("dispenseRequest"), "dispenseRequest")
+        validity = _dict(dispense.get("validityPeriod"), "dispenseRequest.validityPeriod")
+        raw, name = _first(
+            (validity.get("start"), "dispenseRequest.validityPeriod.start"),
+            (res.get("authoredOn"), "authoredOn"),
+        )
+        date = self.dates.read(raw, name or "authoredOn")
         self._medication(res, date, _course(res), status, out)
 
     def _read_MedicationStatement(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
@@ -515,6 +535,10 @@ class FhirReader:
     ) -> None:
         assert date is not None
         patient = self._subject(res)
+        # The quantity is dispenseRequest.quantity.value. GP Connect may add its quantity text
+        # (Extension-CareConnect-GPC-MedicationQuantityText-1, e.g. "capsule(s)") beside it:
+        # that is words, not a number, so with no value the quantity stays unknown rather than
+        # a number guessed from text.
         quantity = None
         dispense = _dict(res.get("dispenseRequest"), "dispenseRequest")
         q = _dict(dispense.get("quantity"), "dispenseRequest.quantity")
@@ -723,13 +747,13 @@ def _course(res: dict[str, Any]) -> str:
     return "unknown"
 
 
-def _quantity(raw: Any) -> tuple[float | None, str | None]:
-    q = _dict(raw, "valueQuantity")
+def _quantity(raw: Any, name: str = "valueQuantity") -> tuple[float | None, str | None]:
+    q = _dict(raw, name)
     value = q.get("value")
     if value is None:
         return None, None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Invalid("wrong_type", "'valueQuantity.value' should be a number", "valueQuantity.value")
+        raise Invalid("wrong_type", f"'{name}.value' should be a number", f"{name}.value")
     unit = q.get("unit") if isinstance(q.get("unit"), str) else None
     return float(value), unit and unit[:40]
 
@@ -839,32 +863,55 @@ def _address(
 
 
 def _communication(res: dict[str, Any]) -> tuple[bool, str | None]:
-    """Whether an interpreter is needed, and the preferred language (if not English)."""
+    """Whether an interpreter is needed, and the preferred language (if not English).
+
+    From Patient.communication, and from the NHS communication extension that PDS (UK Core
+    Extension-UKCore-NHSCommunication) and CareConnect STU3 (Extension-CareConnect-
+    NHSCommunication-1) put on the Patient instead: sub-extensions `language`,
+    `interpreterRequired` and `preferred`. A language marked preferred wins; else the first."""
     interpreter = False
-    language = None
+    languages: list[tuple[bool, str]] = []  # (preferred, language), in the record's order
     for i, comm in enumerate(_list(res, "communication")):
         comm = _dict(comm, f"communication[{i}]")
-        lang = _dict(comm.get("language"), f"communication[{i}].language")
-        for coding in _list(lang, "coding"):
-            code = _dict(coding, "language.coding").get("code")
-            if isinstance(code, str) and not code.lower().startswith("en"):
-                language = (_dict(coding, "coding").get("display") or code)[:40]
+        language = _language(comm.get("language"), f"communication[{i}].language")
+        if language:
+            languages.append((comm.get("preferred") is True, language))
         for ext in _list(comm, "extension"):
             ext = _dict(ext, "communication.extension")
             if "interpreter" in str(ext.get("url", "")).lower() and "valueBoolean" in ext:
                 interpreter = (
                     _bool(ext["valueBoolean"], "communication.extension.valueBoolean") or interpreter
                 )
-    for ext in _list(res, "extension"):
+    for i, ext in enumerate(_list(res, "extension")):
         ext = _dict(ext, "extension")
         url = str(ext.get("url", "")).lower()
         if "interpreterrequired" in url and "valueBoolean" in ext:
             interpreter = _bool(ext["valueBoolean"], "extension.valueBoolean") or interpreter
-        if "nhscommunication" in url:
-            for sub in _list(ext, "extension"):
-                sub = _dict(sub, "extension.extension")
-                if "interpreter" in str(sub.get("url", "")).lower() and "valueBoolean" in sub:
-                    interpreter = (
-                        _bool(sub["valueBoolean"], "extension.extension.valueBoolean") or interpreter
-                    )
-    return interpreter, language
+        if "nhscommunication" not in url:
+            continue
+        language, preferred = None, False
+        for sub in _list(ext, "extension"):
+            sub = _dict(sub, "extension.extension")
+            sub_url = str(sub.get("url", "")).lower()
+            if "interpreter" in sub_url and "valueBoolean" in sub:
+                interpreter = _bool(sub["valueBoolean"], "extension.extension.valueBoolean") or interpreter
+            elif sub_url == "language":
+                language = _language(sub.get("valueCodeableConcept"), f"extension[{i}].language")
+            elif sub_url == "preferred" and sub.get("valueBoolean") is True:
+                preferred = True
+        if language:
+            languages.append((preferred, language))
+    chosen = next((lang for preferred, lang in languages if preferred), None)
+    return interpreter, chosen or (languages[0][1] if languages else None)
+
+
+def _language(concept: Any, name: str) -> str | None:
+    """The language a CodeableConcept names (its display, else its code), or None when it is
+    English or names none. A code that is not text is passed over, as before."""
+    for i, coding in enumerate(_list(_dict(concept, name), "coding")):
+        coding = _dict(coding, f"{name}.coding[{i}]")
+        code = coding.get("code")
+        if isinstance(code, str) and code.strip() and not code.lower().startswith("en"):
+            display = coding.get("display")
+            return (display if isinstance(display, str) and display.strip() else code)[:40]
+    return None

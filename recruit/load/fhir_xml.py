@@ -325,12 +325,17 @@ def _is_stu3(node: Node) -> bool:
 
 
 class Item(typing.NamedTuple):
-    """A resource read from XML, or why it could not be: (resource, fullUrl, entry, problem)."""
+    """A resource read from XML, or why it could not be: (resource, fullUrl, entry, problem).
+
+    With no resource: the entry's request, as JSON has it ({"method": ..., "url": ...}), or a
+    Bundle with no entries; recruit.load.files decides what each is, for JSON and XML alike."""
 
     resource: dict[str, Any] | None
     full_url: str | None
     entry: int | None
     problem: Problem | None
+    request: dict[str, Any] | None = None
+    empty_bundle: bool = False
 
 
 def items(raw: bytes) -> Iterator[Item]:
@@ -358,13 +363,22 @@ def _items(root: Node, stu3: bool, outer: int | None) -> Iterator[Item]:
         res = conv.resource(root)
         yield Item(res, None, outer, conv.problem)
         return
-    for i, entry in enumerate(c for c in root.children if c.name == "entry"):
+    entries = [c for c in root.children if c.name == "entry"]
+    if not entries:
+        yield Item(None, None, outer, None, empty_bundle=True)
+        return
+    for i, entry in enumerate(entries):
         number = i if outer is None else outer
         full_url = next((c.attrs.get("value") for c in entry.children if c.name == "fullUrl"), None)
         holders = [c for c in entry.children if c.name == "resource"]
         inner = [c for h in holders for c in h.children if c.fhir]
-        if len(holders) != 1 or len(inner) != 1:
-            yield Item(None, None, number, None)  # "the Bundle entry has no resource", as JSON
+        if len(holders) > 1 or len(inner) > 1:
+            where = "Bundle.entry.resource"
+            problem = Problem(f"{where} (line {entry.line}) should hold one resource", where)
+            yield Item(None, None, number, problem)
+            continue
+        if not inner:
+            yield Item(None, None, number, None, request=_request(entry))
             continue
         res_node = inner[0]
         if res_node.name == "Bundle":
@@ -373,3 +387,11 @@ def _items(root: Node, stu3: bool, outer: int | None) -> Iterator[Item]:
         conv = _Conv(stu3 or _is_stu3(res_node))
         res = conv.resource(res_node)
         yield Item(res, full_url, number, conv.problem)
+
+
+def _request(entry: Node) -> dict[str, Any] | None:
+    """An entry's request (method and url), as JSON carries it."""
+    for child in entry.children:
+        if child.name == "request":
+            return {c.name: c.attrs.get("value") for c in child.children if c.name in ("method", "url")}
+    return None

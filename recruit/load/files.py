@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,9 @@ class Record(NamedTuple):
     raw: bytes | None = None
     field: str | None = None  # the element an unreadable record's error is about (FHIR XML)
     scope: Scope | None = None  # the self-contained Bundle it came in (recruit.load.scope)
+    # Something the extract carries that holds no record (a Bundle with no entries, an entry with
+    # only a request), in words: counted as not used, never stored or quarantined.
+    not_used: str | None = None
 
 
 def _kind(mode: int) -> str:
@@ -264,8 +268,10 @@ def _read_xml(path: Path, file_no: int) -> Iterator[Record]:
 
 def _xml_records(found: Iterator[Any], file_no: int) -> Iterator[Record]:
     for item in found:
-        if item.resource is None:
-            yield Record(file_no, None, None, entry=item.entry, error="the Bundle entry has no resource")
+        if item.empty_bundle:
+            yield empty_bundle(file_no, None, item.entry)
+        elif item.resource is None and item.problem is None:
+            yield entry_without_resource(item.request, file_no, None, item.entry)
         elif item.problem is not None:
             problem = item.problem
             yield Record(
@@ -323,24 +329,92 @@ def expand(data: Any, file_no: int, line: int | None) -> Iterator[Record]:
 
 
 def _bundle_records(data: dict[str, Any], file_no: int, line: int | None) -> Iterator[Record]:
-    entries = data.get("entry") or []
+    entries = data.get("entry")
+    if entries is None or entries == []:
+        yield empty_bundle(file_no, line, None)
+        return
     if not isinstance(entries, list):
         yield Record(file_no, line, None, error="the Bundle's 'entry' is not a list")
         return
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
-            yield Record(file_no, line, None, entry=i, error="the Bundle entry has no resource")
+            request = entry.get("request") if isinstance(entry, dict) else None
+            yield entry_without_resource(request, file_no, line, i)
             continue
         full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
         yield from _expand_entry(entry["resource"], file_no, line, full_url, i)
 
 
-def _expand_entry(res: dict[str, Any], file_no: int, line: int | None, full_url: str | None, i: int):
+def _expand_entry(
+    res: dict[str, Any], file_no: int, line: int | None, full_url: str | None, i: int
+) -> Iterator[Record]:
     if res.get("resourceType") == "Bundle":  # a Bundle inside a Bundle (e.g. a message's payload)
         for record in _bundle_records(res, file_no, line):
-            yield Record(record.file_no, line, record.resource, record.full_url, i, record.error)
+            yield record._replace(line=line, entry=i)
         return
     yield Record(file_no, line, res, full_url, i)
+
+
+# --- what a Bundle carries that is not a record (JSON and XML alike) --------------------------
+
+EMPTY_BUNDLE = "Bundle with no entries"
+DELETED_PATIENT = "Bundle entry asking to delete a patient (DELETE Patient), no record: nothing was deleted"
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")
+
+
+def empty_bundle(file_no: int, line: int | None, entry: int | None) -> Record:
+    """A Bundle with no entries (none, or "entry": []): nothing to read, which the load says."""
+    return Record(file_no, line, None, entry=entry, not_used=EMPTY_BUNDLE)
+
+
+def entry_without_resource(request: Any, file_no: int, line: int | None, i: int | None) -> Record:
+    """A Bundle entry with no resource. A transaction's or batch's entry may carry only a request
+    (DELETE Patient/x, a GET): that holds no record, so it is counted as not used, saying what it
+    asked. A DELETE of a patient is named apart, since it says something about a person; recruit
+    deletes nothing because of it. An entry with neither is quarantined."""
+    method = request.get("method") if isinstance(request, dict) else None
+    if not isinstance(method, str) or method.strip().upper() not in HTTP_METHODS:
+        why = "its request has no method FHIR names" if request is not None else "no request either"
+        return Record(
+            file_no, line, None, entry=i, error=f"the Bundle entry has no resource ({why})", field="resource"
+        )
+    method = method.strip().upper()
+    url = request.get("url") if isinstance(request, dict) else None
+    target = re.split(r"[/?]", url.strip(), maxsplit=1)[0] if isinstance(url, str) else ""
+    if not _TYPE_NAME.fullmatch(target):
+        target = ""  # (only a resource type is named: never an id or a search's values)
+    if method == "DELETE" and target == "Patient":
+        return Record(file_no, line, None, entry=i, not_used=DELETED_PATIENT)
+    what = f"{method} {target}".strip()
+    return Record(
+        file_no, line, None, entry=i, not_used=f"Bundle entry with only a request ({what}), no record"
+    )
+
+
+def nothing_to_load(empty_bundle_files: list[str], files: int) -> str:
+    """Why an extract with no records loads nothing, in words that are true of it."""
+    if not empty_bundle_files:
+        return "The extract holds no records: the files are empty."
+    n = len(empty_bundle_files)
+    rest = "; the other files are empty" if n < files else ""
+    return (
+        f"The extract holds no records: {n:,} file(s) hold a Bundle with no entries "
+        f"(the first: {empty_bundle_files[0]}){rest}. Nothing was loaded."
+    )
+
+
+def only_empty_bundles(files: list[Path]) -> list[str] | None:
+    """The files holding a Bundle with no entries, when the extract holds nothing else (None as
+    soon as a record is found). For saying why an extract gives nothing to load."""
+    found: list[str] = []
+    for file_no, path in enumerate(files):
+        for record in read_fhir(path, file_no):  # (stops at the first record)
+            if record.not_used != EMPTY_BUNDLE:
+                return None
+            if str(path) not in found:
+                found.append(str(path))
+    return found
 
 
 def json_problem(exc: orjson.JSONDecodeError, raw: bytes) -> str:

@@ -48,7 +48,7 @@ from recruit.load import stage as S
 from recruit.load.chunks import Staged, Stager, default_workers, record_kind, staged_chunks
 from recruit.load.extract_info import NO_DATE, check_manifest, fhir_extract_date, file_types
 from recruit.load.fhir import Parsed
-from recruit.load.files import FHIR_SUFFIXES, Record, find_files, fingerprint, input_files
+from recruit.load.files import FHIR_SUFFIXES, Record, find_files, fingerprint, input_files, nothing_to_load
 from recruit.load.rows import OrgRow, PractitionerRow
 from recruit.load.values import LONDON, DateReader
 from recruit.models import (
@@ -90,6 +90,9 @@ class LoadSummary:
     already_loaded: bool = False
     practices: list[str] = field(default_factory=list)
     stu3_records: int = 0
+    # Bundles with no entries, and the files holding them (in file order): nothing to read.
+    empty_bundles: int = 0
+    empty_bundle_files: list[str] = field(default_factory=list)
     extract_date: dt.date | None = None
     date_source: str | None = None
     resource_types: list[str] = field(default_factory=list)
@@ -334,6 +337,10 @@ class _Load:
         self.read_by_kind.update(staged.read_by_type)
         s.not_used.update(staged.not_used)
         s.stu3_records += staged.stu3
+        for file_no, n in sorted(staged.empty_bundles.items()):
+            s.empty_bundles += n
+            if self.paths[file_no] not in s.empty_bundle_files:
+                s.empty_bundle_files.append(self.paths[file_no])
         self.repaired += staged.repaired
         self.orgs.update(staged.orgs)
         self.practitioners.update(staged.practitioners)
@@ -374,7 +381,7 @@ class _Load:
         self._flush_quarantine()
         S.index_staging(self.conn)
         if self.summary.read == 0 and not self.summary.not_used:
-            raise RecruitError("The extract holds no records: the files are empty.")
+            raise RecruitError(nothing_to_load(self.summary.empty_bundle_files, len(self.paths)))
         practice_ids = self._practices()
         self._resolve_patients(practice_ids)
         gp_ids = self._practitioners(practice_ids)
