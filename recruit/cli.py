@@ -339,12 +339,21 @@ def quarantine_list(
                 out.print(table)
             current = row["file"]
             out.print(f"In {current}:", soft_wrap=True, highlight=False)
-            table = Table("line", "record", "field", "what is wrong")
+            table = Table("where", "record", "field", "what is wrong")
         record = " ".join(str(v) for v in (row["resource_type"], row["resource_id"]) if v)
         assert table is not None
-        table.add_row(str(row["line"] or ""), record, row["field"] or "", row["reason"])
+        table.add_row(_where(row["line"], row["entry"]), record, row["field"] or "", row["reason"])
     if table is not None:
         out.print(table)
+
+
+def _where(line: int | None, entry: int | None) -> str:
+    """Where in its file a record was: its line, and its place in its Bundle (Bundle.entry[0]
+    is the first, as FHIR paths count)."""
+    parts = [f"line {line}"] if line is not None else []
+    if entry is not None:
+        parts.append(f"entry[{entry}]")
+    return ", ".join(parts)
 
 
 @quarantine_app.command("export")

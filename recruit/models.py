@@ -246,6 +246,9 @@ class Quarantine(Base):
     reason_code: Mapped[str] = mapped_column(String(64), doc="Stable key for counting by reason.")
     reason: Mapped[str] = mapped_column(Text, doc="What is wrong, in words a person can act on.")
     raw_snippet: Mapped[str | None] = mapped_column(Text, doc="At most a few hundred characters.")
+    entry: Mapped[int | None] = mapped_column(
+        Integer, doc="Its place in its Bundle (0: the first entry); NULL when not in a Bundle."
+    )
 
 
 class PersonHold(Base):

@@ -158,7 +158,7 @@ class Stager:
         staged: dict[str, list[tuple[Any, ...]]] = {}
         parsed_rows = None  # a record read whole but refused for a text value
         if isinstance(parsed, Parsed):
-            staged = _rows(parsed, seq, fno, line, rid, rtype, record.scope)
+            staged = _rows(parsed, seq, fno, line, rid, rtype, record.scope, record.entry)
             problem = _text_problem(parsed, staged)
             if problem is not None:
                 parsed_rows, parsed = parsed, problem
@@ -278,6 +278,7 @@ def _rows(
     rid: str | None,
     rtype: str | None,
     scope: Scope | None = None,
+    entry: int | None = None,
 ) -> dict[str, list[tuple[Any, ...]]]:
     """The staging rows one parsed record gives, by staging table."""
     rows: dict[str, list[tuple[Any, ...]]] = {}
@@ -288,17 +289,30 @@ def _rows(
         # (practice_id, usual_gp_id, patient_id, status are resolved later; then the Bundle it
         # came in, and same_as, the record of the same person it joins)
         rows["ld_patient"] = [
-            (seq, fno, line, rid, *p[1:], None, None, None, None, bundle, None) for p in parsed.patients
+            (seq, fno, line, rid, *p[1:], None, None, None, None, bundle, None, entry)
+            for p in parsed.patients
         ]
         rows["ld_patient_key"] = [(key, seq) for p in parsed.patients for key in dict.fromkeys(p.keys)]
     if parsed.events:
         rows["ld_event"] = [
-            (seq, fno, line, rtype, e.resource_id, e.patient_ref, *e[1:7], e.status, bundle)
+            (seq, fno, line, rtype, e.resource_id, e.patient_ref, *e[1:7], e.status, bundle, entry)
             for e in parsed.events
         ]
     if parsed.medications:
         rows["ld_med"] = [
-            (seq, fno, line, rtype, m.resource_id, m.patient_ref, *m[1:7], m.medication_ref, m.status, bundle)
+            (
+                seq,
+                fno,
+                line,
+                rtype,
+                m.resource_id,
+                m.patient_ref,
+                *m[1:7],
+                m.medication_ref,
+                m.status,
+                bundle,
+                entry,
+            )
             for m in parsed.medications
         ]
     return rows

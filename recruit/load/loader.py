@@ -359,6 +359,7 @@ class _Load:
                     "line": line,
                     "resource_type": rtype,
                     "resource_id": rid if rid else (f"entry[{entry}]" if entry is not None else None),
+                    "entry": entry,
                     "field": field_,
                     "reason_code": code,
                     "reason": reason,
@@ -627,6 +628,7 @@ class _Load:
                     else_=literal("id"),
                 ),
                 p.c.status,
+                p.c.entry,
             ).where(p.c.status.not_in(("ok", SAME_PERSON))),
             "Patient",
         )
@@ -933,6 +935,7 @@ class _Load:
                     func.min(table.c.patient_ref).label("patient_ref"),
                     func.min(date_col).label("date"),
                     func.min(table.c.bundle).label("bundle"),
+                    func.min(table.c.entry).label("entry"),
                 )
                 .group_by(table.c.seq)
                 .subquery("one")
@@ -980,6 +983,7 @@ class _Load:
                         "resource_id",
                         "patient_seq",
                         "status",
+                        "entry",
                     ],
                     select(
                         one.c.seq,
@@ -990,6 +994,7 @@ class _Load:
                         one.c.resource_id,
                         first_key.c.seq,
                         case(*[(cond, literal(status)) for cond, status in checks], else_=literal("ok")),
+                        one.c.entry,
                     )
                     .select_from(one)
                     .outerjoin(first_key, first_key.c.key == one.c.patient_ref)
@@ -1009,6 +1014,7 @@ class _Load:
                     else_=literal("subject"),
                 ),
                 r.c.status,
+                r.c.entry,
             )
             .where(r.c.status != "ok")
             .order_by(r.c.seq),
@@ -1021,12 +1027,13 @@ class _Load:
         found = c.execute(rows).all()
         paths = {i: str(p) for i, p in enumerate(self.files)}
         batch = []
-        for file_no, line, resource_type, rid, field_, status in found:
+        for file_no, line, resource_type, rid, field_, status, entry in found:
             batch.append(
                 {
                     "extract_id": self.extract_id,
                     "file": paths.get(file_no, "?"),
                     "line": line,
+                    "entry": entry,
                     "resource_type": resource_type or rtype,
                     "resource_id": rid,
                     "field": field_,

@@ -16,7 +16,17 @@ from recruit.models import Quarantine
 from recruit.private_files import open_private
 from recruit.safe_text import spreadsheet_safe
 
-COLUMNS = ("extract", "file", "line", "resource_type", "resource_id", "field", "reason_code", "reason")
+COLUMNS = (
+    "extract",
+    "file",
+    "line",
+    "entry",
+    "resource_type",
+    "resource_id",
+    "field",
+    "reason_code",
+    "reason",
+)
 # Ten digits, as an NHS number is written (with or without spaces or dashes).
 _NHS_LIKE = re.compile(r"(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)")
 
@@ -76,6 +86,7 @@ def quarantine_rows(
         Quarantine.extract_id.label("extract"),
         Quarantine.file,
         Quarantine.line,
+        Quarantine.entry,
         Quarantine.resource_type,
         Quarantine.resource_id,
         Quarantine.field,

@@ -67,6 +67,7 @@ ld_patient = _temp(
     # record of one person from another Bundle, the seq of the record it joins.
     Column("bundle", String(40)),
     Column("same_as", SEQ),
+    Column("entry", Integer),  # its place in its Bundle, for the quarantine
     Index("ix_ld_patient_source", "source_id", "practice_id"),
     Index("ix_ld_patient_nhs", "nhs_number", "practice_id"),
 )
@@ -90,6 +91,7 @@ def _record_table(name: str, *cols: Any) -> Table:
         Column("patient_ref", String(250)),
         *cols,
         Column("bundle", String(40)),  # the self-contained Bundle it came in (ids are unique within it)
+        Column("entry", Integer),  # its place in its Bundle, for the quarantine
         Index(f"ix_{name}_seq", "seq"),
         Index(f"ix_{name}_resource", "resource_type", "resource_id"),
     )
@@ -156,6 +158,7 @@ ld_record = _temp(
     Column("resource_type", String(40)),
     Column("resource_id", String(200)),
     Column("patient_seq", SEQ),
+    Column("entry", Integer),
     Column("status", String(40)),
 )
 ld_ref = _temp(
