@@ -126,6 +126,8 @@ class Stager:
         out = self.out
         if isinstance(parsed, NotUsed):
             out.not_used[parsed.what] += 1
+            if parsed.parsed is not None:
+                self._not_used_rows(record, parsed.parsed, seq)
             return
         out.read += 1
         if seq is None:
@@ -171,6 +173,18 @@ class Stager:
         rows = out.rows
         for table, new in staged.items():
             rows.setdefault(table, []).extend(new)
+
+    def _not_used_rows(self, record: Record, parsed: Parsed, seq: int | None) -> None:
+        """Stage what a record counted as not used still tells other records (a Medication's
+        keys, with no code); a key the database could not hold is left out, never fatal."""
+        res = record.resource if isinstance(record.resource, dict) else {}
+        rid = res.get("id") if isinstance(res.get("id"), str) else None
+        rtype = res.get("resourceType") if isinstance(res.get("resourceType"), str) else None
+        staged = _rows(parsed, seq or 0, record.file_no, record.line, rid, rtype)
+        for table, new in staged.items():
+            if table == "ld_medicine":
+                new = [row for row in new if _problem(row[0], KEY_LIMIT) is None]
+            self.out.rows.setdefault(table, []).extend(new)
 
     def _hold(
         self, record: Record, problem: Invalid, rtype: str | None, seq: int, holds: list[HoldRow]

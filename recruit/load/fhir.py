@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from recruit.load.codes import DMD, SNOMED, normalise_code, system_name
 from recruit.load.rows import (
@@ -41,6 +42,11 @@ PROFESSIONAL_SYSTEMS = (
     "https://fhir.nhs.uk/Id/sds-user-id",
 )
 STU3_PROFILE_MARK = "/STU3/"
+# generalPractitioner entries naming a person, not the practice.
+GP_TYPES = ("Practitioner", "PractitionerRole")
+GP_PREFIXES = ("Practitioner/", "PractitionerRole/")
+# Why a medicine is not used, in words for practice staff (issue 16 item 3).
+NOT_DMD = "coded only in systems recruit does not read (no dm+d code; such as RxNorm or local drug codes)"
 
 # Resource types recruit reads; anything else is counted as "not used", never silently lost.
 USED_TYPES = (
@@ -56,11 +62,16 @@ USED_TYPES = (
 
 
 class NotUsed(Exception):
-    """A well-formed record recruit has no use for (for example a prescription authorisation)."""
+    """A well-formed record recruit has no use for (for example a prescription authorisation).
 
-    def __init__(self, what: str) -> None:
+    `parsed` carries rows that still matter to other records: a Medication coded only in
+    systems recruit does not read is staged with no code, so a prescription pointing at it is
+    counted as not used too, rather than quarantined as pointing at nothing."""
+
+    def __init__(self, what: str, parsed: Parsed | None = None) -> None:
         super().__init__(what)
         self.what = what
+        self.parsed = parsed
 
 
 @dataclass(slots=True)
@@ -130,6 +141,9 @@ def reference_keys(ref: Any, name: str) -> list[str]:
     if target:
         if target.startswith(("urn:uuid:", "urn:oid:", "#")):
             keys.append(target)
+        elif "?" in target:
+            # A conditional reference (transaction Bundles, Synthea): Type?identifier=system|value.
+            keys.extend(_conditional_keys(target))
         else:
             parts = target.split("/_history/")[0].rstrip("/").split("/")
             if len(parts) >= 2:
@@ -142,6 +156,19 @@ def reference_keys(ref: Any, name: str) -> list[str]:
         elif system == NHS_NUMBER_SYSTEM:
             keys.append(f"nhs:{value.replace(' ', '')}")
     return keys
+
+
+def _conditional_keys(target: str) -> list[str]:
+    """The keys a conditional reference names: only ODS codes and NHS numbers can be matched."""
+    for part in target.split("?", 1)[1].split("&"):
+        name, _, value = part.partition("=")
+        system, bar, code = unquote(value).partition("|")
+        if name == "identifier" and bar and code:
+            if system in ODS_SYSTEMS:
+                return [f"ods:{code.strip().upper()}"]
+            if system == NHS_NUMBER_SYSTEM:
+                return [f"nhs:{code.replace(' ', '')}"]
+    return []
 
 
 def own_keys(res: dict[str, Any], full_url: str | None) -> list[str]:
@@ -292,8 +319,16 @@ class FhirReader:
     def _read_Medication(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
         code = _medicine_code(res.get("code"), "code")
         keys = own_keys(res, full_url)
-        if code is None or not keys:
-            raise Invalid("code_unknown_system", "the medication has no dm+d code", "code")
+        if code is None:
+            # Coded only in systems no codelist names (RxNorm in Synthea, a supplier's local drug
+            # codes): nothing wrong with it. Its keys are still staged, without a code, so the
+            # prescriptions that point at it are counted as not used, not as pointing at nothing.
+            raise NotUsed(
+                f"Medication {NOT_DMD}",
+                Parsed(medicines=[MedicineRow(key, None, None, None) for key in keys]),
+            )
+        if not keys:
+            raise Invalid("id_missing", "the medication has no id to be referred to by", "id")
         out.medicines.extend(MedicineRow(key, *code) for key in keys)
 
     # --- the patient ----------------------------------------------------------------------
@@ -334,10 +369,12 @@ class FhirReader:
         for i, ref in enumerate(_list(res, "generalPractitioner")):
             keys_i = reference_keys(ref, f"generalPractitioner[{i}]")
             rtype = _dict(ref, "generalPractitioner").get("type")
-            if rtype == "Practitioner" or any(k.startswith("Practitioner/") for k in keys_i):
+            if rtype in GP_TYPES or any(k.startswith(GP_PREFIXES) for k in keys_i):
                 gp_refs.extend(keys_i)
             else:
-                practice_refs.extend(keys_i)
+                # The ODS code first: it names the practice even when the Organization the
+                # reference points at is not in the extract.
+                practice_refs.extend(sorted(keys_i, key=lambda k: not k.startswith("ods:")))
         if "managingOrganization" in res:
             practice_refs.extend(reference_keys(res["managingOrganization"], "managingOrganization"))
 
@@ -535,9 +572,9 @@ class FhirReader:
         if "medicationCodeableConcept" in res:
             code = _medicine_code(res["medicationCodeableConcept"], "medicationCodeableConcept")
             if code is None:
-                raise Invalid(
-                    "code_unknown_system", "the medicine has no dm+d code", "medicationCodeableConcept"
-                )
+                # As for events: no codelist can name the medicine, and nothing is wrong with the
+                # record, so it is counted as not used rather than quarantined.
+                raise NotUsed(f"{res['resourceType']} for a medicine {NOT_DMD}")
         elif "medicationReference" in res:
             keys = reference_keys(res["medicationReference"], "medicationReference")
             if not keys:
@@ -562,9 +599,10 @@ class FhirReader:
                 code = _medicine_code(contained.get("code"), f"contained[{i}].code")
                 if code:
                     return code
+                raise NotUsed(f"{res['resourceType']} for a medicine {NOT_DMD}")
         raise Invalid(
             "reference_dangling",
-            f"the contained medication #{local_id} is missing or has no dm+d code",
+            f"the contained medication #{local_id} is missing",
             "medicationReference",
         )
 

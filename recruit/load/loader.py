@@ -47,7 +47,7 @@ from recruit.errors import RecruitError
 from recruit.load import stage as S
 from recruit.load.chunks import Staged, Stager, default_workers, record_kind, staged_chunks
 from recruit.load.extract_info import NO_DATE, check_manifest, fhir_extract_date, file_types
-from recruit.load.fhir import Parsed
+from recruit.load.fhir import NOT_DMD, Parsed
 from recruit.load.files import FHIR_SUFFIXES, Record, find_files, fingerprint, input_files
 from recruit.load.rows import OrgRow, PractitionerRow
 from recruit.load.values import LONDON, DateReader
@@ -69,7 +69,8 @@ REASONS = {
     "before_birth": "is dated before the patient was born",
     "duplicate_id": "has the same id as an earlier record of this extract",
     "duplicate_nhs_number": "has the same NHS number as an earlier patient of this practice",
-    "practice_unknown": "does not say which practice the patient is registered with",
+    "practice_unknown": "does not name its practice by an ODS code or an Organization in this extract, "
+    "and the extract does not hold just one practice",
     "medication_dangling": "refers to a Medication that is not in this extract",
 }
 
@@ -231,6 +232,14 @@ def default_mapping() -> Path:
 CSV_KINDS = {"patients": "Patient", "events": "Event", "medications": "Medication"}
 OTHER_ORGANIZATION = "Organization of a practice no patient of the extract is registered with: not changed"
 UNNAMED_PRACTITIONER = "Practitioner no patient of the extract names: not stored"
+NOT_USED = {
+    "no_patient": "EpisodeOfCare of a patient not stored from this extract (absent, or quarantined)",
+    "stated": "EpisodeOfCare of a patient whose own record gives the registration period",
+    "untyped": "EpisodeOfCare with no registration type, not managed by the patient's practice",
+    "other_practice": "EpisodeOfCare of a registration with another practice",
+    "earlier": "EpisodeOfCare of an earlier registration (the patient's latest one was used)",
+}
+NOT_USED = "not_used"  # ld_record.status of a record counted as not used (not stored, not quarantined)
 # Kinds of record that become events or prescriptions, by format: a newer extract carrying any of
 # them also replaces rows of unknown kind (loaded before kinds were kept) or of the other format.
 FHIR_EVENT_KINDS = frozenset({"Condition", "Observation"})
@@ -432,6 +441,9 @@ class _Load:
             if key.startswith("ods:") and key not in orgs:
                 ods = key[4:]
                 orgs[key] = OrgRow([key], ods, f"Practice {ods}", None, None, None)
+        # A patient naming an Organization the extract does not hold (by id or urn:uuid, no ODS
+        # code) is filed as one naming no practice: under the extract's only practice, if it has one.
+        unstated = unstated or any(key not in orgs for key in referenced)
         all_ods = {org.ods_code for org in orgs.values()}
         wanted = {orgs[key].ods_code for key in referenced if key in orgs}
         # One practice in the extract: patients that do not say are its own.
@@ -479,7 +491,8 @@ class _Load:
             )
         )
         if self.fallback_practice is not None:
-            c.execute(update(p).where(p.c.practice_ref.is_(None)).values(practice_id=self.fallback_practice))
+            # No practice named, or one not in the extract (an ODS code always resolves).
+            c.execute(update(p).where(p.c.practice_id.is_(None)).values(practice_id=self.fallback_practice))
 
     def _practitioners(self, practice_ids: dict[str, int]) -> dict[int, list[int]]:
         """Practitioners belong to the practices whose patients name them as usual GP."""
@@ -818,7 +831,22 @@ class _Load:
                 earlier.c.seq < one.c.seq,
             )
             bad = S.ld_bad_patient_key
-            checks = [
+            checks = []
+            if kind == "med":
+                # A prescription of a Medication that is in the extract but coded only in systems
+                # recruit does not read: counted as not used, as a prescription carrying that
+                # code itself is (it is not quarantined, whatever else is true of it).
+                checks.append(
+                    (
+                        exists().where(
+                            m.c.seq == one.c.seq,
+                            m.c.code.is_(None),
+                            exists().where(med.c.key == m.c.medication_ref, med.c.code.is_(None)),
+                        ),
+                        NOT_USED,
+                    )
+                )
+            checks += [
                 # Its patient's own record was quarantined while reading: say so, not "missing".
                 (
                     and_(first_key.c.seq.is_(None), exists().where(bad.c.key == one.c.patient_ref)),
@@ -883,10 +911,16 @@ class _Load:
                 ),
                 r.c.status,
             )
-            .where(r.c.status != "ok")
+            .where(r.c.status.not_in(("ok", NOT_USED)))
             .order_by(r.c.seq),
             None,
         )
+        unused = c.execute(
+            select(r.c.resource_type, func.count()).where(r.c.status == NOT_USED).group_by(r.c.resource_type)
+        ).all()
+        for rtype, n in unused:
+            kind = record_kind(rtype)
+            self._not_used(f"{kind} for a medicine {NOT_DMD}", n, kind)
 
     def _quarantine_from(self, rows: Any, rtype: str | None) -> None:
         """Copy staged problems into the quarantine table with their reasons, and count them."""

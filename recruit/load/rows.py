@@ -89,6 +89,6 @@ class MedicineRow(NamedTuple):
     """A Medication resource, for prescriptions that point at it rather than carry the code."""
 
     key: str
-    code_system: str
-    code: str
+    code_system: str | None  # None: a Medication coded only in systems recruit does not read
+    code: str | None
     term: str | None
