@@ -280,6 +280,8 @@ def _rows(
             (seq, fno, line, rtype, m.resource_id, m.patient_ref, *m[1:7], m.medication_ref, m.status)
             for m in parsed.medications
         ]
+    if parsed.episodes:
+        rows["ld_episode"] = [(seq, fno, line, rid, *e[:5], None, None) for e in parsed.episodes]
     return rows
 
 
@@ -353,6 +355,7 @@ def _all_limits() -> dict[str, Limits]:
         "ld_event": _limits("ld_event", ClinicalEvent, record),
         "ld_med": _limits("ld_med", MedicationIssue, record),
         "ld_medicine": _limits("ld_medicine"),
+        "ld_episode": _limits("ld_episode"),
         "org": _model_limits(Practice, OrgRow._fields, {"keys": "-"}),
         "practitioner": _model_limits(Practitioner, PractitionerRow._fields, {"keys": "-"}),
     }

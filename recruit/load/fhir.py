@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 from recruit.load.codes import DMD, SNOMED, normalise_code, system_name
 from recruit.load.rows import (
+    EpisodeRow,
     EventRow,
     HoldRow,
     MedicationRow,
@@ -58,7 +59,14 @@ USED_TYPES = (
     "Observation",
     "MedicationRequest",
     "MedicationStatement",
+    "EpisodeOfCare",
 )
+# A GMS (regular) registration in the CareConnect / GP Connect RegistrationType code system; the
+# other codes (temporary, emergency, immediately necessary, private...) are not one.
+# How an EpisodeOfCare's staged columns are named in the record, for quarantine reasons.
+EPISODE_FIELDS = {"resource_id": "id", "patient_ref": "patient", "practice_ref": "managingOrganization"}
+REGISTRATION_TYPE_MARKS = ("registrationtype", "registration-type")
+GMS_REGISTRATION_CODES = ("R", "GMS")
 
 
 class NotUsed(Exception):
@@ -84,6 +92,7 @@ class Parsed:
     medicines: list[MedicineRow] = field(default_factory=list)
     orgs: list[OrgRow] = field(default_factory=list)
     practitioners: list[PractitionerRow] = field(default_factory=list)
+    episodes: list[EpisodeRow] = field(default_factory=list)
     stu3: bool = False
     # How the reader names each staged column (CSV: the file's column names); None: FHIR paths.
     fields: dict[str, str] | None = None
@@ -382,6 +391,8 @@ class FhirReader:
         if reg_start is None and reg_end is None:
             # PDS shape: the practice's identifier (or the reference) carries the period.
             reg_start, reg_end = self._gp_period(res)
+        # Failing both, an EpisodeOfCare of the extract may give it (the loader, in SQL).
+        stated = reg_start is not None or reg_end is not None
         # Failing both, a practice named in generalPractitioner (or managingOrganization) of an
         # active record is a registration at the extract date whose start is unknown: start and
         # end stay NULL, and each rule says how an unknown start counts (`unknown_start`).
@@ -411,6 +422,7 @@ class FhirReader:
                 needs_interpreter=interpreter,
                 language=language,
                 date_of_birth_latest=dob_latest,
+                registration_stated=stated,
             )
         )
 
@@ -449,20 +461,47 @@ class FhirReader:
                     return self._period(ext["valuePeriod"], f"generalPractitioner[{i}].extension[{j}]")
         return None, None
 
-    def _period(self, raw: Any, name: str) -> tuple[str | None, str | None]:
+    def _period(self, raw: Any, name: str, label: str = "registration") -> tuple[str | None, str | None]:
         """A registration period's start and end; an end after the extract date is a planned
         deregistration (still registered)."""
         period = _dict(raw, name)
-        start = self.dates.read(period.get("start"), "registration.start", required=False)
+        start = self.dates.read(period.get("start"), f"{label}.start", required=False)
         end = period.get("end")
         end_date = None
         if end:
             try:
-                end_date = self.dates.read(end, "registration.end", required=False)
+                end_date = self.dates.read(end, f"{label}.end", required=False)
             except Invalid as exc:
                 if exc.code != "date_in_future":
                     raise
         return start, end_date
+
+    def _read_EpisodeOfCare(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
+        """A registration episode (CareConnect / UK Core EpisodeOfCare): its patient, practice
+        and period. Whether it is used is decided in the loader, once the patient is known."""
+        status = _str(res.get("status"), "status")
+        if status in ("entered-in-error", "cancelled"):
+            raise NotUsed(f"EpisodeOfCare {status}")
+        if status in ("planned", "waitlist"):
+            raise NotUsed("EpisodeOfCare not yet begun (planned or on a waiting list)")
+        registration = _registration_type(res)
+        if registration is False:
+            raise NotUsed("EpisodeOfCare of another kind of care or registration, not a GMS registration")
+        ref = res.get("patient")
+        keys = reference_keys(ref, "patient") if ref is not None else []
+        if not keys:
+            raise Invalid("patient_missing", "the episode does not say whose it is", "patient")
+        practice = None
+        if res.get("managingOrganization") is not None:
+            org_keys = reference_keys(res["managingOrganization"], "managingOrganization")
+            org_keys.sort(key=lambda k: not k.startswith("ods:"))
+            practice = org_keys[0] if org_keys else None
+        start, end = self._period(res.get("period"), "period", "period")
+        if status == "finished" and end is None:
+            # Finished on a date not given: not registered on the extract date, at the latest.
+            end = (self.dates.latest - dt.timedelta(days=1)).isoformat()
+        out.fields = EPISODE_FIELDS
+        out.episodes.append(EpisodeRow(keys[0], practice, registration, start, end, res.get("id")))
 
     # --- what the record says ---------------------------------------------------------------
 
@@ -698,6 +737,32 @@ def _code_holds(res: dict[str, Any]) -> list[HoldRow]:
             if clean is not None:
                 found.setdefault((system, clean), HoldRow(keys[0], None, None, "code", system, clean))
     return list(found.values())
+
+
+def _registration_type(res: dict[str, Any]) -> bool | None:
+    """Whether an EpisodeOfCare is a GMS registration: True, False (typed as something else),
+    or None (no type given). The type is read from `type`, or from a registration-type
+    extension (some GP system feeds put it there)."""
+    concepts = [(c, f"type[{i}]") for i, c in enumerate(_list(res, "type"))]
+    for i, ext in enumerate(_list(res, "extension")):
+        ext = _dict(ext, f"extension[{i}]")
+        url = str(ext.get("url", "")).lower()
+        if any(mark in url for mark in REGISTRATION_TYPE_MARKS):
+            if "valueCodeableConcept" in ext:
+                concepts.append((ext["valueCodeableConcept"], f"extension[{i}].valueCodeableConcept"))
+            elif "valueCoding" in ext:
+                concepts.append(({"coding": [ext["valueCoding"]]}, f"extension[{i}].valueCoding"))
+    if not concepts:
+        return None
+    for concept, name in concepts:
+        for j, coding in enumerate(_list(_dict(concept, name), "coding")):
+            coding = _dict(coding, f"{name}.coding[{j}]")
+            system = str(coding.get("system", "")).lower()
+            if any(mark in system for mark in REGISTRATION_TYPE_MARKS) and (
+                coding.get("code") in GMS_REGISTRATION_CODES
+            ):
+                return True
+    return False
 
 
 def _first(*candidates: tuple[Any, str]) -> tuple[Any, str | None]:

@@ -232,7 +232,8 @@ def default_mapping() -> Path:
 CSV_KINDS = {"patients": "Patient", "events": "Event", "medications": "Medication"}
 OTHER_ORGANIZATION = "Organization of a practice no patient of the extract is registered with: not changed"
 UNNAMED_PRACTITIONER = "Practitioner no patient of the extract names: not stored"
-NOT_USED = {
+# Why an EpisodeOfCare was not used, in words for practice staff.
+EPISODE_NOT_USED = {
     "no_patient": "EpisodeOfCare of a patient not stored from this extract (absent, or quarantined)",
     "stated": "EpisodeOfCare of a patient whose own record gives the registration period",
     "untyped": "EpisodeOfCare with no registration type, not managed by the patient's practice",
@@ -365,6 +366,7 @@ class _Load:
         self._resolve_patients(practice_ids)
         gp_ids = self._practitioners(practice_ids)
         self._quarantine_staged_patients()
+        self._apply_episodes()
         self._count_registrations()
         held = self._held_practices()
         self._refuse_if_older(held)
@@ -477,6 +479,8 @@ class _Load:
             self.fallback_practice = by_ods[next(iter(all_ods))]
         if key_to_id:
             c.execute(insert(S.ld_ref), [{"key": k, "target_id": v} for k, v in key_to_id.items()])
+        # Every Organization key, with its practice if the extract holds it (None: another one).
+        self.org_keys: dict[str, int | None] = {key: key_to_id.get(key) for key in orgs}
         others = sum(n for ods, n in self.org_records.items() if ods not in wanted)
         self._not_used(OTHER_ORGANIZATION, others, "Organization")
         return key_to_id
@@ -591,6 +595,85 @@ class _Load:
             ).where(p.c.status != "ok"),
             "Patient",
         )
+
+    def _apply_episodes(self) -> None:
+        """Registration periods from EpisodeOfCare records, for stored patients whose own record
+        gives none (neither the registration-details extension nor a PDS period): the episode
+        then comes before generalPractitioner + active, whose start is unknown.
+
+        An episode is matched to its patient by key (ld_patient_key), as prescriptions are. It
+        is used when it is a GMS registration, or untyped but managed by the patient's practice,
+        and is not with another practice; of several, the one that began latest. Every other
+        episode is counted as not used, saying why. Set-based: a few UPDATEs, whatever the size.
+        """
+        c, e, k, p, o = self.conn, S.ld_episode, S.ld_patient_key, S.ld_patient, S.ld_org_key
+        if not c.execute(select(exists().select_from(e))).scalar():
+            return
+        if self.org_keys:
+            c.execute(insert(o), [{"key": key, "practice_id": v} for key, v in self.org_keys.items()])
+        first = select(func.min(k.c.seq)).where(k.c.key == e.c.patient_ref).scalar_subquery()
+        c.execute(update(e).values(patient_seq=first))
+        S.analyse(c, e, o)
+
+        def patient(column: Any) -> Any:
+            return select(column).where(p.c.seq == e.c.patient_seq).scalar_subquery()
+
+        # Managed by the patient's practice; by an organisation the extract names (or an ODS
+        # code) that is not it; or by one that cannot be told (none given, or not in the extract).
+        same = exists().where(
+            o.c.key == e.c.practice_ref, p.c.seq == e.c.patient_seq, o.c.practice_id == p.c.practice_id
+        )
+        known_org = or_(e.c.practice_ref.like("ods:%"), exists().where(o.c.key == e.c.practice_ref))
+        unresolved = e.c.status.is_(None)
+        for status, condition in (
+            ("no_patient", or_(e.c.patient_seq.is_(None), patient(p.c.status) != "ok")),
+            ("stated", patient(p.c.registration_stated) == literal(True)),
+            ("untyped", and_(e.c.registration.is_(None), ~same)),
+            ("other_practice", and_(known_org, ~same)),
+        ):
+            c.execute(update(e).where(unresolved, condition).values(status=status))
+        # Of a patient's usable episodes, the one that began latest (no start: earliest).
+        c.execute(update(e).where(unresolved).values(status="candidate"))
+        later = e.alias("later")
+        began_later = or_(
+            and_(later.c.period_start.is_not(None), e.c.period_start.is_(None)),
+            later.c.period_start > e.c.period_start,
+            and_(
+                or_(
+                    later.c.period_start == e.c.period_start,
+                    and_(later.c.period_start.is_(None), e.c.period_start.is_(None)),
+                ),
+                later.c.seq > e.c.seq,
+            ),
+        )
+        c.execute(
+            update(e)
+            .where(
+                e.c.status == "candidate",
+                exists().where(
+                    later.c.patient_seq == e.c.patient_seq,
+                    later.c.status.in_(("candidate", "earlier")),  # unchanged while updating
+                    began_later,
+                ),
+            )
+            .values(status="earlier")
+        )
+        chosen = and_(e.c.patient_seq == p.c.seq, e.c.status == "candidate")
+        # An inactive record's end (the day before the extract) stands if the episode gives none.
+        c.execute(
+            update(p)
+            .where(exists().where(chosen))
+            .values(
+                registration_start=select(e.c.period_start).where(chosen).scalar_subquery(),
+                registration_end=func.coalesce(
+                    select(e.c.period_end).where(chosen).scalar_subquery(), p.c.registration_end
+                ),
+            )
+        )
+        c.execute(update(e).where(e.c.status == "candidate").values(status="ok"))
+        for status, n in c.execute(select(e.c.status, func.count()).group_by(e.c.status)).all():
+            if status != "ok":
+                self._not_used(EPISODE_NOT_USED[status], n, "EpisodeOfCare")
 
     def _count_registrations(self) -> None:
         """How many stored patients have no usable registration start, in one query: still
