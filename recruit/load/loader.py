@@ -925,6 +925,7 @@ class _Load:
                             m.c.seq == one.c.seq,
                             m.c.code.is_(None),
                             exists().where(med.c.key == m.c.medication_ref, med.c.code.is_(None)),
+                            ~exists().where(med.c.key == m.c.medication_ref, med.c.code.is_not(None)),
                         ),
                         NOT_USED,
                     )
@@ -1065,7 +1066,26 @@ class _Load:
                 .order_by(e.c.seq),
             )
         )
-        m, med = S.ld_med, S.ld_medicine
+        m, staged = S.ld_med, S.ld_medicine
+        # One coded Medication per key, should a key repeat: the smallest code with its own
+        # term, so the result does not depend on the engine or the order rows were staged in.
+        least = (
+            select(staged.c.key, func.min(staged.c.code).label("code"))
+            .where(staged.c.code.is_not(None))
+            .group_by(staged.c.key)
+            .subquery("least")
+        )
+        med = (
+            select(
+                staged.c.key,
+                staged.c.code,
+                func.min(staged.c.code_system).label("code_system"),
+                func.min(staged.c.term).label("term"),
+            )
+            .join(least, and_(least.c.key == staged.c.key, least.c.code == staged.c.code))
+            .group_by(staged.c.key, staged.c.code)
+            .subquery("med")
+        )
         c.execute(
             insert(MedicationIssue).from_select(
                 [

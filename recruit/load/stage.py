@@ -134,12 +134,15 @@ ld_hold = _temp(
     Column("code_system", String(10)),
     Column("code", String(20)),
 )
+# Medication resources by key; code NULL: one coded only in systems recruit does not read. A key
+# may repeat (the same id twice in an extract): never a reason for the load to fail.
 ld_medicine = _temp(
     "ld_medicine",
-    Column("key", String(250), primary_key=True),
+    Column("key", String(250)),
     Column("code_system", String(10)),
     Column("code", String(20)),
     Column("term", String(255)),
+    Index("ix_ld_medicine_key", "key"),
 )
 # Per record (seq) of events and prescriptions: where it came from, which patient it resolved to,
 # and 'ok' or the reason it is quarantined.

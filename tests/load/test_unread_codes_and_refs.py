@@ -494,3 +494,32 @@ def test_absent_organization_in_an_extract_of_several_practices_is_quarantined_t
     ]
     assert "by an ODS code or an Organization in this extract" in rows[0].reason
     assert summary.read == summary.loaded + summary.quarantined == 2 + 6
+
+
+def test_a_medication_id_repeated_is_never_fatal_nor_doubles_a_prescription(engine, tmp_path):
+    """The same Medication id twice (once without a dm+d code; or with two codes): the load
+    goes on, and a prescription pointing at it is stored once, with a dm+d code."""
+    folder = tmp_path / "x"
+    files = fx.base_extract(folder)
+    meds = [
+        {"resourceType": "Medication", "id": "twice", "code": concept((RXNORM, "313782"))},
+        {"resourceType": "Medication", "id": "twice", "code": concept((DMD_URI, "39720311000001101"))},
+        {"resourceType": "Medication", "id": "two-codes", "code": concept((DMD_URI, "39720311000001101"))},
+        {"resourceType": "Medication", "id": "two-codes", "code": concept((DMD_URI, "322341003"))},
+    ]
+    requests = [
+        rx_request("r-twice", medicationReference={"reference": "Medication/twice"}),
+        rx_request("r-two-codes", medicationReference={"reference": "Medication/two-codes"}),
+    ]
+    files.append(fx.write_ndjson(folder / "Medication.ndjson", meds))
+    files.append(fx.write_ndjson(folder / "MedicationRequest.ndjson", requests))
+    summary = load_extract(engine, files, extract_date=EXTRACT_DATE)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            select(MedicationIssue.source_resource_id, MedicationIssue.code).order_by(
+                MedicationIssue.source_resource_id
+            )
+        ).all()
+    assert stored == [("r-twice", "39720311000001101"), ("r-two-codes", "322341003")]
+    assert summary.not_used[f"Medication {NOT_DMD}"] == 1
+    assert summary.read == summary.loaded + summary.quarantined
