@@ -125,15 +125,7 @@ class Stager:
                 "malformed", f"the record's structure is not as FHIR R4 describes ({type(exc).__name__})"
             )
         if record.scope is not None and isinstance(parsed, Parsed):
-            scope_rows(
-                record.scope,
-                parsed.patients,
-                parsed.events,
-                parsed.medications,
-                parsed.medicines,
-                parsed.orgs,
-                parsed.practitioners,
-            )
+            scope_rows(record.scope, parsed)
         if self.strict_failures and isinstance(parsed, Parsed):
             problem = self.strict_failures.get((record.file_no, record.line, record.entry))
             if problem:
@@ -145,6 +137,8 @@ class Stager:
         out = self.out
         if isinstance(parsed, NotUsed):
             out.not_used[parsed.what] += 1
+            if parsed.parsed is not None:
+                self._not_used_rows(record, parsed.parsed, seq)
             return
         out.read += 1
         if seq is None:
@@ -192,6 +186,20 @@ class Stager:
         rows = out.rows
         for table, new in staged.items():
             rows.setdefault(table, []).extend(new)
+
+    def _not_used_rows(self, record: Record, parsed: Parsed, seq: int | None) -> None:
+        """Stage what a record counted as not used still tells other records (a Medication's
+        keys, with no code); a key the database could not hold is left out, never fatal."""
+        res = record.resource if isinstance(record.resource, dict) else {}
+        rid = res.get("id") if isinstance(res.get("id"), str) else None
+        rtype = res.get("resourceType") if isinstance(res.get("resourceType"), str) else None
+        if record.scope is not None:
+            scope_rows(record.scope, parsed)
+        staged = _rows(parsed, seq or 0, record.file_no, record.line, rid, rtype, record.scope, record.entry)
+        for table, new in staged.items():
+            if table == "ld_medicine":
+                new = [row for row in new if _problem(row[0], KEY_LIMIT) is None]
+            self.out.rows.setdefault(table, []).extend(new)
 
     def _hold(
         self, record: Record, problem: Invalid, rtype: str | None, seq: int, holds: list[HoldRow]
@@ -315,6 +323,8 @@ def _rows(
             )
             for m in parsed.medications
         ]
+    if parsed.episodes:
+        rows["ld_episode"] = [(seq, fno, line, rid, *e[:5], None, None) for e in parsed.episodes]
     return rows
 
 
@@ -388,6 +398,7 @@ def _all_limits() -> dict[str, Limits]:
         "ld_event": _limits("ld_event", ClinicalEvent, record),
         "ld_med": _limits("ld_med", MedicationIssue, record),
         "ld_medicine": _limits("ld_medicine"),
+        "ld_episode": _limits("ld_episode"),
         "org": _model_limits(Practice, OrgRow._fields, {"keys": "-"}),
         "practitioner": _model_limits(Practitioner, PractitionerRow._fields, {"keys": "-"}),
     }

@@ -13,9 +13,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from recruit.load.codes import DMD, SNOMED, normalise_code, system_name
 from recruit.load.rows import (
+    EpisodeRow,
     EventRow,
     HoldRow,
     MedicationRow,
@@ -41,6 +43,11 @@ PROFESSIONAL_SYSTEMS = (
     "https://fhir.nhs.uk/Id/sds-user-id",
 )
 STU3_PROFILE_MARK = "/STU3/"
+# generalPractitioner entries naming a person, not the practice.
+GP_TYPES = ("Practitioner", "PractitionerRole")
+GP_PREFIXES = ("Practitioner/", "PractitionerRole/")
+# Why a medicine is not used, in words for practice staff (issue 16 item 3).
+NOT_DMD = "coded only in systems recruit does not read (no dm+d code; such as RxNorm or local drug codes)"
 
 # Resource types recruit reads; anything else is counted as "not used", never silently lost.
 USED_TYPES = (
@@ -52,7 +59,14 @@ USED_TYPES = (
     "Observation",
     "MedicationRequest",
     "MedicationStatement",
+    "EpisodeOfCare",
 )
+# A GMS (regular) registration in the CareConnect / GP Connect RegistrationType code system; the
+# other codes (temporary, emergency, immediately necessary, private...) are not one.
+# How an EpisodeOfCare's staged columns are named in the record, for quarantine reasons.
+EPISODE_FIELDS = {"resource_id": "id", "patient_ref": "patient", "practice_ref": "managingOrganization"}
+REGISTRATION_TYPE_MARKS = ("registrationtype", "registration-type")
+GMS_REGISTRATION_CODES = ("R", "GMS")
 
 
 # A code to read, where it is, its quantity (a valueQuantity, or None) and where that is.
@@ -60,11 +74,16 @@ Concept = tuple[Any, str, Any, str]
 
 
 class NotUsed(Exception):
-    """A well-formed record recruit has no use for (for example a prescription authorisation)."""
+    """A well-formed record recruit has no use for (for example a prescription authorisation).
 
-    def __init__(self, what: str) -> None:
+    `parsed` carries rows that still matter to other records: a Medication coded only in
+    systems recruit does not read is staged with no code, so a prescription pointing at it is
+    counted as not used too, rather than quarantined as pointing at nothing."""
+
+    def __init__(self, what: str, parsed: Parsed | None = None) -> None:
         super().__init__(what)
         self.what = what
+        self.parsed = parsed
 
 
 @dataclass(slots=True)
@@ -77,6 +96,7 @@ class Parsed:
     medicines: list[MedicineRow] = field(default_factory=list)
     orgs: list[OrgRow] = field(default_factory=list)
     practitioners: list[PractitionerRow] = field(default_factory=list)
+    episodes: list[EpisodeRow] = field(default_factory=list)
     stu3: bool = False
     # How the reader names each staged column (CSV: the file's column names); None: FHIR paths.
     fields: dict[str, str] | None = None
@@ -134,6 +154,9 @@ def reference_keys(ref: Any, name: str) -> list[str]:
     if target:
         if target.startswith(("urn:uuid:", "urn:oid:", "#")):
             keys.append(target)
+        elif "?" in target:
+            # A conditional reference (transaction Bundles, Synthea): Type?identifier=system|value.
+            keys.extend(_conditional_keys(target))
         else:
             parts = target.split("/_history/")[0].rstrip("/").split("/")
             if len(parts) >= 2:
@@ -146,6 +169,19 @@ def reference_keys(ref: Any, name: str) -> list[str]:
         elif system == NHS_NUMBER_SYSTEM:
             keys.append(f"nhs:{value.replace(' ', '')}")
     return keys
+
+
+def _conditional_keys(target: str) -> list[str]:
+    """The keys a conditional reference names: only ODS codes and NHS numbers can be matched."""
+    for part in target.split("?", 1)[1].split("&"):
+        name, _, value = part.partition("=")
+        system, bar, code = unquote(value).partition("|")
+        if name == "identifier" and bar and code:
+            if system in ODS_SYSTEMS:
+                return [f"ods:{code.strip().upper()}"]
+            if system == NHS_NUMBER_SYSTEM:
+                return [f"nhs:{code.replace(' ', '')}"]
+    return []
 
 
 def own_keys(res: dict[str, Any], full_url: str | None) -> list[str]:
@@ -296,8 +332,16 @@ class FhirReader:
     def _read_Medication(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
         code = _medicine_code(res.get("code"), "code")
         keys = own_keys(res, full_url)
-        if code is None or not keys:
-            raise Invalid("code_unknown_system", "the medication has no dm+d code", "code")
+        if code is None:
+            # Coded only in systems no codelist names (RxNorm in Synthea, a supplier's local drug
+            # codes): nothing wrong with it. Its keys are still staged, without a code, so the
+            # prescriptions that point at it are counted as not used, not as pointing at nothing.
+            raise NotUsed(
+                f"Medication {NOT_DMD}",
+                Parsed(medicines=[MedicineRow(key, None, None, None) for key in keys]),
+            )
+        if not keys:
+            raise Invalid("id_missing", "the medication has no id to be referred to by", "id")
         out.medicines.extend(MedicineRow(key, *code) for key in keys)
 
     # --- the patient ----------------------------------------------------------------------
@@ -334,10 +378,12 @@ class FhirReader:
         for i, ref in enumerate(_list(res, "generalPractitioner")):
             keys_i = reference_keys(ref, f"generalPractitioner[{i}]")
             rtype = _dict(ref, "generalPractitioner").get("type")
-            if rtype == "Practitioner" or any(k.startswith("Practitioner/") for k in keys_i):
+            if rtype in GP_TYPES or any(k.startswith(GP_PREFIXES) for k in keys_i):
                 gp_refs.extend(keys_i)
             else:
-                practice_refs.extend(keys_i)
+                # The ODS code first: it names the practice even when the Organization the
+                # reference points at is not in the extract.
+                practice_refs.extend(sorted(keys_i, key=lambda k: not k.startswith("ods:")))
         if "managingOrganization" in res:
             practice_refs.extend(reference_keys(res["managingOrganization"], "managingOrganization"))
 
@@ -345,6 +391,8 @@ class FhirReader:
         if reg_start is None and reg_end is None:
             # PDS shape: the practice's identifier (or the reference) carries the period.
             reg_start, reg_end = self._gp_period(res)
+        # Failing both, an EpisodeOfCare of the extract may give it (the loader, in SQL).
+        stated = reg_start is not None or reg_end is not None
         # Failing both, a practice named in generalPractitioner (or managingOrganization) of an
         # active record is a registration at the extract date whose start is unknown: start and
         # end stay NULL, and each rule says how an unknown start counts (`unknown_start`).
@@ -374,6 +422,7 @@ class FhirReader:
                 needs_interpreter=interpreter,
                 language=language,
                 date_of_birth_latest=dob_latest,
+                registration_stated=stated,
             )
         )
 
@@ -412,20 +461,47 @@ class FhirReader:
                     return self._period(ext["valuePeriod"], f"generalPractitioner[{i}].extension[{j}]")
         return None, None
 
-    def _period(self, raw: Any, name: str) -> tuple[str | None, str | None]:
+    def _period(self, raw: Any, name: str, label: str = "registration") -> tuple[str | None, str | None]:
         """A registration period's start and end; an end after the extract date is a planned
         deregistration (still registered)."""
         period = _dict(raw, name)
-        start = self.dates.read(period.get("start"), "registration.start", required=False)
+        start = self.dates.read(period.get("start"), f"{label}.start", required=False)
         end = period.get("end")
         end_date = None
         if end:
             try:
-                end_date = self.dates.read(end, "registration.end", required=False)
+                end_date = self.dates.read(end, f"{label}.end", required=False)
             except Invalid as exc:
                 if exc.code != "date_in_future":
                     raise
         return start, end_date
+
+    def _read_EpisodeOfCare(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
+        """A registration episode (CareConnect / UK Core EpisodeOfCare): its patient, practice
+        and period. Whether it is used is decided in the loader, once the patient is known."""
+        status = _str(res.get("status"), "status")
+        if status in ("entered-in-error", "cancelled"):
+            raise NotUsed(f"EpisodeOfCare {status}")
+        if status in ("planned", "waitlist"):
+            raise NotUsed("EpisodeOfCare not yet begun (planned or on a waiting list)")
+        registration = _registration_type(res)
+        if registration is False:
+            raise NotUsed("EpisodeOfCare of another kind of care or registration, not a GMS registration")
+        ref = res.get("patient")
+        keys = reference_keys(ref, "patient") if ref is not None else []
+        if not keys:
+            raise Invalid("patient_missing", "the episode does not say whose it is", "patient")
+        practice = None
+        if res.get("managingOrganization") is not None:
+            org_keys = reference_keys(res["managingOrganization"], "managingOrganization")
+            org_keys.sort(key=lambda k: not k.startswith("ods:"))
+            practice = org_keys[0] if org_keys else None
+        start, end = self._period(res.get("period"), "period", "period")
+        if status == "finished" and end is None:
+            # Finished on a date not given: not registered on the extract date, at the latest.
+            end = (self.dates.latest - dt.timedelta(days=1)).isoformat()
+        out.fields = EPISODE_FIELDS
+        out.episodes.append(EpisodeRow(keys[0], practice, registration, start, end, res.get("id")))
 
     # --- what the record says ---------------------------------------------------------------
 
@@ -555,9 +631,9 @@ class FhirReader:
         if "medicationCodeableConcept" in res:
             code = _medicine_code(res["medicationCodeableConcept"], "medicationCodeableConcept")
             if code is None:
-                raise Invalid(
-                    "code_unknown_system", "the medicine has no dm+d code", "medicationCodeableConcept"
-                )
+                # As for events: no codelist can name the medicine, and nothing is wrong with the
+                # record, so it is counted as not used rather than quarantined.
+                raise NotUsed(f"{res['resourceType']} for a medicine {NOT_DMD}")
         elif "medicationReference" in res:
             keys = reference_keys(res["medicationReference"], "medicationReference")
             if not keys:
@@ -582,9 +658,10 @@ class FhirReader:
                 code = _medicine_code(contained.get("code"), f"contained[{i}].code")
                 if code:
                     return code
+                raise NotUsed(f"{res['resourceType']} for a medicine {NOT_DMD}")
         raise Invalid(
             "reference_dangling",
-            f"the contained medication #{local_id} is missing or has no dm+d code",
+            f"the contained medication #{local_id} is missing",
             "medicationReference",
         )
 
@@ -711,6 +788,32 @@ def _code_holds(res: dict[str, Any]) -> list[HoldRow]:
             if clean is not None:
                 found.setdefault((system, clean), HoldRow(keys[0], None, None, "code", system, clean))
     return list(found.values())
+
+
+def _registration_type(res: dict[str, Any]) -> bool | None:
+    """Whether an EpisodeOfCare is a GMS registration: True, False (typed as something else),
+    or None (no type given). The type is read from `type`, or from a registration-type
+    extension (some GP system feeds put it there)."""
+    concepts = [(c, f"type[{i}]") for i, c in enumerate(_list(res, "type"))]
+    for i, ext in enumerate(_list(res, "extension")):
+        ext = _dict(ext, f"extension[{i}]")
+        url = str(ext.get("url", "")).lower()
+        if any(mark in url for mark in REGISTRATION_TYPE_MARKS):
+            if "valueCodeableConcept" in ext:
+                concepts.append((ext["valueCodeableConcept"], f"extension[{i}].valueCodeableConcept"))
+            elif "valueCoding" in ext:
+                concepts.append(({"coding": [ext["valueCoding"]]}, f"extension[{i}].valueCoding"))
+    if not concepts:
+        return None
+    for concept, name in concepts:
+        for j, coding in enumerate(_list(_dict(concept, name), "coding")):
+            coding = _dict(coding, f"{name}.coding[{j}]")
+            system = str(coding.get("system", "")).lower()
+            if any(mark in system for mark in REGISTRATION_TYPE_MARKS) and (
+                coding.get("code") in GMS_REGISTRATION_CODES
+            ):
+                return True
+    return False
 
 
 def _first(*candidates: tuple[Any, str]) -> tuple[Any, str | None]:

@@ -47,7 +47,7 @@ from recruit.errors import RecruitError
 from recruit.load import stage as S
 from recruit.load.chunks import Staged, Stager, default_workers, record_kind, staged_chunks
 from recruit.load.extract_info import NO_DATE, check_manifest, fhir_extract_date, file_types
-from recruit.load.fhir import Parsed
+from recruit.load.fhir import NOT_DMD, Parsed
 from recruit.load.files import FHIR_SUFFIXES, Record, find_files, fingerprint, input_files, nothing_to_load
 from recruit.load.rows import OrgRow, PractitionerRow
 from recruit.load.values import LONDON, DateReader
@@ -69,7 +69,8 @@ REASONS = {
     "before_birth": "is dated before the patient was born",
     "duplicate_id": "has the same id as an earlier record of this extract",
     "duplicate_nhs_number": "has the same NHS number as an earlier patient of this practice",
-    "practice_unknown": "does not say which practice the patient is registered with",
+    "practice_unknown": "does not name its practice by an ODS code or an Organization in this extract, "
+    "and the extract does not hold just one practice",
     "medication_dangling": "refers to a Medication that is not in this extract",
 }
 
@@ -257,6 +258,15 @@ CSV_KINDS = {"patients": "Patient", "events": "Event", "medications": "Medicatio
 SAME_PERSON = "same_person"  # a Patient record joining another of the same person (ld_patient.status)
 OTHER_ORGANIZATION = "Organization of a practice no patient of the extract is registered with: not changed"
 UNNAMED_PRACTITIONER = "Practitioner no patient of the extract names: not stored"
+# Why an EpisodeOfCare was not used, in words for practice staff.
+EPISODE_NOT_USED = {
+    "no_patient": "EpisodeOfCare of a patient not stored from this extract (absent, or quarantined)",
+    "stated": "EpisodeOfCare of a patient whose own record gives the registration period",
+    "untyped": "EpisodeOfCare with no registration type, not managed by the patient's practice",
+    "other_practice": "EpisodeOfCare of a registration with another practice",
+    "earlier": "EpisodeOfCare of an earlier registration (the patient's latest one was used)",
+}
+NOT_USED = "not_used"  # ld_record.status of a record counted as not used (not stored, not quarantined)
 # Kinds of record that become events or prescriptions, by format: a newer extract carrying any of
 # them also replaces rows of unknown kind (loaded before kinds were kept) or of the other format.
 FHIR_EVENT_KINDS = frozenset({"Condition", "Observation"})
@@ -387,6 +397,7 @@ class _Load:
         self._resolve_patients(practice_ids)
         gp_ids = self._practitioners(practice_ids)
         self._quarantine_staged_patients()
+        self._apply_episodes()
         self._count_registrations()
         held = self._held_practices()
         self._refuse_if_older(held)
@@ -463,6 +474,9 @@ class _Load:
             if key.startswith("ods:") and key not in orgs:
                 ods = key[4:]
                 orgs[key] = OrgRow([key], ods, f"Practice {ods}", None, None, None)
+        # A patient naming an Organization the extract does not hold (by id or urn:uuid, no ODS
+        # code) is filed as one naming no practice: under the extract's only practice, if it has one.
+        unstated = unstated or any(key not in orgs for key in referenced)
         all_ods = {org.ods_code for org in orgs.values()}
         wanted = {orgs[key].ods_code for key in referenced if key in orgs}
         # One practice in the extract: patients that do not say are its own.
@@ -496,6 +510,8 @@ class _Load:
             self.fallback_practice = by_ods[next(iter(all_ods))]
         if key_to_id:
             c.execute(insert(S.ld_ref), [{"key": k, "target_id": v} for k, v in key_to_id.items()])
+        # Every Organization key, with its practice if the extract holds it (None: another one).
+        self.org_keys: dict[str, int | None] = {key: key_to_id.get(key) for key in orgs}
         others = sum(n for ods, n in self.org_records.items() if ods not in wanted)
         self._not_used(OTHER_ORGANIZATION, others, "Organization")
         return key_to_id
@@ -510,7 +526,8 @@ class _Load:
             )
         )
         if self.fallback_practice is not None:
-            c.execute(update(p).where(p.c.practice_ref.is_(None)).values(practice_id=self.fallback_practice))
+            # No practice named, or one not in the extract (an ODS code always resolves).
+            c.execute(update(p).where(p.c.practice_id.is_(None)).values(practice_id=self.fallback_practice))
 
     def _practitioners(self, practice_ids: dict[str, int]) -> dict[int, list[int]]:
         """Practitioners belong to the practices whose patients name them as usual GP."""
@@ -702,6 +719,85 @@ class _Load:
             .where(exists().where(p.c.seq == k.c.seq, p.c.status == SAME_PERSON))
             .values(seq=select(p.c.same_as).where(p.c.seq == k.c.seq).scalar_subquery())
         )
+
+    def _apply_episodes(self) -> None:
+        """Registration periods from EpisodeOfCare records, for stored patients whose own record
+        gives none (neither the registration-details extension nor a PDS period): the episode
+        then comes before generalPractitioner + active, whose start is unknown.
+
+        An episode is matched to its patient by key (ld_patient_key), as prescriptions are. It
+        is used when it is a GMS registration, or untyped but managed by the patient's practice,
+        and is not with another practice; of several, the one that began latest. Every other
+        episode is counted as not used, saying why. Set-based: a few UPDATEs, whatever the size.
+        """
+        c, e, k, p, o = self.conn, S.ld_episode, S.ld_patient_key, S.ld_patient, S.ld_org_key
+        if not c.execute(select(exists().select_from(e))).scalar():
+            return
+        if self.org_keys:
+            c.execute(insert(o), [{"key": key, "practice_id": v} for key, v in self.org_keys.items()])
+        first = select(func.min(k.c.seq)).where(k.c.key == e.c.patient_ref).scalar_subquery()
+        c.execute(update(e).values(patient_seq=first))
+        S.analyse(c, e, o)
+
+        def patient(column: Any) -> Any:
+            return select(column).where(p.c.seq == e.c.patient_seq).scalar_subquery()
+
+        # Managed by the patient's practice; by an organisation the extract names (or an ODS
+        # code) that is not it; or by one that cannot be told (none given, or not in the extract).
+        same = exists().where(
+            o.c.key == e.c.practice_ref, p.c.seq == e.c.patient_seq, o.c.practice_id == p.c.practice_id
+        )
+        known_org = or_(e.c.practice_ref.like("ods:%"), exists().where(o.c.key == e.c.practice_ref))
+        unresolved = e.c.status.is_(None)
+        for status, condition in (
+            ("no_patient", or_(e.c.patient_seq.is_(None), patient(p.c.status) != "ok")),
+            ("stated", patient(p.c.registration_stated) == literal(True)),
+            ("untyped", and_(e.c.registration.is_(None), ~same)),
+            ("other_practice", and_(known_org, ~same)),
+        ):
+            c.execute(update(e).where(unresolved, condition).values(status=status))
+        # Of a patient's usable episodes, the one that began latest (no start: earliest).
+        c.execute(update(e).where(unresolved).values(status="candidate"))
+        later = e.alias("later")
+        began_later = or_(
+            and_(later.c.period_start.is_not(None), e.c.period_start.is_(None)),
+            later.c.period_start > e.c.period_start,
+            and_(
+                or_(
+                    later.c.period_start == e.c.period_start,
+                    and_(later.c.period_start.is_(None), e.c.period_start.is_(None)),
+                ),
+                later.c.seq > e.c.seq,
+            ),
+        )
+        c.execute(
+            update(e)
+            .where(
+                e.c.status == "candidate",
+                exists().where(
+                    later.c.patient_seq == e.c.patient_seq,
+                    later.c.status.in_(("candidate", "earlier")),  # unchanged while updating
+                    began_later,
+                ),
+            )
+            .values(status="earlier")
+        )
+        chosen = and_(e.c.patient_seq == p.c.seq, e.c.status == "candidate")
+        # An inactive record's end (the day before the extract) stands if the episode gives none.
+        c.execute(
+            update(p)
+            .where(exists().where(chosen))
+            .values(
+                registration_start=select(e.c.period_start).where(chosen).scalar_subquery(),
+                registration_end=func.coalesce(
+                    select(e.c.period_end).where(chosen).scalar_subquery(), p.c.registration_end
+                ),
+            )
+        )
+        c.execute(update(e).where(e.c.status == "candidate").values(status="ok"))
+        for status, n in c.execute(select(e.c.status, func.count()).group_by(e.c.status)).all():
+            if status != "ok":
+                self._not_used(EPISODE_NOT_USED[status], n, "EpisodeOfCare")
 
     def _count_registrations(self) -> None:
         """How many stored patients have no usable registration start, in one query: still
@@ -948,7 +1044,23 @@ class _Load:
                 earlier.c.bundle.is_not_distinct_from(one.c.bundle),
             )
             bad = S.ld_bad_patient_key
-            checks = [
+            checks = []
+            if kind == "med":
+                # A prescription of a Medication that is in the extract but coded only in systems
+                # recruit does not read: counted as not used, as a prescription carrying that
+                # code itself is (it is not quarantined, whatever else is true of it).
+                checks.append(
+                    (
+                        exists().where(
+                            m.c.seq == one.c.seq,
+                            m.c.code.is_(None),
+                            exists().where(med.c.key == m.c.medication_ref, med.c.code.is_(None)),
+                            ~exists().where(med.c.key == m.c.medication_ref, med.c.code.is_not(None)),
+                        ),
+                        NOT_USED,
+                    )
+                )
+            checks += [
                 # Its patient's own record was quarantined while reading: say so, not "missing".
                 (
                     and_(first_key.c.seq.is_(None), exists().where(bad.c.key == one.c.patient_ref)),
@@ -1016,10 +1128,16 @@ class _Load:
                 r.c.status,
                 r.c.entry,
             )
-            .where(r.c.status != "ok")
+            .where(r.c.status.not_in(("ok", NOT_USED)))
             .order_by(r.c.seq),
             None,
         )
+        unused = c.execute(
+            select(r.c.resource_type, func.count()).where(r.c.status == NOT_USED).group_by(r.c.resource_type)
+        ).all()
+        for rtype, n in unused:
+            kind = record_kind(rtype)
+            self._not_used(f"{kind} for a medicine {NOT_DMD}", n, kind)
 
     def _quarantine_from(self, rows: Any, rtype: str | None) -> None:
         """Copy staged problems into the quarantine table with their reasons, and count them."""
@@ -1082,7 +1200,26 @@ class _Load:
                 .order_by(e.c.seq),
             )
         )
-        m, med = S.ld_med, S.ld_medicine
+        m, staged = S.ld_med, S.ld_medicine
+        # One coded Medication per key, should a key repeat: the smallest code with its own
+        # term, so the result does not depend on the engine or the order rows were staged in.
+        least = (
+            select(staged.c.key, func.min(staged.c.code).label("code"))
+            .where(staged.c.code.is_not(None))
+            .group_by(staged.c.key)
+            .subquery("least")
+        )
+        med = (
+            select(
+                staged.c.key,
+                staged.c.code,
+                func.min(staged.c.code_system).label("code_system"),
+                func.min(staged.c.term).label("term"),
+            )
+            .join(least, and_(least.c.key == staged.c.key, least.c.code == staged.c.code))
+            .group_by(staged.c.key, staged.c.code)
+            .subquery("med")
+        )
         c.execute(
             insert(MedicationIssue).from_select(
                 [

@@ -46,6 +46,9 @@ class PatientRow(NamedTuple):
     language: str | None
     # The latest the birth date can be when only a year or month is recorded (None: exact).
     date_of_birth_latest: str | None = None
+    # The record itself gives the registration period (registration-details extension, or the
+    # PDS generalPractitioner period): an EpisodeOfCare does not override it.
+    registration_stated: bool = False
 
 
 class EventRow(NamedTuple):
@@ -89,6 +92,18 @@ class MedicineRow(NamedTuple):
     """A Medication resource, for prescriptions that point at it rather than carry the code."""
 
     key: str
-    code_system: str
-    code: str
+    code_system: str | None  # None: a Medication coded only in systems recruit does not read
+    code: str | None
     term: str | None
+
+
+class EpisodeRow(NamedTuple):
+    """A registration EpisodeOfCare: the period it gives its patient, when the Patient record
+    does not give one itself (the loader decides, in SQL)."""
+
+    patient_ref: str
+    practice_ref: str | None  # managingOrganization, ODS code first
+    registration: bool | None  # True: typed as a GMS registration; None: no type given
+    period_start: str | None
+    period_end: str | None  # None: still registered (or a planned end after the extract date)
+    resource_id: str | None

@@ -64,31 +64,31 @@ def bundle_scope(
     return Scope(f"b{file_no}:{line or 0}", frozenset(own))
 
 
-def scope_rows(
-    scope: Scope,
-    patients: list[PatientRow],
-    events: list[Any],
-    medications: list[MedicationRow],
-    medicines: list[MedicineRow],
-    orgs: list[OrgRow],
-    practitioners: list[PractitionerRow],
-) -> None:
-    """Rewrite, in place, the keys a record's rows carry to those of its Bundle."""
+def scope_rows(scope: Scope, parsed: Any) -> None:
+    """Rewrite, in place, the keys the rows of one parsed record (recruit.load.fhir.Parsed)
+    carry to those of its Bundle."""
     ref, own = scope.reference, scope.own_key
+    patients: list[PatientRow] = parsed.patients
     for i, p in enumerate(patients):
         patients[i] = p._replace(
             keys=[own(k) for k in p.keys], practice_ref=ref(p.practice_ref), gp_ref=ref(p.gp_ref)
         )
-    for i, e in enumerate(events):
-        events[i] = e._replace(patient_ref=ref(e.patient_ref))
-    for i, m in enumerate(medications):
-        medications[i] = m._replace(patient_ref=ref(m.patient_ref), medication_ref=ref(m.medication_ref))
+    for i, e in enumerate(parsed.events):
+        parsed.events[i] = e._replace(patient_ref=ref(e.patient_ref))
+    meds: list[MedicationRow] = parsed.medications
+    for i, m in enumerate(meds):
+        meds[i] = m._replace(patient_ref=ref(m.patient_ref), medication_ref=ref(m.medication_ref))
+    medicines: list[MedicineRow] = parsed.medicines
     for i, med in enumerate(medicines):
         medicines[i] = med._replace(key=own(med.key))
+    orgs: list[OrgRow] = parsed.orgs
     for i, o in enumerate(orgs):
         orgs[i] = o._replace(keys=[own(k) for k in o.keys])
+    practitioners: list[PractitionerRow] = parsed.practitioners
     for i, prac in enumerate(practitioners):
         practitioners[i] = prac._replace(keys=[own(k) for k in prac.keys])
+    for i, ep in enumerate(parsed.episodes):
+        parsed.episodes[i] = ep._replace(patient_ref=ref(ep.patient_ref), practice_ref=ref(ep.practice_ref))
 
 
 def scope_holds(scope: Scope, holds: list[HoldRow]) -> list[HoldRow]:

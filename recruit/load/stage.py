@@ -59,6 +59,7 @@ ld_patient = _temp(
     Column("needs_interpreter", Boolean),
     Column("language", String(40)),
     Column("date_of_birth_latest", Date),
+    Column("registration_stated", Boolean),
     Column("practice_id", Integer),
     Column("usual_gp_id", Integer),
     Column("patient_id", Integer),
@@ -140,12 +141,15 @@ ld_hold = _temp(
     Column("code_system", String(10)),
     Column("code", String(20)),
 )
+# Medication resources by key; code NULL: one coded only in systems recruit does not read. A key
+# may repeat (the same id twice in an extract): never a reason for the load to fail.
 ld_medicine = _temp(
     "ld_medicine",
-    Column("key", String(250), primary_key=True),
+    Column("key", String(250)),
     Column("code_system", String(10)),
     Column("code", String(20)),
     Column("term", String(255)),
+    Index("ix_ld_medicine_key", "key"),
 )
 # Per record (seq) of events and prescriptions: where it came from, which patient it resolved to,
 # and 'ok' or the reason it is quarantined.
@@ -160,6 +164,29 @@ ld_record = _temp(
     Column("patient_seq", SEQ),
     Column("entry", Integer),
     Column("status", String(40)),
+)
+# Registration episodes (EpisodeOfCare), matched to patients through ld_patient_key; status is
+# NULL while unresolved, 'ok' when applied, else why the episode is not used.
+ld_episode = _temp(
+    "ld_episode",
+    Column("seq", SEQ, primary_key=True),
+    Column("file_no", Integer),
+    Column("line", Integer),
+    Column("resource_id", String(200)),
+    Column("patient_ref", String(250)),
+    Column("practice_ref", String(250)),
+    Column("registration", Boolean),
+    Column("period_start", Date),
+    Column("period_end", Date),
+    Column("patient_seq", SEQ),
+    Column("status", String(40)),
+    Index("ix_ld_episode_patient", "patient_seq"),
+)
+# Every Organization key of the extract, with its practice when the extract holds that practice.
+ld_org_key = _temp(
+    "ld_org_key",
+    Column("key", String(250), primary_key=True),
+    Column("practice_id", Integer),
 )
 ld_ref = _temp(
     "ld_ref",
