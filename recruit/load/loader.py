@@ -71,7 +71,8 @@ REASONS = {
     "duplicate_nhs_number": "has the same NHS number as an earlier patient of this practice",
     "practice_unknown": "does not name its practice by an ODS code or an Organization in this extract, "
     "and the extract does not hold just one practice",
-    "medication_dangling": "refers to a Medication that is not in this extract",
+    "medication_dangling": "refers to a Medication that is not in this extract (or whose own record "
+    "was quarantined: see that Medication's reason)",
 }
 
 

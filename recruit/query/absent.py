@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, exists, func, or_, select
 
 from recruit.rules.model import Criterion, RuleSet, parse_rule_set
-from recruit.tables import PATIENT, RESULT, RUN, STEP_COUNT
+from recruit.tables import EVENT, MEDICATION, PATIENT, RESULT, RUN, STEP_COUNT
 
 # A step "removes nearly everyone" when it removes at least this share of at least this many.
 NEARLY_ALL = 0.95
@@ -64,9 +64,68 @@ def search_warnings(conn: Connection, run_id: int, rule_set: RuleSet | None = No
             warning = _registration_absent(conn, run_id, step.id, earlier, row, criterion)
         elif criterion.kind == "nhs_number_verified":
             warning = _nhs_numbers_absent(step.id, row)
+        else:
+            warning = _records_absent(conn, run_id, rule_set, step.id, criterion, row)
         if warning is not None:
             found.append(warning)
     return found
+
+
+# The records each kind of criterion reads, and how the extract names them.
+_NEEDS = {
+    "has_code": "events",
+    "latest_code_among": "events",
+    "likely_in_work": "events",
+    "medication_count": "medications",
+}
+_FIELDS = {
+    "events": (EVENT, "clinical_events", "coded entries (Condition or Observation records)"),
+    "medications": (
+        MEDICATION,
+        "medication_issues",
+        "prescriptions (MedicationRequest or MedicationStatement)",
+    ),
+}
+
+
+def _needed(rule_set: RuleSet, criterion: Criterion, seen: int = 0) -> set[str]:
+    """The kinds of record a criterion reads, through definitions and all / any / not."""
+    if seen > 100:
+        return set()
+    kind = criterion.kind
+    if kind == "ref":
+        return _needed(rule_set, rule_set.definitions[criterion.body], seen + 1)
+    if kind in ("all_", "any_"):
+        return set().union(*(_needed(rule_set, c, seen + 1) for c in criterion.body))
+    if kind == "not_":
+        return _needed(rule_set, criterion.body, seen + 1)
+    return {_NEEDS[kind]} if kind in _NEEDS else set()
+
+
+def _records_absent(
+    conn: Connection, run_id: int, rule_set: RuleSet, step_id: str, criterion: Criterion, counts: Any
+) -> SearchWarning | None:
+    """Warn when a step that reads coded entries or prescriptions removed (nearly) everyone and
+    the patients searched have none of them at all: the extract did not carry them (a PDS or
+    demographics-only extract), so "0 candidates" is not an answer about the people."""
+    needed = _needed(rule_set, criterion)
+    if not needed:
+        return None
+    searched = select(RESULT.c.patient_id).where(RESULT.c.run_id == run_id)
+    missing = []
+    for kind in sorted(needed):
+        table, field, words = _FIELDS[kind]
+        if conn.execute(select(exists().where(table.c.patient_id.in_(searched)))).scalar():
+            return None  # some records of a kind it reads are there: the answer may be true
+        missing.append((field, words))
+    fields = " and ".join(f for f, _ in missing)
+    what = " or ".join(w for _, w in missing)
+    message = (
+        f"Step '{step_id}' removed {counts.excluded:,} of the {counts.entering:,} patients entering it: "
+        f"it reads {what}, and the extract holds none for the patients searched. Check that the "
+        "extract includes them (some extracts carry only demographics) and load it again."
+    )
+    return SearchWarning(step_id, fields, counts.entering, counts.excluded, message)
 
 
 def _named(rule_set: RuleSet, criterion: Criterion) -> Criterion:

@@ -6,9 +6,13 @@ from __future__ import annotations
 import datetime as dt
 
 from recruit.query.absent import search_warnings
-from tests.search_helpers import Population, one_step, rule_set, run_engine
+from tests.search_helpers import Population, make_codelist, one_step, rule_set, run_engine
 
 D = dt.date
+CODES = {
+    "a": make_codelist("a", [("snomedct", "1000001")]),
+    "m": make_codelist("m", [("dmd", "2000001")]),
+}
 NO_START = "no patient has a registration start date: the extract carries no registration details"
 
 
@@ -102,3 +106,36 @@ def test_nhs_number_step_removing_a_few_says_nothing(engine):
         pop.add_patient(pid, nhs_number=None if pid <= 3 else f"99900{pid:05d}")
     run, warnings = _warnings(engine, pop, {"nhs_number_verified": {}})
     assert len(run.candidates()) == 27 and warnings == []
+
+
+def test_a_step_reading_coded_entries_warns_when_the_extract_has_none(engine):
+    """A demographics-only extract (PDS): the chronic-pain step removes everyone, and says the
+    extract holds no coded entries or prescriptions, not that nobody has chronic pain."""
+    pop = Population()
+    for pid in range(1, 31):
+        pop.add_patient(pid)
+    criterion = {
+        "any": [
+            {"has_code": {"codelist": "a", "window": "ever"}},
+            {"medication_count": {"codelist": "m", "window": "ever", "min_issues": 1}},
+        ]
+    }
+    rules = one_step(criterion)
+    run = run_engine(engine, pop, rules, CODES)
+    with engine.connect() as conn:
+        [warning] = search_warnings(conn, run.run_id, rules)
+    assert warning.field == "clinical_events and medication_issues"
+    assert (warning.entering, warning.removed) == (30, 30)
+    assert "holds none for the patients searched" in str(warning)
+
+
+def test_a_step_reading_coded_entries_says_nothing_when_some_exist(engine):
+    pop = Population()
+    for pid in range(1, 31):
+        pop.add_patient(pid)
+    pop.add_event(1, D(2020, 1, 1), "snomedct", "999001")  # a code no rule names
+    rules = one_step({"has_code": {"codelist": "a", "window": "ever"}})
+    run = run_engine(engine, pop, rules, CODES)
+    with engine.connect() as conn:
+        assert search_warnings(conn, run.run_id, rules) == []
+    assert run.candidates() == set()
