@@ -263,8 +263,7 @@ def load(
     if deleted := summary.not_used.get(DELETED_PATIENT):
         out.print(
             f"  {deleted:,} Bundle entry(ies) asked to delete a patient record: recruit deletes "
-            "nothing on a load, so any earlier record of these people is kept and not held back "
-            "from letters",
+            "nothing on a load; the people they name are held back from letters",
             highlight=False,
         )
     if summary.holds:

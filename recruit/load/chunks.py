@@ -26,9 +26,10 @@ from typing import Any
 
 import orjson
 
-from recruit.load.fhir import NHS_NUMBER_SYSTEM, FhirReader, NotUsed, Parsed, own_keys
+from recruit.load.fhir import NHS_NUMBER_SYSTEM, FhirReader, NotUsed, Parsed, own_keys, reference_keys
 from recruit.load.files import (
     BOM,
+    DELETED_PATIENT,
     EMPTY_BUNDLE,
     MAX_RECORD_BYTES,
     Record,
@@ -110,6 +111,8 @@ class Stager:
                 self.out.empty_bundles[record.file_no] += 1
             else:
                 self.out.not_used[record.not_used] += 1
+            if record.not_used == DELETED_PATIENT:
+                self._deleted_patient(record, seq)
             return
         if record.error is not None:
             code = "malformed" if record.field else "unreadable"
@@ -200,6 +203,22 @@ class Stager:
             if table == "ld_medicine":
                 new = [row for row in new if _problem(row[0], KEY_LIMIT) is None]
             self.out.rows.setdefault(table, []).extend(new)
+
+    def _deleted_patient(self, record: Record, seq: int) -> None:
+        """A request to delete a patient (Patient/x, or by NHS number) deletes nothing, but says
+        the record is no longer to be trusted: the person it names is held back from letters."""
+        try:
+            keys = reference_keys({"reference": record.full_url}, "request.url")
+        except Invalid:
+            return
+        keys = [k for k in keys if len(k) <= KEY_LIMIT and "\x00" not in k]
+        if not keys:
+            return
+        key = keys[0]
+        source_id = key.split("/", 1)[1] if key.startswith("Patient/") else None
+        nhs = key[4:] if key.startswith("nhs:") else None
+        problem = Invalid("deleted_in_extract", "a request to delete the patient", "request")
+        self._hold(record, problem, "Patient", seq, [HoldRow(key, nhs, fit(source_id, 200), "left")])
 
     def _hold(
         self, record: Record, problem: Invalid, rtype: str | None, seq: int, holds: list[HoldRow]

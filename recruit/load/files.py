@@ -358,7 +358,10 @@ def _expand_entry(
 # --- what a Bundle carries that is not a record (JSON and XML alike) --------------------------
 
 EMPTY_BUNDLE = "Bundle with no entries"
-DELETED_PATIENT = "Bundle entry asking to delete a patient (DELETE Patient), no record: nothing was deleted"
+DELETED_PATIENT = (
+    "Bundle entry asking to delete a patient (DELETE Patient), no record: nothing was deleted, "
+    "and the person is held back from letters"
+)
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
@@ -371,8 +374,9 @@ def empty_bundle(file_no: int, line: int | None, entry: int | None) -> Record:
 def entry_without_resource(request: Any, file_no: int, line: int | None, i: int | None) -> Record:
     """A Bundle entry with no resource. A transaction's or batch's entry may carry only a request
     (DELETE Patient/x, a GET): that holds no record, so it is counted as not used, saying what it
-    asked. A DELETE of a patient is named apart, since it says something about a person; recruit
-    deletes nothing because of it. An entry with neither is quarantined."""
+    asked. A DELETE of a patient is named apart, since it says something about a person: recruit
+    deletes nothing because of it, but holds that person back from letters. An entry with neither
+    is quarantined."""
     method = request.get("method") if isinstance(request, dict) else None
     if not isinstance(method, str) or method.strip().upper() not in HTTP_METHODS:
         why = "its request has no method FHIR names" if request is not None else "no request either"
@@ -385,7 +389,8 @@ def entry_without_resource(request: Any, file_no: int, line: int | None, i: int 
     if not _TYPE_NAME.fullmatch(target):
         target = ""  # (only a resource type is named: never an id or a search's values)
     if method == "DELETE" and target == "Patient":
-        return Record(file_no, line, None, entry=i, not_used=DELETED_PATIENT)
+        # The url it names goes with it (as full_url), so the person can be held back from letters.
+        return Record(file_no, line, None, url.strip(), entry=i, not_used=DELETED_PATIENT)
     what = f"{method} {target}".strip()
     return Record(
         file_no, line, None, entry=i, not_used=f"Bundle entry with only a request ({what}), no record"

@@ -24,7 +24,7 @@ from recruit.load import load_extract
 from recruit.load.fhir import FhirReader
 from recruit.load.files import DELETED_PATIENT, EMPTY_BUNDLE, read_fhir
 from recruit.load.values import DateReader, Invalid
-from recruit.models import ClinicalEvent, Extract, MedicationIssue, Patient, Quarantine
+from recruit.models import ClinicalEvent, Extract, MedicationIssue, Patient, PersonHold, Quarantine
 from tests.helpers import run_cli
 from tests.load import fhir_samples as fx
 from tests.load.db_helpers import count
@@ -476,6 +476,22 @@ def test_a_delete_never_removes_a_patient_loaded_before(engine, tmp_path):
     summary = _load(engine, second)
     assert summary.not_used[DELETED_PATIENT] == 1
     assert count(engine, Patient) == 1
+    # Nothing deleted, but the person the request names is held back from letters.
+    with engine.connect() as conn:
+        holds = conn.execute(
+            select(PersonHold.source_id, PersonHold.nhs_number, PersonHold.signal, PersonHold.reason_code)
+        ).all()
+    assert [tuple(h) for h in holds] == [("p1", None, "left", "deleted_in_extract")]
+
+
+def test_a_delete_by_nhs_number_holds_that_number(engine, tmp_path):
+    folder = tmp_path / "tx"
+    folder.mkdir()
+    (folder / "transaction.json").write_bytes(orjson.dumps(transaction_bundle()))
+    _load(engine, folder)
+    with engine.connect() as conn:
+        held = conn.execute(select(PersonHold.source_id, PersonHold.nhs_number).order_by(PersonHold.id)).all()
+    assert [tuple(h) for h in held] == [("t-pat-old", None), (None, fx.NHS_NUMBERS[4])]
 
 
 # --- empty Bundles -------------------------------------------------------------------------
