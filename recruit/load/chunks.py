@@ -386,7 +386,13 @@ def _limits(table: str, target: type | None = None, renamed: dict[str, str] | No
 
     out = []
     for i, col in enumerate(S.staging.tables[table].columns):
-        if not isinstance(col.type, String) or col.name in ("status", "resource_type", "course", "sex"):
+        if not isinstance(col.type, String) or col.name in (
+            "status",
+            "resource_type",
+            "course",
+            "sex",
+            "bundle",
+        ):
             continue
         limit = col.type.length
         if target is not None:

@@ -584,13 +584,17 @@ class FhirReader:
         status = medication_status(res)
         # An issue's date is when it was valid from: GP Connect copies the authorisation's date
         # into every issue's authoredOn, and gives each issue's own in validityPeriod.start.
-        dispense = _dict(res.get("dispenseRequest"), "dispenseRequest")
-        validity = _dict(dispense.get("validityPeriod"), "dispenseRequest.validityPeriod")
-        raw, name = _first(
-            (validity.get("start"), "dispenseRequest.validityPeriod.start"),
-            (res.get("authoredOn"), "authoredOn"),
-        )
-        date = self.dates.read(raw, name or "authoredOn")
+        dispense = res.get("dispenseRequest")
+        validity = dispense.get("validityPeriod") if type(dispense) is dict else None
+        if validity is None:  # the usual R4 issue: dated by authoredOn (the fast path)
+            date = self.dates.read(res.get("authoredOn"), "authoredOn")
+        else:
+            validity = _dict(validity, "dispenseRequest.validityPeriod")
+            raw, name = _first(
+                (validity.get("start"), "dispenseRequest.validityPeriod.start"),
+                (res.get("authoredOn"), "authoredOn"),
+            )
+            date = self.dates.read(raw, name or "authoredOn")
         self._medication(res, date, _course(res), status, out)
 
     def _read_MedicationStatement(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:

@@ -596,27 +596,31 @@ class _Load:
     def _quarantine_staged_patients(self) -> None:
         c, p = self.conn, S.ld_patient
         c.execute(update(p).where(p.c.practice_id.is_(None)).values(status="practice_unknown"))
-        self._join_same_people()
+        # Patients from self-contained Bundles: none in a Bulk NDJSON export, which then pays
+        # nothing for what follows.
+        bundled = c.execute(select(exists().where(p.c.bundle.is_not(None)))).scalar()
         earlier = p.alias("earlier")
-        # Another person from another Bundle with the same id: both are kept, the later under an
-        # id of its own (ids are only unique within a Bundle).
-        c.execute(
-            update(p)
-            .where(
-                p.c.status.is_(None),
-                exists().where(
-                    earlier.c.source_id == p.c.source_id,
-                    earlier.c.practice_id == p.c.practice_id,
-                    earlier.c.seq < p.c.seq,
-                    earlier.c.bundle.is_distinct_from(p.c.bundle),
-                ),
+        if bundled:
+            self._join_same_people()
+            # Another person from another Bundle with the same id: both are kept, the later under
+            # an id of its own (ids are only unique within a Bundle).
+            c.execute(
+                update(p)
+                .where(
+                    p.c.status.is_(None),
+                    exists().where(
+                        earlier.c.source_id == p.c.source_id,
+                        earlier.c.practice_id == p.c.practice_id,
+                        earlier.c.seq < p.c.seq,
+                        earlier.c.bundle.is_distinct_from(p.c.bundle),
+                    ),
+                )
+                .values(
+                    source_id=func.substr(p.c.source_id, 1, 108, type_=String)
+                    + "~"
+                    + func.coalesce(p.c.nhs_number, cast(p.c.seq, String))
+                )
             )
-            .values(
-                source_id=func.substr(p.c.source_id, 1, 108, type_=String)
-                + "~"
-                + func.coalesce(p.c.nhs_number, cast(p.c.seq, String))
-            )
-        )
         # The first patient with an id (then with an NHS number) in a practice is kept; later ones go.
         for column, status, earlier_must_be_kept in (
             ("source_id", "duplicate_id", False),
