@@ -563,6 +563,7 @@ class FhirReader:
         raw, name = _first(
             (res.get("effectiveDateTime"), "effectiveDateTime"),
             (period.get("start"), "effectivePeriod.start"),
+            (res.get("effectiveInstant"), "effectiveInstant"),  # R4's precise choice (UK Core uses it)
             (res.get("issued"), "issued"),
         )
         date = self.dates.read(raw, name or "effectiveDateTime")

@@ -226,3 +226,12 @@ def test_a_record_coded_only_in_other_systems_is_counted_not_quarantined():
     }
     parsed = reader().read(both)
     assert [(e.code_system, e.code) for e in parsed.events] == [("snomedct", "82423001")]
+
+
+def test_observation_dated_by_effective_instant():
+    """R4 lets effective[x] be an instant; an Observation dated only so is dated, not quarantined."""
+    res = fx.condition() | {"resourceType": "Observation", "id": "o1", "status": "final"}
+    del res["onsetDateTime"]
+    res["effectiveInstant"] = "2024-06-30T23:30:00Z"
+    event = reader().read(res).events[0]
+    assert (event.event_date, event.code) == ("2024-07-01", "82423001")  # UK date (summer time)
