@@ -596,12 +596,12 @@ class _Load:
     def _quarantine_staged_patients(self) -> None:
         c, p = self.conn, S.ld_patient
         c.execute(update(p).where(p.c.practice_id.is_(None)).values(status="practice_unknown"))
+        self._join_same_people()
         # Patients from self-contained Bundles: none in a Bulk NDJSON export, which then pays
-        # nothing for what follows.
+        # nothing for the next query.
         bundled = c.execute(select(exists().where(p.c.bundle.is_not(None)))).scalar()
         earlier = p.alias("earlier")
         if bundled:
-            self._join_same_people()
             # Another person from another Bundle with the same id: both are kept, the later under
             # an id of its own (ids are only unique within a Bundle).
             c.execute(
@@ -656,20 +656,23 @@ class _Load:
         )
 
     def _join_same_people(self) -> None:
-        """One person sent in several Bundles (EPS sends a message per prescription, each with its
-        Patient) is one patient: records of one practice with the same NHS number and birth date,
-        from different Bundles, join the first. Its records follow it (their keys are moved), and
-        a death any copy records is kept; where the copies disagree on anything a letter uses, a
-        hold says it is unclear which is current (recruit.load.loader._write_holds)."""
+        """One person sent more than once (EPS sends a message per prescription, each with its
+        Patient; a PDS record fetched by read and by search) is one patient: a later record of
+        one practice with the NHS number of an earlier one, and the same birth date, joins the
+        first record of that number. Its records follow it (their keys are moved), and a death
+        any copy records is kept; where the copies disagree on anything a letter uses, a hold
+        says it is unclear which is current (recruit.load.loader._write_holds). A record with the
+        number but another birth date is not joined (it is quarantined as a duplicate NHS number).
+        """
         c, p = self.conn, S.ld_patient
-        copies = (
+        repeated = (
             select(p.c.practice_id, p.c.nhs_number)
             .where(p.c.status.is_(None), p.c.nhs_number.is_not(None))
-            .group_by(p.c.practice_id, p.c.nhs_number)
-            .having(func.count(func.distinct(func.coalesce(p.c.bundle, ""))) > 1)
-            .subquery("copies")
+            .group_by(p.c.nhs_number, p.c.practice_id)
+            .having(func.count() > 1)
+            .subquery("repeated")
         )
-        if not c.execute(select(exists().select_from(copies))).scalar():
+        if not c.execute(select(exists().select_from(repeated))).scalar():
             return  # the usual case: nothing to join, and nothing more to pay
         first = p.alias("first")
         c.execute(
@@ -677,7 +680,7 @@ class _Load:
             .where(
                 p.c.status.is_(None),
                 exists().where(
-                    copies.c.practice_id == p.c.practice_id, copies.c.nhs_number == p.c.nhs_number
+                    repeated.c.practice_id == p.c.practice_id, repeated.c.nhs_number == p.c.nhs_number
                 ),
             )
             .values(
@@ -685,8 +688,6 @@ class _Load:
                 .where(
                     first.c.practice_id == p.c.practice_id,
                     first.c.nhs_number == p.c.nhs_number,
-                    first.c.date_of_birth == p.c.date_of_birth,
-                    first.c.date_of_birth_latest.is_not_distinct_from(p.c.date_of_birth_latest),
                     first.c.status.is_(None),
                 )
                 .scalar_subquery()
@@ -697,7 +698,11 @@ class _Load:
             .where(
                 p.c.same_as.is_not(None),
                 p.c.same_as != p.c.seq,
-                exists().where(first.c.seq == p.c.same_as, first.c.bundle.is_distinct_from(p.c.bundle)),
+                exists().where(
+                    first.c.seq == p.c.same_as,
+                    first.c.date_of_birth == p.c.date_of_birth,
+                    first.c.date_of_birth_latest.is_not_distinct_from(p.c.date_of_birth_latest),
+                ),
             )
             .values(status=SAME_PERSON)
         )

@@ -213,11 +213,40 @@ def test_same_nhs_number_with_another_birth_date_is_not_joined(engine, tmp_path)
     assert summary.patients == 1
 
 
-def test_within_one_ndjson_file_a_repeated_id_is_still_a_duplicate(engine, tmp_path):
-    """Bulk NDJSON is one server's records: two Patients with one id cannot both be meant."""
+def test_within_one_ndjson_file_a_repeated_id_is_joined_or_a_duplicate(engine, tmp_path):
+    """Bulk NDJSON is one server's records: the same Patient twice is one person; one id given to
+    another NHS number cannot both be meant, and the second is quarantined."""
     folder = tmp_path / "x"
     folder.mkdir()
-    lines = [fx.organization(), fx.patient("p1"), fx.patient("p1")]
+    lines = [fx.organization(), fx.patient("p1"), fx.patient("p1"), fx.patient("p1", fx.NHS_NUMBERS[1])]
     (folder / "all.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines))
     summary = load_extract(engine, [folder], extract_date=WHEN)
     assert summary.quarantined_by_reason == {"duplicate_id": 1}
+    assert summary.same_person == 1 and summary.patients == 1
+
+
+def test_a_record_fetched_twice_in_a_search_and_a_read_is_one_person(engine, tmp_path):
+    """PDS: the same Patient from a read (a file of its own) and from a search (a searchset)."""
+    folder = tmp_path / "pds"
+    _write(folder, "Patient.json", fx.patient("p1"))
+    _write(folder, "search.json", _bundle("searchset", (fx.patient("p1"), "https://pds.example/Patient/p1")))
+    _write(folder, "org.json", fx.organization())
+    summary = load_extract(engine, [folder], extract_date=WHEN)
+    assert summary.quarantined == 0 and summary.same_person == 1 and summary.patients == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(PersonHold.id)).all() == []
+
+
+def test_copies_joined_only_to_the_first_record_of_their_number(engine, tmp_path):
+    """One NHS number with two birth dates across Bundles: the first record's person keeps the
+    number; the others (and their copies) are quarantined, and their records say so."""
+    folder = tmp_path / "eps"
+    _write(folder, "org.json", fx.organization())
+    _write(folder, "m1.json", _eps_message("rx1", "pat-a", fx.NHS_NUMBERS[0], "x", "2025-03-01"))
+    other = {"birthDate": "1990-01-01"}
+    _write(folder, "m2.json", _eps_message("rx2", "pat-b", fx.NHS_NUMBERS[0], "x", "2025-04-01", **other))
+    _write(folder, "m3.json", _eps_message("rx3", "pat-c", fx.NHS_NUMBERS[0], "x", "2025-05-01", **other))
+    summary = load_extract(engine, [folder], extract_date=WHEN)
+    assert summary.quarantined_by_reason == {"duplicate_nhs_number": 2, "patient_quarantined": 2}
+    assert summary.same_person == 0 and summary.patients == 1
+    assert summary.by_kind["Patient"].stored == 1

@@ -247,15 +247,17 @@ def test_duplicate_patients_keep_the_first(sqlite_url, tmp_path):
         [
             fx.patient("p1", fx.NHS_NUMBERS[0]),
             fx.patient("p1", fx.NHS_NUMBERS[1]),  # same id again
-            fx.patient("p3", fx.NHS_NUMBERS[0]),  # same NHS number as p1
+            fx.patient("p3", fx.NHS_NUMBERS[0]),  # same NHS number and birth date as p1: joined
+            fx.patient("p5", fx.NHS_NUMBERS[2], birthDate="1990-01-01"),  # number of p4, born later
             fx.patient("p4", fx.NHS_NUMBERS[2]),
         ],
     )
     summary = load_extract(engine, [tmp_path], extract_date=EXTRACT_DATE)
     assert summary.quarantined_by_reason == {"duplicate_id": 1, "duplicate_nhs_number": 1}
+    assert summary.same_person == 1
     with engine.connect() as conn:
         kept = conn.execute(select(Patient.source_id, Patient.nhs_number).order_by(Patient.source_id)).all()
-    assert kept == [("p1", fx.NHS_NUMBERS[0]), ("p4", fx.NHS_NUMBERS[2])]
+    assert kept == [("p1", fx.NHS_NUMBERS[0]), ("p5", fx.NHS_NUMBERS[2])]
 
 
 def _content(engine) -> dict[str, list[tuple]]:

@@ -456,10 +456,14 @@ def test_case5_duplicate_patient_record_carrying_a_death_holds_the_person(engine
     )
     summary = load_extract(engine, [folder], extract_date=DAY2)
     balanced(summary)
-    assert summary.quarantined_by_reason == {"duplicate_id": 1, "duplicate_nhs_number": 1}
-    assert summary.holds == 2  # records; 4 holds
+    # A second record of the same person (same NHS number and birth date) joins the first
+    # (issue 16): nothing quarantined. The death it records is the person's; where it disagrees
+    # on what a letter uses (the ended registration), the person is unclear and held back.
+    assert summary.quarantined_by_reason == {} and summary.same_person == 2
     with engine.connect() as conn:
         a_id = conn.execute(select(Practice.id)).scalar_one()
+        deaths = dict(conn.execute(select(Patient.source_id, Patient.date_of_death)).all())
+    assert deaths == {"p1": dt.date(2026, 9, 1), "p2": None}
     holds = rows(
         engine,
         PersonHold.nhs_number,
@@ -469,14 +473,8 @@ def test_case5_duplicate_patient_record_carrying_a_death_holds_the_person(engine
         PersonHold.reason_code,
         PersonHold.line,
     )
-    # Each second record also leaves the person unclear (its registration may be the newer).
-    assert holds == [
-        (fx.NHS_NUMBERS[0], a_id, "p1", "death", "duplicate_id", 3),
-        (fx.NHS_NUMBERS[0], a_id, "p1", "unclear", "duplicate_id", 3),
-        (fx.NHS_NUMBERS[1], a_id, "p7", "left", "duplicate_nhs_number", 4),
-        (fx.NHS_NUMBERS[1], a_id, "p7", "unclear", "duplicate_nhs_number", 4),
-    ]
-    assert rows(engine, PersonHold.file) == [(str((folder / "Patient.ndjson").resolve()),)] * 4
+    assert holds == [(fx.NHS_NUMBERS[1], a_id, "p2", "unclear", "same_person_disagrees", 4)]
+    assert rows(engine, PersonHold.file) == [(str((folder / "Patient.ndjson").resolve()),)]
 
 
 def test_case2_opt_out_dated_before_birth_holds_the_person(engine, tmp_path):
@@ -512,8 +510,30 @@ def test_case5_event_of_a_quarantined_duplicate_patient_holds_by_nhs_number(engi
     )
     summary = load_extract(engine, [folder], extract_date=DAY2)
     balanced(summary)
+    # The second record is the same person (same NHS number and birth date): joined, and the
+    # opt-out recorded against it is stored as the person's, so the search leaves them out.
+    assert summary.quarantined_by_reason == {} and summary.same_person == 1
+    with engine.connect() as conn:
+        events = conn.execute(
+            select(Patient.source_id, ClinicalEvent.code).join(
+                Patient, Patient.id == ClinicalEvent.patient_id
+            )
+        ).all()
+    assert [tuple(e) for e in events] == [("p1", OPT_OUT)]
+    assert rows(engine, PersonHold.id) == []  # the copies agree: nothing unclear
+
+
+def test_case5_duplicate_nhs_number_with_another_birth_date_still_holds(engine, tmp_path):
+    """A record with an NHS number already seen but another birth date is not the same person:
+    quarantined, and its opt-out holds that number back from letters."""
+    folder = extract(
+        tmp_path / "x",
+        patients=[fx.patient(), fx.patient("p1dup", fx.NHS_NUMBERS[0], birthDate="1990-01-01")],
+        observations=[observation("o1", "Patient/p1dup")],
+    )
+    summary = load_extract(engine, [folder], extract_date=DAY2)
+    balanced(summary)
     assert summary.quarantined_by_reason == {"duplicate_nhs_number": 1, "patient_quarantined": 1}
-    # The duplicate record's own hold (its registration may be the newer one) and its event's code.
     assert set(rows(engine, PersonHold.nhs_number, PersonHold.source_id, PersonHold.code)) == {
         (fx.NHS_NUMBERS[0], "p1dup", None),
         (fx.NHS_NUMBERS[0], "p1dup", OPT_OUT),
@@ -636,7 +656,8 @@ def test_case2_cli_says_people_are_held_back_without_naming_them(tmp_path):
     )
     out = run_cli("load", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "held back from letters: 2 quarantined record(s)" in out.stdout
+    # (the second p1 is the same person, joined: its death is the person's, not a hold)
+    assert "held back from letters: 1 quarantined record(s)" in out.stdout
     assert fx.NHS_NUMBERS[0] not in out.stdout + out.stderr
 
 
