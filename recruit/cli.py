@@ -203,6 +203,13 @@ def load(
             "timestamps, the records' meta.lastUpdated, or the CSV mapping's date file)."
         ),
     ] = None,
+    practice: Annotated[
+        str | None,
+        typer.Option(
+            help="The practice's ODS code, for an extract whose records do not name their practice "
+            "(made-up data such as Synthea, a Bulk export without Organizations)."
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Load a practice extract (FHIR or CSV); records that cannot be used are quarantined."""
@@ -222,7 +229,14 @@ def load(
     progress, advance = _bar("Loading", total)
     with progress:
         summary = load_extract(
-            engine, paths, format=format, mapping=mapping, extract_date=when, progress=advance, strict=strict
+            engine,
+            paths,
+            format=format,
+            mapping=mapping,
+            extract_date=when,
+            progress=advance,
+            strict=strict,
+            practice=practice,
         )
     if summary.already_loaded:
         out.print(f"This extract was loaded before (extract {summary.extract_id}); nothing changed.")

@@ -16,6 +16,7 @@ or a coded entry (dissent) are kept as person holds, so the person is never writ
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -70,7 +71,8 @@ REASONS = {
     "duplicate_id": "has the same id as an earlier record of this extract",
     "duplicate_nhs_number": "has the same NHS number as an earlier patient of this practice",
     "practice_unknown": "does not name its practice by an ODS code or an Organization in this extract, "
-    "and the extract does not hold just one practice",
+    "and the extract does not hold just one practice (if the extract is one practice's, give its "
+    "ODS code with --practice)",
     "medication_dangling": "refers to a Medication that is not in this extract (or whose own record "
     "was quarantined: see that Medication's reason)",
 }
@@ -174,13 +176,18 @@ def load_extract(
     progress: Progress | None = None,
     strict: bool = False,
     workers: int | None = None,
+    practice: str | None = None,
 ) -> LoadSummary:
     """Load an extract (FHIR files, or CSV exports with a mapping) in one transaction.
+
+    practice: the ODS code of the practice the extract is from, for patients whose records name
+    no practice (Synthea, a plain Bulk export without Organizations); those that name one keep it.
 
     strict: also validate every FHIR resource with fhir.resources R4B (slow; uses all cores).
     workers: processes reading FHIR (default: both cores for a large extract, else this one).
     """
     paths = [Path(p) for p in paths]
+    practice = _ods_code(practice)
     fmt = format or guess_format(paths)
     source = None
     if fmt == "csv":
@@ -200,7 +207,9 @@ def load_extract(
     elif fmt == "fhir":
         files = find_files(paths, FHIR_SUFFIXES)
         kinds = check_manifest(paths) | file_types(files)
-        print_ = fingerprint(files)
+        # (the practice given is part of what was loaded: the same files under another practice
+        # are another extract)
+        print_ = fingerprint(files, f"practice={practice}".encode() if practice else b"")
         when, date_source = fhir_extract_date(paths, files, extract_date)
     else:
         raise RecruitError(f"Unknown extract format '{fmt}': use fhir or csv.")
@@ -213,6 +222,7 @@ def load_extract(
             if existing is not None:
                 return LoadSummary(existing, print_, len(files), already_loaded=True)
             job = _Load(conn, files, print_, fmt, when, progress, date_source, kinds)
+            job.given_practice = practice
             if source is None:
                 if strict:
                     from recruit.load.strict import strict_failures
@@ -224,6 +234,19 @@ def load_extract(
             return job.finish()
     except SQLAlchemyError as exc:
         raise unavailable(engine, exc) from None
+
+
+def _ods_code(value: str | None) -> str | None:
+    """An ODS code as given by a person (spaces and case do not matter), or a plain refusal."""
+    if value is None:
+        return None
+    code = value.strip().upper()
+    if not re.fullmatch(r"[A-Z0-9]{3,10}", code):
+        raise RecruitError(
+            f"'{value}' is not an ODS code (letters and digits, such as A81001): give the practice's "
+            "code with --practice."
+        )
+    return code
 
 
 def guess_format(paths: list[Path]) -> str:
@@ -300,6 +323,7 @@ class _Load:
         self.org_records: Counter[str] = Counter()
         self.practitioner_records: Counter[str] = Counter()
         self.fallback_practice: int | None = None
+        self.given_practice: str | None = None  # --practice: the ODS code of patients naming none
         self.extract_id = conn.execute(
             insert(Extract)
             .values(
@@ -478,11 +502,15 @@ class _Load:
         # A patient naming an Organization the extract does not hold (by id or urn:uuid, no ODS
         # code) is filed as one naming no practice: under the extract's only practice, if it has one.
         unstated = unstated or any(key not in orgs for key in referenced)
+        given = self.given_practice
+        if given and f"ods:{given}" not in orgs:
+            orgs[f"ods:{given}"] = OrgRow([f"ods:{given}"], given, f"Practice {given}", None, None, None)
         all_ods = {org.ods_code for org in orgs.values()}
         wanted = {orgs[key].ods_code for key in referenced if key in orgs}
-        # One practice in the extract: patients that do not say are its own.
-        if unstated and len(all_ods) == 1:
-            wanted |= all_ods
+        # One practice in the extract (or the one given): patients that do not say are its own.
+        fallback = {given} if given else (all_ods if len(all_ods) == 1 else set())
+        if unstated:
+            wanted |= fallback
         self.org_values: dict[str, OrgRow] = {}
         key_to_id: dict[str, int] = {}
         by_ods: dict[str, int] = {}
@@ -507,8 +535,8 @@ class _Load:
             key_to_id[key] = by_ods[org.ods_code]
             if org.address is not None or not org.name.startswith("Practice "):
                 self.org_values[org.ods_code] = org
-        if unstated and len(all_ods) == 1 and all_ods <= set(by_ods):
-            self.fallback_practice = by_ods[next(iter(all_ods))]
+        if unstated and fallback and fallback <= set(by_ods):
+            self.fallback_practice = by_ods[next(iter(fallback))]
         if key_to_id:
             c.execute(insert(S.ld_ref), [{"key": k, "target_id": v} for k, v in key_to_id.items()])
         # Every Organization key, with its practice if the extract holds it (None: another one).

@@ -250,3 +250,49 @@ def test_copies_joined_only_to_the_first_record_of_their_number(engine, tmp_path
     assert summary.quarantined_by_reason == {"duplicate_nhs_number": 2, "patient_quarantined": 2}
     assert summary.same_person == 0 and summary.patients == 1
     assert summary.by_kind["Patient"].stored == 1
+
+
+def test_an_extract_naming_no_practice_loads_under_the_practice_given(engine, tmp_path):
+    """Synthea-style Bundles: patients with no generalPractitioner and no ODS Organization. Without
+    --practice they cannot be placed (the reason says what to do); with it they are that practice's,
+    and a patient naming another practice by ODS code keeps it."""
+    folder = tmp_path / "synthea"
+    anon = fx.patient("p1")
+    del anon["generalPractitioner"]
+    elsewhere = fx.patient("p2", fx.NHS_NUMBERS[1])
+    elsewhere["generalPractitioner"] = [{"identifier": {"system": fx.ODS, "value": "B82002"}}]
+    _write(
+        folder,
+        "one.json",
+        _bundle("transaction", (anon, "urn:uuid:1"), (fx.condition("c1", "urn:uuid:1"), None)),
+    )
+    first = load_extract(engine, [folder], extract_date=WHEN)
+    assert first.quarantined_by_reason == {"practice_unknown": 1, "patient_quarantined": 1}
+    with engine.connect() as conn:
+        reason = conn.execute(
+            select(Quarantine.reason).where(Quarantine.reason_code == "practice_unknown")
+        ).scalar_one()
+    assert "give its ODS code with --practice" in reason
+    _write(folder, "two.json", _bundle("transaction", (elsewhere, "urn:uuid:2")))
+    given = load_extract(engine, [folder], extract_date=WHEN, practice=" a81001 ")
+    assert given.quarantined == 0 and sorted(given.practices) == ["A81001", "B82002"]
+    with engine.connect() as conn:
+        from recruit.models import Practice
+
+        placed = dict(
+            conn.execute(
+                select(Patient.source_id, Practice.ods_code)
+                .join(Practice, Practice.id == Patient.practice_id)
+                .where(Patient.extract_id == given.extract_id)
+            ).all()
+        )
+    assert placed == {"p1": "A81001", "p2": "B82002"}
+
+
+def test_a_practice_code_that_is_not_one_is_refused(engine, tmp_path):
+    import pytest
+
+    from recruit.errors import RecruitError
+
+    with pytest.raises(RecruitError, match="is not an ODS code"):
+        load_extract(engine, [tmp_path], extract_date=WHEN, practice="A81 001; DROP")
