@@ -6,7 +6,7 @@ EPS messages, Synthea, Bulk NDJSON, batch, XML): files, records read, stored, qu
 the commonest reasons), not used, and patients stored. read = stored + quarantined; records
 recruit has no use for are counted apart as not used.
 
-    python bench/shape_figures.py [--shapes DIR] [--extract-date YYYY-MM-DD]
+    python bench/shape_figures.py [--shapes DIR] [--extract-date YYYY-MM-DD] [--practice ODS]
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 EXTRACT_DATE = dt.date(2026, 11, 1)
 
 
-def figures(folder: Path, workdir: Path, when: dt.date) -> dict[str, object]:
+def figures(folder: Path, workdir: Path, when: dt.date, practice: str | None = None) -> dict[str, object]:
     """Load one shape's folder into a new database; its counts, or the error that stopped it."""
     engine = make_engine(f"sqlite:///{workdir / (folder.name + '.db')}")
     upgrade(engine)
     try:
         files = len(find_files([folder], FHIR_SUFFIXES))
-        s = load_extract(engine, [folder], extract_date=when, workers=1)
+        s = load_extract(engine, [folder], extract_date=when, workers=1, practice=practice)
         with engine.connect() as conn:
             patients = conn.execute(select(func.count()).select_from(Patient)).scalar_one()
         reasons = ", ".join(f"{code} {n}" for code, n in s.quarantined_by_reason.most_common(3))
@@ -60,13 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", type=Path, default=ROOT / "tests" / "load" / "shapes")
     parser.add_argument("--extract-date", type=dt.date.fromisoformat, default=EXTRACT_DATE)
+    parser.add_argument("--practice", help="ODS code for patients naming no practice (as recruit load)")
     args = parser.parse_args(argv)
     folders = sorted(p for p in args.shapes.iterdir() if p.is_dir())
     header = ("shape", "files", "read", "stored", "quarantined", "not used", "patients", "top reasons")
     rows = []
     with tempfile.TemporaryDirectory(prefix="shape-figures-") as tmp:
         for folder in folders:
-            f = figures(folder, Path(tmp), args.extract_date)
+            f = figures(folder, Path(tmp), args.extract_date, args.practice)
             if "error" in f:
                 rows.append((folder.name, "-", "-", "-", "-", "-", "-", f"load refused: {f['error']}"))
                 continue
