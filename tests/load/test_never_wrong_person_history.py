@@ -637,6 +637,13 @@ def test_case2_cli_says_people_are_held_back_without_naming_them(tmp_path):
     out = run_cli("load", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "held back from letters: 2 quarantined record(s)" in out.stdout
+    # Says what such records are, without claiming every quarantined coded record is an opt-out.
+    said = " ".join(out.stdout.split())
+    assert (
+        "still name a person and say they died or left, or carry a code (such as an opt-out); "
+        "to be safe, nobody they name will be written to"
+    ) in said
+    assert "has a coded entry" not in said
     assert fx.NHS_NUMBERS[0] not in out.stdout + out.stderr
 
 
