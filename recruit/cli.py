@@ -248,7 +248,10 @@ def load(
         out.print(f"  taken on:            {summary.extract_date} (from {summary.date_source})")
     out.print(f"  records read:        {summary.read:,}")
     out.print(f"  loaded:              {summary.loaded:,}")
-    out.print(f"  repaired on the way: {summary.repaired:,} (dates without a time zone, read as UK time)")
+    out.print(
+        f"  repaired on the way: {summary.repaired:,} (such as dates without a time zone, read as UK "
+        "time, or quantities written as text, read as numbers)"
+    )
     out.print(f"  quarantined:         {summary.quarantined:,}")
     for reason, n in summary.quarantined_by_reason.most_common():
         out.print(f"    {reason}: {n:,}")
@@ -282,8 +285,9 @@ def load(
         )
     if summary.holds:
         out.print(
-            f"  held back from letters: {summary.holds:,} quarantined record(s) still say a person died, "
-            "left or has a coded entry such as an opt-out; nobody they name will be written to"
+            f"  held back from letters: {summary.holds:,} quarantined record(s) still name a person and "
+            "say they died or left, or carry a code (such as an opt-out); to be safe, nobody they name "
+            "will be written to"
         )
     for line in patient_lines(summary):
         out.print(f"  {line}")

@@ -49,6 +49,10 @@ GP_PREFIXES = ("Practitioner/", "PractitionerRole/")
 # Why a medicine is not used, in words for practice staff (issue 16 item 3).
 NOT_DMD = "coded only in systems recruit does not read (no dm+d code; such as RxNorm or local drug codes)"
 
+# Records with nothing wrong that recruit cannot use, in words for practice staff.
+NO_ODS_CODE = "Organization with no ODS code: recruit names practices by ODS code"
+NAMELESS_PRACTITIONER = "Practitioner with no name to sign letters with"
+
 # Resource types recruit reads; anything else is counted as "not used", never silently lost.
 USED_TYPES = (
     "Organization",
@@ -103,12 +107,24 @@ class Parsed:
 
 
 def _list(res: dict[str, Any], name: str) -> list[Any]:
+    """A repeating element. A single object where FHIR has a list (GP Connect writes
+    Patient.generalPractitioner so) can only mean a list of one; text or a number there is not
+    a list of anything, and stays a wrong type."""
     value = res.get(name)
     if value is None:
         return []
+    if isinstance(value, dict):
+        return [value]
     if not isinstance(value, list):
         raise Invalid("wrong_type", f"'{name}' should be a list", name)
     return value
+
+
+def _items(value: Any) -> list[Any]:
+    """As _list, best effort and never raising (for what a broken record still says)."""
+    if isinstance(value, dict):
+        return [value]
+    return value if isinstance(value, list) else []
 
 
 def _dict(value: Any, name: str) -> dict[str, Any]:
@@ -282,11 +298,16 @@ class FhirReader:
         ods = None
         for i, ident in enumerate(_list(res, "identifier")):
             ident = _dict(ident, f"identifier[{i}]")
-            if ident.get("system") in ODS_SYSTEMS and isinstance(ident.get("value"), str):
-                ods = ident["value"].strip().upper()
-                break
+            if ident.get("system") in ODS_SYSTEMS:
+                value = _str(ident.get("value"), f"identifier[{i}].value")  # a number: wrong type
+                if value and value.strip():
+                    ods = value.strip().upper()
+                    break
         if not ods:
-            raise Invalid("ods_code_missing", "the organisation has no ODS code identifier", "identifier")
+            # Bulk Data and Synthea exports hold many (hospitals, clinics, payers). Nothing is
+            # wrong with them, and a patient naming one is simply one whose practice is not
+            # known by ODS code (the loader decides what that means).
+            raise NotUsed(NO_ODS_CODE)
         lines, postcode = _address(_list(res, "address"), self.dates.latest_iso, ORG_ADDRESS_USES)
         phone = None
         for i, telecom in enumerate(_list(res, "telecom")):
@@ -306,7 +327,11 @@ class FhirReader:
         )
 
     def _read_Practitioner(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
-        title, given, family = _human_name(_list(res, "name"), self.dates.latest_iso)
+        names = _list(res, "name")
+        title, given, family = _human_name(names, self.dates.latest_iso)
+        if not (family or given):
+            # Only name.text (EPS cancellation examples write {"text": "Jackie Clark"}).
+            title, given, family = _name_from_text(names, self.dates.latest_iso)
         code = None
         for i, ident in enumerate(_list(res, "identifier")):
             ident = _dict(ident, f"identifier[{i}]")
@@ -314,7 +339,8 @@ class FhirReader:
                 code = ident["value"]
                 break
         if not (family or given):
-            raise Invalid("name_missing", "the practitioner has no name to sign letters with", "name")
+            # Nothing wrong with the record; recruit just cannot sign a letter with it.
+            raise NotUsed(NAMELESS_PRACTITIONER)
         keys = own_keys(res, full_url)
         if not keys:
             raise Invalid("id_missing", "the practitioner has no id to be referred to by", "id")
@@ -505,6 +531,17 @@ class FhirReader:
 
     # --- what the record says ---------------------------------------------------------------
 
+    def _date_of(self, choice: str, *candidates: tuple[Any, str]) -> str:
+        """A record's date: the first of the places it may be given. With none given, the reason
+        names the choice (onset[x]) and every place looked in, since no one field is missing."""
+        raw, name = _first(*candidates)
+        if name is None:
+            looked = ", ".join(where for _, where in candidates)
+            raise Invalid("date_missing", f"the date is missing (looked for {looked})", choice)
+        date = self.dates.read(raw, name)
+        assert date is not None
+        return date
+
     def _subject(self, res: dict[str, Any]) -> str:
         ref = res.get("subject", res.get("patient"))
         if ref is None:
@@ -543,14 +580,13 @@ class FhirReader:
             raise NotUsed("Condition entered in error or refuted")
         status = condition_status(res)
         onset_period = _dict(res.get("onsetPeriod"), "onsetPeriod")
-        raw, name = _first(
+        date = self._date_of(
+            "onset[x]",
             (res.get("onsetDateTime"), "onsetDateTime"),
             (onset_period.get("start"), "onsetPeriod.start"),
             (res.get("recordedDate"), "recordedDate"),
             (res.get("assertedDate"), "assertedDate"),  # STU3
         )
-        date = self.dates.read(raw, name or "onsetDateTime")
-        assert date is not None
         self._events(
             res, date, [(res.get("code"), "code", res.get("valueQuantity"), "valueQuantity")], status, out
         )
@@ -560,14 +596,13 @@ class FhirReader:
             raise NotUsed("Observation entered in error")
         status = observation_status(res.get("status"))
         period = _dict(res.get("effectivePeriod"), "effectivePeriod")
-        raw, name = _first(
+        date = self._date_of(
+            "effective[x]",
             (res.get("effectiveDateTime"), "effectiveDateTime"),
             (period.get("start"), "effectivePeriod.start"),
             (res.get("effectiveInstant"), "effectiveInstant"),  # R4's precise choice (UK Core uses it)
             (res.get("issued"), "issued"),
         )
-        date = self.dates.read(raw, name or "effectiveDateTime")
-        assert date is not None
         concepts: list[Concept] = [(res.get("code"), "code", res.get("valueQuantity"), "valueQuantity")]
         for i, comp in enumerate(_list(res, "component")):
             comp = _dict(comp, f"component[{i}]")
@@ -591,24 +626,24 @@ class FhirReader:
             date = self.dates.read(res.get("authoredOn"), "authoredOn")
         else:
             validity = _dict(validity, "dispenseRequest.validityPeriod")
-            raw, name = _first(
+            date = self._date_of(
+                "authoredOn",
                 (validity.get("start"), "dispenseRequest.validityPeriod.start"),
                 (res.get("authoredOn"), "authoredOn"),
             )
-            date = self.dates.read(raw, name or "authoredOn")
         self._medication(res, date, _course(res), status, out)
 
     def _read_MedicationStatement(self, res: dict[str, Any], full_url: str | None, out: Parsed) -> None:
         if res.get("status") == "entered-in-error":
             raise NotUsed("MedicationStatement entered in error")
         period = _dict(res.get("effectivePeriod"), "effectivePeriod")
-        raw, name = _first(
+        status = medication_status(res)
+        date = self._date_of(
+            "effective[x]",
             (res.get("effectiveDateTime"), "effectiveDateTime"),
             (period.get("start"), "effectivePeriod.start"),
             (res.get("dateAsserted"), "dateAsserted"),
         )
-        status = medication_status(res)
-        date = self.dates.read(raw, name or "effectiveDateTime")
         self._medication(res, date, _course(res), status, out)
 
     def _medication(
@@ -616,21 +651,8 @@ class FhirReader:
     ) -> None:
         assert date is not None
         patient = self._subject(res)
-        # The quantity is dispenseRequest.quantity.value. GP Connect may add its quantity text
-        # (Extension-CareConnect-GPC-MedicationQuantityText-1, e.g. "capsule(s)") beside it:
-        # that is words, not a number, so with no value the quantity stays unknown rather than
-        # a number guessed from text.
-        quantity = None
         dispense = _dict(res.get("dispenseRequest"), "dispenseRequest")
-        q = _dict(dispense.get("quantity"), "dispenseRequest.quantity")
-        if q.get("value") is not None:
-            if isinstance(q["value"], bool) or not isinstance(q["value"], int | float):
-                raise Invalid(
-                    "wrong_type",
-                    "'dispenseRequest.quantity.value' should be a number",
-                    "dispenseRequest.quantity",
-                )
-            quantity = float(q["value"])
+        quantity = self._supply_quantity(dispense.get("quantity"))
         code = None
         medication_ref = None
         if "medicationCodeableConcept" in res:
@@ -655,6 +677,20 @@ class FhirReader:
                 patient, date, system, value, term, quantity, course, res.get("id"), medication_ref, status
             )
         )
+
+    def _supply_quantity(self, raw: Any) -> float | None:
+        """dispenseRequest.quantity.value, which no rule uses: a problem with it leaves the
+        quantity unknown rather than losing the prescription. GP Connect writes the number as
+        text ("28"), read as that number and counted as repaired; its quantity-text extension
+        (Extension-CareConnect-GPC-MedicationQuantityText-1, "capsule(s)") is words, never a
+        number guessed from them."""
+        value = raw.get("value") if isinstance(raw, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _PLAIN_DECIMAL.fullmatch(value.strip()):
+            self.dates.repaired += 1
+            return float(value)
+        return None
 
     def _contained_medicine(self, res: dict[str, Any], local_id: str) -> tuple[str, str, str | None]:
         for i, contained in enumerate(_list(res, "contained")):
@@ -704,7 +740,7 @@ def _nhs_number(res: dict[str, Any]) -> tuple[str | None, str | None]:
 
 def _patient_holds(res: dict[str, Any], full_url: str | None, today: str) -> list[HoldRow]:
     nhs = None
-    for ident in res.get("identifier") or []:
+    for ident in _items(res.get("identifier")):
         if isinstance(ident, dict) and ident.get("system") == NHS_NUMBER_SYSTEM:
             value = re.sub(r"[\s-]", "", str(ident.get("value")))
             if nhs_number_is_valid(value):
@@ -741,15 +777,15 @@ def _signals_left(res: dict[str, Any], today: str) -> bool:
     active = res.get("active")
     if active is False or (isinstance(active, str) and active.strip().lower() == "false"):
         return True
-    for ext in res.get("extension") or []:
+    for ext in _items(res.get("extension")):
         if not isinstance(ext, dict) or "registration" not in str(ext.get("url", "")).lower():
             continue
         periods = [ext.get("valuePeriod")] + [
-            sub.get("valuePeriod") for sub in ext.get("extension") or [] if isinstance(sub, dict)
+            sub.get("valuePeriod") for sub in _items(ext.get("extension")) if isinstance(sub, dict)
         ]
         if any(_ended(period, today) for period in periods):
             return True
-    for gp in res.get("generalPractitioner") or []:  # PDS: the practice identifier's period
+    for gp in _items(res.get("generalPractitioner")):  # PDS: the practice identifier's period
         ident = gp.get("identifier") if isinstance(gp, dict) else None
         if isinstance(ident, dict) and _ended(ident.get("period"), today):
             return True
@@ -775,12 +811,12 @@ def _code_holds(res: dict[str, Any]) -> list[HoldRow]:
     if not keys:
         return []
     concepts = [res.get("code")]
-    concepts += [c.get("code") for c in res.get("component") or [] if isinstance(c, dict)]
+    concepts += [c.get("code") for c in _items(res.get("component")) if isinstance(c, dict)]
     found: dict[tuple[str, str], HoldRow] = {}
     for concept in concepts:
         if not isinstance(concept, dict):
             continue
-        for coding in concept.get("coding") or []:
+        for coding in _items(concept.get("coding")):
             if not isinstance(coding, dict):
                 continue
             system = system_name(coding.get("system"))
@@ -872,6 +908,7 @@ def _quantity(raw: Any, name: str = "valueQuantity") -> tuple[float | None, str 
 NAME_USES: tuple[str | None, ...] = ("usual", "official", None, "temp")
 PATIENT_ADDRESS_USES: tuple[str | None, ...] = ("home", None, "temp")
 ORG_ADDRESS_USES: tuple[str | None, ...] = ("work", None, "home", "temp")
+_PLAIN_DECIMAL = re.compile(r"-?\d+(\.\d+)?")
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 
 
@@ -911,15 +948,22 @@ def _current(entry: dict[str, Any], today: str, name: str) -> tuple[bool, str]:
     return True, start or ""
 
 
-def _best(entries: list[Any], today: str, uses: tuple[str | None, ...], name: str) -> dict[str, Any] | None:
+def _best(
+    entries: list[Any], today: str, uses: tuple[str | None, ...], name: str, *, text: bool = False
+) -> dict[str, Any] | None:
     """The entry of the most preferred use that is current now, whatever the list's order; among
-    equals the one that began latest, then the first listed."""
+    equals the one that began latest, then the first listed. `text`: names with only `text`."""
     best: tuple[int, str, int] | None = None
     chosen = None
     for i, entry in enumerate(entries):
         entry = _dict(entry, f"{name}[{i}]")
         use = _str(entry.get("use"), f"{name}[{i}].use")
-        if use not in uses or not _has_content(entry, name):
+        if use not in uses:
+            continue
+        if text:
+            if not (_str(entry.get("text"), f"{name}[{i}].text") or "").strip():
+                continue
+        elif not _has_content(entry, name):
             continue
         current, began = _current(entry, today, f"{name}[{i}]")
         if not current:
@@ -950,6 +994,33 @@ def _human_name(names: list[Any], today: str) -> tuple[str | None, str | None, s
     given = _strs(_list(chosen, "given"), "name.given")
     family = _str(chosen.get("family"), "name.family")
     return " ".join(prefix) or None, " ".join(given) or None, family or None
+
+
+# Titles a name written as text may begin with (any case, with or without a full stop).
+TITLES = frozenset(
+    ("dr", "mr", "mrs", "ms", "miss", "mx", "prof", "professor", "sir", "dame", "rev", "revd", "sister")
+)
+
+
+def _name_from_text(names: list[Any], today: str) -> tuple[str | None, str | None, str | None]:
+    """Title, given names and family name from a current name's `text` alone ("Dr Jane A Smith",
+    or "SMITH, Jane"): titles first, the last word as family name, the words between as given
+    names. Letters sign with title, given and family joined, so the signature reads as written
+    whichever way an unusual name is split."""
+    chosen = _best(names, today, NAME_USES, "name", text=True)
+    if not chosen:
+        return None, None, None
+    written = " ".join(chosen["text"].split())
+    family, comma, rest = (part.strip() for part in written.partition(","))
+    words = rest.split() if comma else family.split()  # "Family, Given", as some systems list
+    titles = []
+    while words and words[0].rstrip(".").lower() in TITLES:
+        titles.append(words.pop(0))
+    if not comma:
+        family = words.pop() if words else ""  # a title alone is no name
+    if not family:
+        return None, None, None
+    return " ".join(titles) or None, " ".join(words) or None, family
 
 
 def _address(

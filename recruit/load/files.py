@@ -297,7 +297,7 @@ def _read_json(path: Path, file_no: int) -> Iterator[Record]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        yield Record(file_no, None, None, error=json_problem(exc, raw), raw=snippet(raw))
+        yield Record(file_no, None, None, error=json_problem(exc, raw, "file"), raw=snippet(raw))
         return
     yield from expand(data, file_no, None)
 
@@ -422,10 +422,34 @@ def only_empty_bundles(files: list[Path]) -> list[str] | None:
     return found
 
 
-def json_problem(exc: orjson.JSONDecodeError, raw: bytes) -> str:
+def json_problem(exc: orjson.JSONDecodeError, raw: bytes, what: str = "line") -> str:
+    """Why a line (NDJSON) or a whole file (JSON) could not be read, in words that fit it: text
+    that does not even begin as JSON (a web page, a template, a report) is not called cut short."""
     msg = str(exc)
-    if "utf-8" in msg.lower() or "surrogates" in msg.lower():
-        return "the text is not valid UTF-8 (the file may be in another encoding, such as Windows-1252)"
     if not raw.strip():
         return "the file is empty"
-    return f"not valid JSON ({msg.split(':')[0]}); the line may be cut short"
+    start = raw.lstrip(BOM + _SPACE)
+    if start.startswith((b"{%", b"{{")):  # Jekyll / Liquid lines around a published example
+        return (
+            f"the {what} is not JSON (it starts with a web page template line such as "
+            "'{% highlight json %}'; remove such lines); is it a FHIR file?"
+        )
+    if not start.startswith((b"{", b"[")):
+        return f"the {what} is not JSON (it does not start with '{{'); is it a FHIR file?"
+    if not _starts_as_json(start):
+        return f"the {what} is not JSON (it does not start with '{{\"' as JSON does); is it a FHIR file?"
+    if "utf-8" in msg.lower() or "surrogates" in msg.lower():
+        return "the text is not valid UTF-8 (the file may be in another encoding, such as Windows-1252)"
+    return f"not valid JSON ({msg.split(':')[0]}); the {what} may be cut short"
+
+
+_SPACE = b" \t\r\n"
+
+
+def _starts_as_json(start: bytes) -> bool:
+    """Whether text begins as a JSON object or array does ('{' then a name or '}', '[' then a
+    value or ']'), so that a failure later in it can be a cut-short or broken record."""
+    rest = start[1:].lstrip(_SPACE)
+    if not rest:
+        return True  # cut short right after its first character
+    return rest[0] in (b'"}' if start.startswith(b"{") else b'{["-0123456789tfn]')

@@ -111,6 +111,8 @@ def concept_codes(value: Any, name: str) -> list[str]:
     found = value.get("coding")
     if found is None:
         return []
+    if isinstance(found, dict):  # one coding where FHIR has a list: a list of one (as fhir._list)
+        found = [found]
     if not isinstance(found, list):
         raise Invalid("wrong_type", f"'{name}.coding' should be a list", f"{name}.coding")
     codes = []

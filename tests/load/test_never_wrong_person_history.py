@@ -658,6 +658,13 @@ def test_case2_cli_says_people_are_held_back_without_naming_them(tmp_path):
     assert out.returncode == 0, out.stderr
     # (the second p1 is the same person, joined: its death is the person's, not a hold)
     assert "held back from letters: 1 quarantined record(s)" in out.stdout
+    # Says what such records are, without claiming every quarantined coded record is an opt-out.
+    said = " ".join(out.stdout.split())
+    assert (
+        "still name a person and say they died or left, or carry a code (such as an opt-out); "
+        "to be safe, nobody they name will be written to"
+    ) in said
+    assert "has a coded entry" not in said
     assert fx.NHS_NUMBERS[0] not in out.stdout + out.stderr
 
 

@@ -576,13 +576,27 @@ def test_case10_wrong_typed_record_values_are_quarantined():
     numeric_code = fx.condition()
     numeric_code["code"]["coding"][0]["code"] = 827241000000103
     for res, field in (
-        (obs, "valueQuantity.value"),
+        (obs, "valueQuantity.value"),  # an observation's value is what rules compare
         (numeric_code, "code.coding[0].code"),
-        (fx.med_request(dispenseRequest={"quantity": {"value": "100"}}), "dispenseRequest.quantity"),
     ):
         with pytest.raises(Invalid) as err:
             reader().read(res)
         assert (err.value.code, err.value.field) == ("wrong_type", field)
+
+
+@pytest.mark.parametrize(
+    ("value", "quantity", "repaired"),
+    [("100", 100.0, 1), (" 28.5 ", 28.5, 1), ("one pack", None, 0), (True, None, 0), ([28], None, 0)],
+)
+def test_case10_a_supply_quantity_no_rule_uses_is_never_a_reason_to_lose_the_prescription(
+    value, quantity, repaired
+):
+    """The exception to case 10: dispenseRequest.quantity is not used by any rule, so a number
+    written as text (GP Connect) is read as that number and counted as repaired, and anything
+    else leaves the quantity unknown; never a default, never the prescription dropped."""
+    r = reader()
+    [m] = r.read(fx.med_request(dispenseRequest={"quantity": {"value": value}})).medications
+    assert (m.code, m.quantity, r.dates.repaired) == ("322341003", quantity, repaired)
 
 
 # --- case 15: counts and reasons are true; no identifier printed in full ---------------------------
