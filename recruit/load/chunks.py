@@ -265,7 +265,8 @@ def bad_patient_keys(res: dict[str, Any], full_url: str | None) -> list[str]:
     try:
         if isinstance(res.get("id"), str) or isinstance(full_url, str):
             keys = own_keys({"resourceType": "Patient", "id": res.get("id")}, full_url)
-        for ident in res.get("identifier") or []:
+        idents = res.get("identifier") or []
+        for ident in [idents] if isinstance(idents, dict) else idents:  # one object for a list
             if isinstance(ident, dict) and ident.get("system") == NHS_NUMBER_SYSTEM:
                 value = "".join(str(ident.get("value")).split()).replace("-", "")
                 if nhs_number_is_valid(value):
