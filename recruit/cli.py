@@ -390,9 +390,13 @@ def quarantine_export(
 
 @app.command("search")
 def search(
-    rules: Annotated[Path, typer.Option(help="The rule set, e.g. rules/instep.yaml.")] = Path(
-        "rules/instep.yaml"
-    ),
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            help="The rule set (default: rules/instep.yaml in this folder, else the one recruit comes with).",
+            show_default=False,
+        ),
+    ] = None,
     index_date: Annotated[
         str | None, typer.Option(help="Search as on this date, YYYY-MM-DD (default: today).")
     ] = None,
@@ -403,10 +407,11 @@ def search(
     from recruit.query.absent import search_warnings
     from recruit.query.flow import format_flow
     from recruit.query.run import run_search
+    from recruit.resources import default_rules
 
     when = _date_option(index_date, "--index-date")
     engine = _ready_engine(db)
-    run_id = run_search(engine, rules, index_date=when, practice=practice)
+    run_id = run_search(engine, rules or default_rules(), index_date=when, practice=practice)
     with engine.connect() as conn:
         out.print(format_flow(conn, run_id), highlight=False, soft_wrap=True)
         for warning in search_warnings(conn, run_id):
@@ -415,16 +420,23 @@ def search(
 
 @codelists_app.command("check")
 def codelists_check(
-    rules: Annotated[Path, typer.Option(help="The rule set whose codelists to check.")] = Path(
-        "rules/instep.yaml"
-    ),
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            help="The rule set whose codelists to check (default: rules/instep.yaml in this folder, "
+            "else the one recruit comes with).",
+            show_default=False,
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Check every codelist a rule set uses loads cleanly, and say which never match the records."""
     from recruit.query.run import load_search
     from recruit.query.usage import codelist_usage
+    from recruit.resources import default_rules
 
-    _, codelists, _ = load_search(rules)  # a code it cannot recognise fails here, naming file and line
+    # A code it cannot recognise fails here, naming file and line.
+    _, codelists, _ = load_search(rules or default_rules())
     usage = codelist_usage(_ready_engine(db), codelists)
     for u in usage:
         flag = "  <- never matched in the loaded records" if u.never_matched else ""
@@ -653,7 +665,11 @@ def letters_write(
         typer.Option(help="Only the next K: the highest-ranked approved patients not yet invited."),
     ] = None,
     study: Annotated[
-        Path | None, typer.Option(help="Study settings file (default: rules/studies/<study>.yaml).")
+        Path | None,
+        typer.Option(
+            help="Study settings file (default: rules/studies/<study>.yaml in this folder, else the one "
+            "recruit comes with)."
+        ),
     ] = None,
     templates: TemplatesOption = None,
     letter_date: Annotated[

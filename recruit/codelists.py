@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from recruit.errors import RecruitError
+from recruit.resources import rules_folder
 
 __all__ = [
     "Code",
@@ -37,7 +38,6 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "codelists.yaml"
-_RELATIVE_DIR = Path("rules") / "codelists"
 _REQUIRED_COLUMNS = ("code", "system", "term")
 
 _SCTID = re.compile(r"[0-9]{6,18}")
@@ -115,21 +115,14 @@ class Codelist:
 
 
 def default_directory() -> Path:
-    """Where codelists live: ``./rules/codelists`` if present, else the repository's copy.
+    """Where codelists live: ``./rules/codelists`` if present, else the copy recruit comes with.
 
-    The working directory wins so a deployment can ship its own reviewed lists; the
-    fallback is found from this file's location (``<repo>/recruit/codelists.py``).
+    The working directory wins so a deployment can ship its own reviewed lists.
     """
-    cwd_dir = Path.cwd() / _RELATIVE_DIR
-    if (cwd_dir / MANIFEST_NAME).is_file():
-        return cwd_dir
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / _RELATIVE_DIR
-        if (candidate / MANIFEST_NAME).is_file():
-            return candidate
-    raise CodelistError(
-        f"no {_RELATIVE_DIR / MANIFEST_NAME} found in {Path.cwd()} or above {Path(__file__).parent}"
-    )
+    try:
+        return rules_folder("codelists", MANIFEST_NAME)
+    except RecruitError as e:
+        raise CodelistError(str(e)) from None
 
 
 def _resolve_dir(directory: str | Path | None) -> Path:

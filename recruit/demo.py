@@ -27,6 +27,7 @@ from recruit.load import load_extract
 from recruit.migrate import upgrade
 from recruit.models import Invitation, ReviewDecision, SearchResult
 from recruit.private_files import make_private, make_private_tree, open_private, owner_only, private_folder
+from recruit.resources import rules_file
 
 INDEX_DATE = dt.date(2026, 11, 1)  # the made-up extract is taken on this date (its manifest says so)
 REVIEWER = "Dr A Demo (simulated review)"
@@ -49,12 +50,8 @@ class DemoResult:
 
 
 def find_rules(name: str = "instep.yaml") -> Path:
-    """The rule set: ./rules/ if there is one, else the copy beside the installed package."""
-    for base in (Path.cwd(), *Path(__file__).resolve().parents):
-        candidate = base / "rules" / name
-        if candidate.is_file():
-            return candidate
-    raise RecruitError(f"Cannot find rules/{name}: run recruit demo from the recruit folder.")
+    """A file under rules/: ./rules/ if it has one, else the copy recruit comes with."""
+    return rules_file(name)
 
 
 def prepare_folder(folder: Path) -> None:

@@ -60,14 +60,16 @@ class CodeSet:
 
 
 def find_codelists_dir(override: str | Path | None = None) -> Path:
-    """Override, then $SYNTHETIC_EHR_CODELISTS, then ./rules/codelists, then <repo>/rules/codelists."""
+    """Override, then $SYNTHETIC_EHR_CODELISTS, then ./rules/codelists, then recruit's own."""
     candidates: list[Path] = []
     if override:
         candidates.append(Path(override))
     if os.environ.get(ENV_CODELISTS):
         candidates.append(Path(os.environ[ENV_CODELISTS]))
-    candidates.append(Path.cwd() / "rules" / "codelists")
-    candidates.append(Path(__file__).resolve().parents[1] / "rules" / "codelists")
+    # ./rules/codelists, then the copy recruit comes with (shipped in the same wheel).
+    from recruit.resources import rules_dirs
+
+    candidates.extend(base / "codelists" for base in rules_dirs())
     for cand in candidates:
         if (cand / "chronic_pain.csv").is_file() and (cand / "opioids.csv").is_file():
             return cand

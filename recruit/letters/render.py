@@ -26,6 +26,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from recruit.errors import RecruitError
+from recruit.resources import shipped_templates
 
 # Letter format -> the template of its pack (letter and reply slip), and the CSS class it uses.
 FORMATS: dict[str, str] = {
@@ -58,11 +59,10 @@ class TemplateProblem(RecruitError):
 
 
 def templates_dir() -> Path:
-    """letter_templates/ at the repository root ships inside the wheel as recruit/letter_templates."""
-    package = Path(__file__).resolve().parent.parent
-    for candidate in (package / "letter_templates", package.parent / "letter_templates"):
-        if (candidate / DOCUMENT_TEMPLATE).is_file():
-            return candidate
+    """The letter templates recruit comes with (letter_templates/, shipped in the wheel)."""
+    candidate = shipped_templates()
+    if (candidate / DOCUMENT_TEMPLATE).is_file():
+        return candidate
     raise RecruitError("recruit's letter templates are missing from this installation; reinstall it.")
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from recruit.errors import RecruitError
 from recruit.models import utcnow
+from recruit.resources import rules_file
 from recruit.rules.model import _located, _message
 from recruit.tables import STUDY
 
@@ -128,7 +129,13 @@ class StudySettings(_Strict):
 
 
 def default_study_file(code: str = "instep") -> Path:
-    return Path("rules") / "studies" / f"{code}.yaml"
+    """rules/studies/<code>.yaml: the user's ./rules/ first, else the copy recruit comes with.
+
+    When neither has it, the relative path is returned so the caller's message names it."""
+    try:
+        return rules_file(Path("studies") / f"{code}.yaml")
+    except RecruitError:
+        return Path("rules") / "studies" / f"{code}.yaml"
 
 
 def load_study_settings(path: str | Path) -> StudySettings:

@@ -62,6 +62,7 @@ from recruit.models import (
     Practitioner,
     Quarantine,
 )
+from recruit.resources import rules_file
 
 REASONS = {
     "reference_dangling": "refers to a patient who is not in this extract",
@@ -269,12 +270,13 @@ def _not_in_the_future(when: dt.date, date_source: str) -> None:
 
 
 def default_mapping() -> Path:
-    """The mapping for recruit synth's CSV extract, from rules/mappings/."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = base / "rules" / "mappings" / "synthetic_ehr.yaml"
-        if candidate.is_file():
-            return candidate
-    raise RecruitError("No CSV mapping given: use --mapping FILE (see rules/mappings/ for examples).")
+    """The mapping for recruit synth's CSV extract: ./rules/mappings/ first, else recruit's own."""
+    try:
+        return rules_file("mappings/synthetic_ehr.yaml")
+    except RecruitError:
+        raise RecruitError(
+            "No CSV mapping given: use --mapping FILE (see rules/mappings/ for examples)."
+        ) from None
 
 
 # The kinds a CSV export's files carry (the resource_type of their rows).
