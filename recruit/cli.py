@@ -757,7 +757,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Same seed, same made-up people.")] = 1,
 ) -> None:
     """Try the whole flow on made-up patients: search, GP review, letters, replies and audit."""
-    from recruit.demo import run_demo
+    from recruit.demo import closing_advice, run_demo
 
     out.print("recruit demo: every step on made-up patients (no real data is used).", highlight=False)
     result = run_demo(
@@ -770,14 +770,7 @@ def demo(
     out.print("\nWhere to look:", highlight=False)
     for what, path in result.outputs.items():
         out.print(f"  {what}: {path}", highlight=False, markup=False, soft_wrap=True)
-    out.print(
-        f"Try: recruit audit {result.run_id} --db sqlite:///{out_dir / 'recruit.db'} --out another-report, "
-        f"or recruit evaluate {result.run_id} --truth {out_dir / 'extract' / 'truth'} "
-        f"--db sqlite:///{out_dir / 'recruit.db'}",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
+    out.print(closing_advice(result), highlight=False, markup=False, soft_wrap=True)
 
 
 # --- copying a database (DuckDB for region-wide searches) -------------------------------------

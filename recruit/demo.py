@@ -230,3 +230,15 @@ def run_demo(
             "audit report": folder / "audit" / "audit.html",
         },
     )
+
+
+def closing_advice(result: DemoResult, command: list[str] | None = None) -> str:
+    """What to try next, as commands that work where the demo was run (see recruit.invocation)."""
+    from recruit.invocation import quote, recruit_command
+
+    start = command or recruit_command()
+    db = f"sqlite:///{(result.folder / 'recruit.db').as_posix()}"
+    truth = str(result.folder / "extract" / "truth")
+    audit = quote([*start, "audit", str(result.run_id), "--db", db, "--out", "another-report"])
+    evaluate = quote([*start, "evaluate", str(result.run_id), "--truth", truth, "--db", db])
+    return f"Try: {audit}, or {evaluate}"
