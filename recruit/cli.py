@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -36,8 +37,10 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
-        metavar="URL",
-        help="Database address. Default: RECRUIT_DATABASE_URL, else recruit.db in this folder.",
+        metavar="FILE|URL",
+        help="The database: a file such as recruit.db, or a server address such as "
+        "postgresql+psycopg://user@host/dbname. Default: RECRUIT_DATABASE_URL, else recruit.db "
+        "in this folder.",
         show_default=False,
     ),
 ]
@@ -101,13 +104,14 @@ def db_status(db: DbOption = None) -> None:
         out.print(f"Revision: {current}; this recruit expects {head}. Run `recruit db upgrade` to update.")
 
 
-def _ready_engine(db: str | None):  # type: ignore[no-untyped-def]
-    """An engine on an up-to-date database (created if need be), so commands just work."""
-    from recruit.migrate import current_revision, head_revision, upgrade
+def _ready_engine(db: str | None, *, create: bool = False, create_flag: str | None = None):  # type: ignore[no-untyped-def]
+    """An engine on an existing, up-to-date database; otherwise one line saying what to run.
 
-    engine = make_engine(db, create_folder=True)
-    if current_revision(engine) != head_revision():
-        upgrade(engine)
+    Only `recruit db upgrade` (or a command's --create) makes a database, and only it upgrades one.
+    """
+    from recruit.migrate import open_database
+
+    engine = open_database(db, create=create, create_flag=create_flag)
     _clean_leftovers(engine)
     return engine
 
@@ -210,6 +214,13 @@ def load(
             "(made-up data such as Synthea, a Bulk export without Organizations)."
         ),
     ] = None,
+    create: Annotated[
+        bool,
+        typer.Option(
+            "--create",
+            help="Start a new database if there is none yet (otherwise a missing one is an error).",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Load a practice extract (FHIR or CSV); records that cannot be used are quarantined."""
@@ -218,7 +229,7 @@ def load(
     from recruit.load.loader import patient_lines
 
     when = _date_option(extract_date, "--extract-date")
-    engine = _ready_engine(db)
+    engine = _ready_engine(db, create=create, create_flag="--create")
     total = sum(
         f.stat().st_size
         for p in paths
@@ -798,10 +809,11 @@ def db_copy(
     and search that: recruit search --db duckdb:///region.duckdb
     """
     from recruit.dbcopy import HISTORY_KINDS, copy_database
+    from recruit.migrate import open_database
 
     if delete_history and not replace:
         raise RecruitError("--delete-history only has a meaning with --replace.")
-    source = make_engine(db)
+    source = open_database(db)  # never creates: a mistyped source would copy nothing
     target = make_engine(to, create_folder=True)
     progress, advance = _bar("Copying", None)
     with progress:
@@ -822,10 +834,39 @@ def db_copy(
             out.print(f"  {name}: {n:,}")
 
 
+# Typer (0.29) prints each parameter's Python type in help: <bool> beside a flag, which takes no
+# value, and <list[Path]> beside an argument. Practice staff read words: a flag shows nothing, an
+# argument its name, and an option's value a word (each option's metavar, where it sets one, wins).
+_TYPE_WORDS = {"<str>": "TEXT", "<int>": "NUMBER", "<path>": "PATH", "<float>": "NUMBER"}
+
+
+def readable_help(command: Any) -> Any:
+    """The Click command tree Typer builds, with its help reading as words rather than Python types."""
+
+    def show(param: Any, ctx: Any) -> str | None:
+        if getattr(param, "is_flag", False) or param.param_type_name == "argument":
+            return None
+        if param.metavar is not None:
+            return str(param.metavar)
+        shown = param.display_type(ctx)
+        return _TYPE_WORDS.get(shown, shown.strip("<>").upper())
+
+    ctx = command.context_class(command)
+    params = list(command.params)
+    help_option = command.get_help_option(ctx)
+    if help_option is not None:
+        params.append(help_option)
+    for param in params:
+        param.display_type_rich = functools.partial(show, param)
+    for sub in getattr(command, "commands", {}).values():
+        readable_help(sub)
+    return command
+
+
 def main() -> None:
     """Console entry point: user errors become one plain line on stderr, never a traceback."""
     try:
-        app()
+        readable_help(typer.main.get_command(app))()
     except RecruitError as exc:
         err.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
