@@ -405,7 +405,12 @@ def search(
         "rules/instep.yaml"
     ),
     index_date: Annotated[
-        str | None, typer.Option(help="Search as on this date, YYYY-MM-DD (default: today).")
+        str | None,
+        typer.Option(
+            metavar="YYYY-MM-DD",
+            help="Search as on this date (default: the date the newest extract of the practices "
+            "searched was taken).",
+        ),
     ] = None,
     practice: Annotated[str | None, typer.Option(help="Only this practice (ODS code).")] = None,
     db: DbOption = None,
@@ -413,11 +418,15 @@ def search(
     """Run a rule set over the loaded records, store the run and print how many each step kept."""
     from recruit.query.absent import search_warnings
     from recruit.query.flow import format_flow
-    from recruit.query.run import run_search
+    from recruit.query.run import IndexDate, default_index_date, run_search
 
     when = _date_option(index_date, "--index-date")
     engine = _ready_engine(db)
-    run_id = run_search(engine, rules, index_date=when, practice=practice)
+    chosen = IndexDate(when, "given with --index-date") if when else default_index_date(engine, practice)
+    run_id = run_search(engine, rules, index_date=chosen.date, practice=practice)
+    out.print(f"Index date: {chosen.date} ({chosen.reason}).", highlight=False, soft_wrap=True)
+    if when is None:
+        out.print("To search as on another date, give --index-date YYYY-MM-DD.", highlight=False)
     with engine.connect() as conn:
         out.print(format_flow(conn, run_id), highlight=False, soft_wrap=True)
         for warning in search_warnings(conn, run_id):
