@@ -726,10 +726,67 @@ def letters_write(
             )
     if summary.left_for_later:
         out.print(f"Approved and left for a later wave: {summary.left_for_later:,}")
+    if summary.letters_written and not summary.draft:
+        out.print(
+            f"Once they are posted: recruit letters posted {summary.batch_id} (the audit counts "
+            "people as invited from then); if they are destroyed: "
+            f"recruit letters not-posted {summary.batch_id}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if summary.draft:
         err.print(
             "[bold]These letters are marked DRAFT[/]: the study settings say the wording is not yet "
             "approved. Do not post them."
+        )
+
+
+BatchArgument = Annotated[
+    int, typer.Argument(help='The batch number (recruit letters prints it: "Batch N").', show_default=False)
+]
+
+
+@letters_app.command("posted")
+def letters_posted(
+    batch: BatchArgument,
+    posted_date: Annotated[
+        str | None,
+        typer.Option("--date", metavar="YYYY-MM-DD", help="The day the batch was posted (default: today)."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Record that a batch of letters was posted: the audit then counts its people as invited."""
+    from recruit.letters.posted import record_posted
+
+    summary = record_posted(_ready_engine(db), batch, _date_option(posted_date, "--date"))
+    if summary.already:
+        out.print(f"Batch {batch} was already recorded as posted on {summary.posted_on}; nothing changed.")
+        return
+    out.print(f"Batch {batch}: {summary.letters:,} letter(s) recorded as posted on {summary.posted_on}.")
+
+
+@letters_app.command("not-posted")
+def letters_not_posted(batch: BatchArgument, db: DbOption = None) -> None:
+    """Record that a batch was never posted (destroyed): its letters did not go, nobody in it counts
+    as invited, and they can be written to in a later batch."""
+    from recruit.letters.posted import record_not_posted
+
+    summary = record_not_posted(_ready_engine(db), batch)
+    if summary.already:
+        out.print(f"Batch {batch} was already recorded as not posted; nothing changed.")
+        return
+    out.print(
+        f"Batch {batch} recorded as not posted: its {summary.letters_removed:,} letter(s) never went, "
+        "and the people in it can be written to in a later batch (each keeps their study number).",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if summary.output_dir:
+        out.print(
+            f"Destroy any printed copies, and delete the folder {summary.output_dir}.",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
 
 
