@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -36,8 +37,10 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
-        metavar="URL",
-        help="Database address. Default: RECRUIT_DATABASE_URL, else recruit.db in this folder.",
+        metavar="FILE|URL",
+        help="The database: a file such as recruit.db, or a server address such as "
+        "postgresql+psycopg://user@host/dbname. Default: RECRUIT_DATABASE_URL, else recruit.db "
+        "in this folder.",
         show_default=False,
     ),
 ]
@@ -101,13 +104,14 @@ def db_status(db: DbOption = None) -> None:
         out.print(f"Revision: {current}; this recruit expects {head}. Run `recruit db upgrade` to update.")
 
 
-def _ready_engine(db: str | None):  # type: ignore[no-untyped-def]
-    """An engine on an up-to-date database (created if need be), so commands just work."""
-    from recruit.migrate import current_revision, head_revision, upgrade
+def _ready_engine(db: str | None, *, create: bool = False, create_flag: str | None = None):  # type: ignore[no-untyped-def]
+    """An engine on an existing, up-to-date database; otherwise one line saying what to run.
 
-    engine = make_engine(db, create_folder=True)
-    if current_revision(engine) != head_revision():
-        upgrade(engine)
+    Only `recruit db upgrade` (or a command's --create) makes a database, and only it upgrades one.
+    """
+    from recruit.migrate import open_database
+
+    engine = open_database(db, create=create, create_flag=create_flag)
     _clean_leftovers(engine)
     return engine
 
@@ -210,6 +214,13 @@ def load(
             "(made-up data such as Synthea, a Bulk export without Organizations)."
         ),
     ] = None,
+    create: Annotated[
+        bool,
+        typer.Option(
+            "--create",
+            help="Start a new database if there is none yet (otherwise a missing one is an error).",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Load a practice extract (FHIR or CSV); records that cannot be used are quarantined."""
@@ -218,7 +229,7 @@ def load(
     from recruit.load.loader import patient_lines
 
     when = _date_option(extract_date, "--extract-date")
-    engine = _ready_engine(db)
+    engine = _ready_engine(db, create=create, create_flag="--create")
     total = sum(
         f.stat().st_size
         for p in paths
@@ -398,7 +409,12 @@ def search(
         ),
     ] = None,
     index_date: Annotated[
-        str | None, typer.Option(help="Search as on this date, YYYY-MM-DD (default: today).")
+        str | None,
+        typer.Option(
+            metavar="YYYY-MM-DD",
+            help="Search as on this date (default: the date the newest extract of the practices "
+            "searched was taken).",
+        ),
     ] = None,
     practice: Annotated[str | None, typer.Option(help="Only this practice (ODS code).")] = None,
     db: DbOption = None,
@@ -406,12 +422,16 @@ def search(
     """Run a rule set over the loaded records, store the run and print how many each step kept."""
     from recruit.query.absent import search_warnings
     from recruit.query.flow import format_flow
-    from recruit.query.run import run_search
+    from recruit.query.run import IndexDate, default_index_date, run_search
     from recruit.resources import default_rules
 
     when = _date_option(index_date, "--index-date")
     engine = _ready_engine(db)
-    run_id = run_search(engine, rules or default_rules(), index_date=when, practice=practice)
+    chosen = IndexDate(when, "given with --index-date") if when else default_index_date(engine, practice)
+    run_id = run_search(engine, rules or default_rules(), index_date=chosen.date, practice=practice)
+    out.print(f"Index date: {chosen.date} ({chosen.reason}).", highlight=False, soft_wrap=True)
+    if when is None:
+        out.print("To search as on another date, give --index-date YYYY-MM-DD.", highlight=False)
     with engine.connect() as conn:
         out.print(format_flow(conn, run_id), highlight=False, soft_wrap=True)
         for warning in search_warnings(conn, run_id):
@@ -722,10 +742,67 @@ def letters_write(
             )
     if summary.left_for_later:
         out.print(f"Approved and left for a later wave: {summary.left_for_later:,}")
+    if summary.letters_written and not summary.draft:
+        out.print(
+            f"Once they are posted: recruit letters posted {summary.batch_id} (the audit counts "
+            "people as invited from then); if they are destroyed: "
+            f"recruit letters not-posted {summary.batch_id}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if summary.draft:
         err.print(
             "[bold]These letters are marked DRAFT[/]: the study settings say the wording is not yet "
             "approved. Do not post them."
+        )
+
+
+BatchArgument = Annotated[
+    int, typer.Argument(help='The batch number (recruit letters prints it: "Batch N").', show_default=False)
+]
+
+
+@letters_app.command("posted")
+def letters_posted(
+    batch: BatchArgument,
+    posted_date: Annotated[
+        str | None,
+        typer.Option("--date", metavar="YYYY-MM-DD", help="The day the batch was posted (default: today)."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Record that a batch of letters was posted: the audit then counts its people as invited."""
+    from recruit.letters.posted import record_posted
+
+    summary = record_posted(_ready_engine(db), batch, _date_option(posted_date, "--date"))
+    if summary.already:
+        out.print(f"Batch {batch} was already recorded as posted on {summary.posted_on}; nothing changed.")
+        return
+    out.print(f"Batch {batch}: {summary.letters:,} letter(s) recorded as posted on {summary.posted_on}.")
+
+
+@letters_app.command("not-posted")
+def letters_not_posted(batch: BatchArgument, db: DbOption = None) -> None:
+    """Record that a batch was never posted (destroyed): its letters did not go, nobody in it counts
+    as invited, and they can be written to in a later batch."""
+    from recruit.letters.posted import record_not_posted
+
+    summary = record_not_posted(_ready_engine(db), batch)
+    if summary.already:
+        out.print(f"Batch {batch} was already recorded as not posted; nothing changed.")
+        return
+    out.print(
+        f"Batch {batch} recorded as not posted: its {summary.letters_removed:,} letter(s) never went, "
+        "and the people in it can be written to in a later batch (each keeps their study number).",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if summary.output_dir:
+        out.print(
+            f"Destroy any printed copies, and delete the folder {summary.output_dir}.",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
 
 
@@ -807,10 +884,11 @@ def db_copy(
     and search that: recruit search --db duckdb:///region.duckdb
     """
     from recruit.dbcopy import HISTORY_KINDS, copy_database
+    from recruit.migrate import open_database
 
     if delete_history and not replace:
         raise RecruitError("--delete-history only has a meaning with --replace.")
-    source = make_engine(db)
+    source = open_database(db)  # never creates: a mistyped source would copy nothing
     target = make_engine(to, create_folder=True)
     progress, advance = _bar("Copying", None)
     with progress:
@@ -831,10 +909,39 @@ def db_copy(
             out.print(f"  {name}: {n:,}")
 
 
+# Typer (0.29) prints each parameter's Python type in help: <bool> beside a flag, which takes no
+# value, and <list[Path]> beside an argument. Practice staff read words: a flag shows nothing, an
+# argument its name, and an option's value a word (each option's metavar, where it sets one, wins).
+_TYPE_WORDS = {"<str>": "TEXT", "<int>": "NUMBER", "<path>": "PATH", "<float>": "NUMBER"}
+
+
+def readable_help(command: Any) -> Any:
+    """The Click command tree Typer builds, with its help reading as words rather than Python types."""
+
+    def show(param: Any, ctx: Any) -> str | None:
+        if getattr(param, "is_flag", False) or param.param_type_name == "argument":
+            return None
+        if param.metavar is not None:
+            return str(param.metavar)
+        shown = param.display_type(ctx)
+        return _TYPE_WORDS.get(shown, shown.strip("<>").upper())
+
+    ctx = command.context_class(command)
+    params = list(command.params)
+    help_option = command.get_help_option(ctx)
+    if help_option is not None:
+        params.append(help_option)
+    for param in params:
+        param.display_type_rich = functools.partial(show, param)
+    for sub in getattr(command, "commands", {}).values():
+        readable_help(sub)
+    return command
+
+
 def main() -> None:
     """Console entry point: user errors become one plain line on stderr, never a traceback."""
     try:
-        app()
+        readable_help(typer.main.get_command(app))()
     except RecruitError as exc:
         err.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)

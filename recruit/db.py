@@ -13,6 +13,7 @@ the process umask at each write, so umask 077 is held while a DuckDB connection 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -23,16 +24,42 @@ from recruit.errors import DatabaseUnavailable
 from recruit.private_files import hold_private_umask, owner_only, private_folder, release_private_umask
 
 ENV_VAR = "RECRUIT_DATABASE_URL"
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 DEFAULT_FILENAME = "recruit.db"
 
 
 def resolve_url(db: str | None = None) -> str:
-    """The --db option wins, then RECRUIT_DATABASE_URL, then recruit.db in the working folder."""
+    """The --db option wins, then RECRUIT_DATABASE_URL, then recruit.db in the working folder.
+
+    Either may be a plain file path (recruit.db, ~/study/practice.db): practice staff type paths,
+    not URLs. A path ending .duckdb is a DuckDB file, any other a SQLite file.
+    """
     if db:
-        return db
+        return path_to_url(db)
     if os.environ.get(ENV_VAR):
-        return os.environ[ENV_VAR]
+        return path_to_url(os.environ[ENV_VAR])
     return f"sqlite:///{Path.cwd() / DEFAULT_FILENAME}"
+
+
+def path_to_url(value: str) -> str:
+    """A database address as given, or a plain file path turned into one.
+
+    Anything starting like an address (a scheme of two or more letters and a colon, as in
+    sqlite:/x, a slip for sqlite:///x) is left for parse_url to accept or explain; C:\\ is a path.
+    """
+    if "://" in value or _SCHEME.match(value):
+        return value
+    path = Path(value).expanduser().resolve()
+    scheme = "duckdb" if path.suffix.lower() == ".duckdb" else "sqlite"
+    return f"{scheme}:///{path}"
+
+
+def database_file(url: str | URL) -> Path | None:
+    """The file of a SQLite or DuckDB address (None for a server or an in-memory database)."""
+    u = parse_url(url) if isinstance(url, str) else url
+    if u.get_backend_name() not in ("sqlite", "duckdb"):
+        return None
+    return sqlite_path(u)
 
 
 def parse_url(url: str) -> URL:
@@ -40,7 +67,7 @@ def parse_url(url: str) -> URL:
         return make_url(url)
     except ArgumentError:
         raise DatabaseUnavailable(
-            f"'{url}' is not a database address. Use a file such as sqlite:///recruit.db "
+            f"'{url}' is not a database address. Give a file such as recruit.db "
             "or a server such as postgresql+psycopg://user@host:5432/dbname."
         ) from None
 

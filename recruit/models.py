@@ -444,6 +444,10 @@ class LetterBatch(Base):
     refusals: Mapped[dict[str, int] | None] = mapped_column(
         JSONText, doc="Counts of patients not written to, by reason."
     )
+    posted_on: Mapped[dt.date | None] = mapped_column(Date, doc="The day the batch was posted.")
+    not_posted_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="When the batch was recorded as never posted (destroyed)."
+    )
 
 
 class Invitation(Base):

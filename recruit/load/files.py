@@ -453,3 +453,39 @@ def _starts_as_json(start: bytes) -> bool:
     if not rest:
         return True  # cut short right after its first character
     return rest[0] in (b'"}' if start.startswith(b"{") else b'{["-0123456789tfn]')
+
+
+# What every FHIR file holds near its start: a JSON resource names its resourceType, and an XML
+# one is in the FHIR namespace. Enough to tell FHIR from other files, never to check it.
+_FHIR_MARKS = (b'"resourceType"', b"hl7.org/fhir")
+_HEAD = 65_536
+
+
+def _looks_like_fhir(path: Path) -> bool | None:
+    """True if the file's start shows a FHIR resource, False if not, None for an empty file."""
+    with path.open("rb") as f:
+        head = f.read(_HEAD)
+    if not head.strip():
+        return None
+    return any(mark in head for mark in _FHIR_MARKS)
+
+
+def check_holds_fhir(paths: list[Path], files: list[Path]) -> None:
+    """Refuse, naming what was found, when none of the files holds FHIR (such as the truth folder
+    of a made-up extract, or a folder of CSV exports): otherwise the load "succeeds" with nothing
+    but quarantined non-records, or asks for an extract date it cannot use."""
+    seen = [_looks_like_fhir(f) for f in files]
+    if any(seen) or not any(s is False for s in seen):
+        return  # some FHIR, or only empty files (said elsewhere: nothing to load)
+    found = [p.name for p in input_files(paths)]
+    shown = ", ".join(found[:6]) + (f" and {len(found) - 6:,} more" if len(found) > 6 else "")
+    where = ", ".join(str(p) for p in paths)
+    message = f"{where} holds no FHIR records (found {shown}); nothing was loaded."
+    if "truth.csv" in found:
+        message += (
+            " This is the hidden truth of a made-up extract, which is never loaded as records: "
+            "load the extract's fhir folder instead."
+        )
+    elif any(name.lower().endswith(".csv") for name in found):
+        message += " For CSV exports give --format csv and --mapping FILE (see rules/mappings/)."
+    raise RecruitError(message)

@@ -49,7 +49,15 @@ from recruit.load import stage as S
 from recruit.load.chunks import Staged, Stager, default_workers, record_kind, staged_chunks
 from recruit.load.extract_info import NO_DATE, check_manifest, fhir_extract_date, file_types
 from recruit.load.fhir import NOT_DMD, Parsed
-from recruit.load.files import FHIR_SUFFIXES, Record, find_files, fingerprint, input_files, nothing_to_load
+from recruit.load.files import (
+    FHIR_SUFFIXES,
+    Record,
+    check_holds_fhir,
+    find_files,
+    fingerprint,
+    input_files,
+    nothing_to_load,
+)
 from recruit.load.rows import OrgRow, PractitionerRow
 from recruit.load.values import LONDON, DateReader
 from recruit.models import (
@@ -207,6 +215,7 @@ def load_extract(
             when, date_source = found, "the CSV export's date file"
     elif fmt == "fhir":
         files = find_files(paths, FHIR_SUFFIXES)
+        check_holds_fhir(paths, files)
         kinds = check_manifest(paths) | file_types(files)
         # (the practice given is part of what was loaded: the same files under another practice
         # are another extract)

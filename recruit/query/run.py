@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import lru_cache, reduce
 from pathlib import Path
 from types import MappingProxyType
@@ -131,7 +131,49 @@ def run_search(
                     "one to search. Load an extract first (recruit load FOLDER), or check the "
                     "database given with --db."
                 )
-    return run_rule_set(engine, rule_set, codelists, index_date or dt.date.today(), practice, text)
+    if index_date is None:
+        index_date = default_index_date(engine, practice).date
+    return run_rule_set(engine, rule_set, codelists, index_date, practice, text)
+
+
+@dataclass(frozen=True)
+class IndexDate:
+    """The date a search is run as on, and why that date, in words for the person running it."""
+
+    date: dt.date
+    reason: str
+
+
+def default_index_date(engine: Engine, practice: str | None = None) -> IndexDate:
+    """The newest extract date of the practices searched (today when no extract says its date).
+
+    Records cannot know what happened after their extract was taken: searching an extract dated
+    three weeks ago as on today would count three weeks the records know nothing of (a look-back
+    window ending today, ages a few weeks older than the records say).
+    """
+    query = (
+        select(PRACTICE.c.ods_code, EXTRACT.c.extract_date)
+        .select_from(PRACTICE.join(EXTRACT, EXTRACT.c.id == PRACTICE.c.extract_id))
+        .where(EXTRACT.c.extract_date.is_not(None))
+    )
+    if practice is not None:
+        query = query.where(func.upper(PRACTICE.c.ods_code) == practice.strip().upper())
+    with engine.connect() as conn:
+        dated = [(ods, date) for ods, date in conn.execute(query)]
+    if not dated:
+        return IndexDate(dt.date.today(), "today: no loaded extract says when it was taken")
+    newest = max(date for _, date in dated)
+    oldest = min(date for _, date in dated)
+    if len(dated) == 1:
+        return IndexDate(newest, f"the date practice {dated[0][0]}'s extract was taken")
+    if oldest == newest:
+        return IndexDate(newest, f"the date the {len(dated)} practices' extracts were taken")
+    behind = sorted(ods for ods, date in dated if date < newest)
+    return IndexDate(
+        newest,
+        f"the newest extract date of the {len(dated)} practices searched; the extracts of "
+        f"{', '.join(behind)} are older (from {oldest}), so they cannot show what happened since",
+    )
 
 
 # --- running ---------------------------------------------------------------------------------

@@ -184,6 +184,7 @@ def test_two_runs_side_by_side_with_differences_per_step(region, tmp_path):
 
 
 def test_a_missing_run_is_one_plain_line(tmp_path):
+    assert run_cli("db", "upgrade", "--db", str(tmp_path / "r.db"), cwd=ROOT).returncode == 0
     result = run_cli(
         "audit", "42", "--out", str(tmp_path / "out"), "--db", f"sqlite:///{tmp_path / 'r.db'}", cwd=ROOT
     )

@@ -83,7 +83,7 @@ def _assert_one_clear_line(result, *words):
 @pytest.mark.parametrize(
     "url, words",
     [
-        ("definitely not a url", ("not a database address",)),
+        ("sqlite:/recruit.db", ("not a database address",)),
         ("mysterydb://host/x", ("does not know the database kind",)),
         # Port 9 on loopback: nothing listens there, so the connection is refused at once.
         ("postgresql+psycopg://root@127.0.0.1:9/test", ("Cannot reach the database server",)),

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_evaluate_prints_the_figures_and_writes_json(tmp_path):
     synthetic_ehr.generate(tmp_path / "x", practices=1, patients=800, seed=3, formats=("ndjson",), workers=1)
     db = f"sqlite:///{tmp_path / 'r.db'}"
-    assert run_cli("load", str(tmp_path / "x" / "fhir"), "--db", db, cwd=ROOT).returncode == 0
+    assert run_cli("load", "--create", str(tmp_path / "x" / "fhir"), "--db", db, cwd=ROOT).returncode == 0
     search = run_cli("search", "--db", db, "--index-date", "2026-11-01", cwd=ROOT)
     assert search.returncode == 0, search.stderr
     report = tmp_path / "evaluate.json"

@@ -311,7 +311,7 @@ def test_the_readme_region_flow_keeps_every_letter(extract, tmp_path):
     loading = f"sqlite:///{tmp_path / 'recruit.db'}"
     region_file = tmp_path / "region.duckdb"
     region = f"duckdb:///{region_file}"
-    assert run_cli("load", str(extract), "--db", loading, cwd=ROOT).returncode == 0
+    assert run_cli("load", "--create", str(extract), "--db", loading, cwd=ROOT).returncode == 0
     copied = run_cli("db", "copy", "--db", loading, "--to", region, cwd=ROOT)
     assert copied.returncode == 0, copied.stderr
 
@@ -334,7 +334,7 @@ def test_the_readme_region_flow_keeps_every_letter(extract, tmp_path):
     engine.dispose()
 
     # Next month: load again, then the copy as the README used to say. Refused, plainly.
-    assert run_cli("load", str(extract), "--db", loading, cwd=ROOT).returncode == 0
+    assert run_cli("load", "--create", str(extract), "--db", loading, cwd=ROOT).returncode == 0
     refused = run_cli("db", "copy", "--db", loading, "--to", region, "--replace", cwd=ROOT)
     assert refused.returncode == 1
     assert "Traceback" not in refused.stderr
@@ -348,7 +348,7 @@ def test_the_readme_region_flow_keeps_every_letter(extract, tmp_path):
     # The documented way: the region file back into the loading database, load, copy again.
     back = run_cli("db", "copy", "--db", region, "--to", loading, "--replace", cwd=ROOT)
     assert back.returncode == 0, back.stderr
-    assert run_cli("load", str(extract), "--db", loading, cwd=ROOT).returncode == 0
+    assert run_cli("load", "--create", str(extract), "--db", loading, cwd=ROOT).returncode == 0
     again = run_cli("db", "copy", "--db", loading, "--to", region, "--replace", cwd=ROOT)
     assert again.returncode == 0, again.stderr
     assert "Deleted" not in again.stdout
@@ -372,7 +372,7 @@ def test_the_readme_region_flow_keeps_every_letter(extract, tmp_path):
 def test_cli_delete_history_needs_replace_and_says_what_it_deleted(extract, tmp_path):
     loading = f"sqlite:///{tmp_path / 'recruit.db'}"
     region = f"duckdb:///{tmp_path / 'region.duckdb'}"
-    assert run_cli("load", str(extract), "--db", loading, cwd=ROOT).returncode == 0
+    assert run_cli("load", "--create", str(extract), "--db", loading, cwd=ROOT).returncode == 0
     assert run_cli("db", "copy", "--db", loading, "--to", region, cwd=ROOT).returncode == 0
     engine = make_engine(region)
     give_history(engine, letters=2, replies=1)

@@ -164,7 +164,7 @@ def test_a_copy_never_overwrites_records_unless_asked(duckdb_url, extract, tmp_p
 def test_cli_copy_then_search_duckdb(tmp_path, extract):
     source = f"sqlite:///{tmp_path / 'practices.db'}"
     region = f"duckdb:///{tmp_path / 'region.duckdb'}"
-    assert run_cli("load", str(extract), "--db", source, cwd=ROOT).returncode == 0
+    assert run_cli("load", "--create", str(extract), "--db", source, cwd=ROOT).returncode == 0
     copied = run_cli("db", "copy", "--db", source, "--to", region, cwd=ROOT)
     assert copied.returncode == 0, copied.stderr
     assert "patient: 600" in copied.stdout

@@ -561,7 +561,9 @@ def test_load_prints_stu3_count_empty_bundles_and_deleted_patients(tmp_path):
     }
     (folder / "tx.json").write_bytes(orjson.dumps(tx))
     db = f"sqlite:///{tmp_path / 'r.db'}"
-    result = run_cli("load", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
+    result = run_cli(
+        "load", "--create", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "GP Connect (FHIR STU3) records: 8" in out

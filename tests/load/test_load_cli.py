@@ -70,10 +70,10 @@ def test_a_load_killed_half_way_leaves_the_database_as_it_was(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert _digest(killed_db) == before  # nothing of the half load is visible
 
-    rerun = run_cli("load", str(extract / "fhir"), "--db", f"sqlite:///{killed_db}", cwd=tmp_path)
+    rerun = run_cli("load", "--create", str(extract / "fhir"), "--db", f"sqlite:///{killed_db}", cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     clean_db = tmp_path / "clean" / "recruit.db"
-    clean = run_cli("load", str(extract / "fhir"), "--db", f"sqlite:///{clean_db}", cwd=tmp_path)
+    clean = run_cli("load", "--create", str(extract / "fhir"), "--db", f"sqlite:///{clean_db}", cwd=tmp_path)
     assert clean.returncode == 0, clean.stderr
     assert _digest(killed_db) == _digest(clean_db)
 
@@ -95,7 +95,7 @@ def test_unusable_input_is_one_clear_line(tmp_path, files, words):
     folder.mkdir()
     for name, data in files.items():
         (folder / name).write_bytes(data)
-    result = run_cli("load", str(folder), "--db", f"sqlite:///{tmp_path / 'r.db'}", cwd=tmp_path)
+    result = run_cli("load", "--create", str(folder), "--db", f"sqlite:///{tmp_path / 'r.db'}", cwd=tmp_path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -109,7 +109,9 @@ def test_load_prints_a_summary_and_quarantine_list_names_the_problem(tmp_path):
         folder / "Condition.ndjson", [fx.condition(), fx.condition("c2", onsetDateTime="2099-01-01")]
     )
     db = f"sqlite:///{tmp_path / 'r.db'}"
-    result = run_cli("load", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
+    result = run_cli(
+        "load", "--create", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "records read:        5" in result.stdout
     assert "quarantined:         1" in result.stdout and "date_in_future: 1" in result.stdout
@@ -141,7 +143,9 @@ def test_load_counts_each_kind_of_record_read_stored_and_quarantined(tmp_path):
     assert sum(k.quarantined for k in kinds.values()) == summary.quarantined
 
     db = f"sqlite:///{tmp_path / 'cli.db'}"
-    result = run_cli("load", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
+    result = run_cli(
+        "load", "--create", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     line = next(x for x in result.stdout.splitlines() if x.strip().startswith("Condition "))
     assert "read 3, stored 1, quarantined 2" in line and "date_in_future 1" in line
@@ -178,6 +182,7 @@ def test_gp_system_report_layout_loads_with_its_mapping(tmp_path):
     db = tmp_path / "r.db"
     result = run_cli(
         "load",
+        "--create",
         str(folder),
         "--mapping",
         str(ROOT / "rules" / "mappings" / "gp_system_report.yaml"),
@@ -220,7 +225,9 @@ def test_quarantine_list_and_export_filter_by_reason_and_file(tmp_path):
         [fx.condition(), fx.condition("c2", onsetDateTime="2099-01-01"), fx.condition("c3", subject=None)],
     )
     db = f"sqlite:///{tmp_path / 'r.db'}"
-    loaded = run_cli("load", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
+    loaded = run_cli(
+        "load", "--create", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path
+    )
     assert loaded.returncode == 0, loaded.stderr
 
     future = run_cli("quarantine", "list", "--reason", "DATE_IN_FUTURE", "--db", db, cwd=tmp_path)

@@ -213,16 +213,18 @@ def test_case6_older_extract_is_one_plain_line_from_the_cli(tmp_path):
     db = f"sqlite:///{tmp_path / 'r.db'}"
     newer = extract(tmp_path / "newer", patients=[fx.patient()])
     older = extract(tmp_path / "older", patients=[fx.patient(), fx.patient("p2", fx.NHS_NUMBERS[1])])
-    ok = run_cli("load", str(newer), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
+    ok = run_cli("load", "--create", str(newer), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "taken on:            2026-11-01 (from --extract-date)" in ok.stdout
-    refused = run_cli("load", str(older), "--db", db, "--extract-date", "2026-10-01", cwd=tmp_path)
+    refused = run_cli(
+        "load", "--create", str(older), "--db", db, "--extract-date", "2026-10-01", cwd=tmp_path
+    )
     assert refused.returncode == 1
     assert "Traceback" not in refused.stdout + refused.stderr
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "2026-10-01" in lines[0] and "2026-11-01" in lines[0], refused.stderr
     assert fx.NHS_NUMBERS[1] not in refused.stdout + refused.stderr
-    undated = run_cli("load", str(older), "--db", db, cwd=tmp_path)
+    undated = run_cli("load", "--create", str(older), "--db", db, cwd=tmp_path)
     assert undated.returncode == 1 and "--extract-date YYYY-MM-DD" in undated.stderr
 
 
@@ -310,9 +312,9 @@ def test_case3_cli_says_which_kinds_were_kept(tmp_path):
     db = f"sqlite:///{tmp_path / 'r.db'}"
     first = extract(tmp_path / "first", patients=[fx.patient()], observations=[observation("o1")])
     second = extract(tmp_path / "second", patients=[fx.patient()])
-    loaded = run_cli("load", str(first), "--db", db, "--extract-date", "2026-10-01", cwd=tmp_path)
+    loaded = run_cli("load", "--create", str(first), "--db", db, "--extract-date", "2026-10-01", cwd=tmp_path)
     assert loaded.returncode == 0, loaded.stderr
-    out = run_cli("load", str(second), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
+    out = run_cli("load", "--create", str(second), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert f"Practice {A}: this extract has no Observation records; the earlier ones were kept." in out.stdout
 
@@ -654,7 +656,7 @@ def test_case2_cli_says_people_are_held_back_without_naming_them(tmp_path):
         patients=[fx.patient(), fx.patient(deceasedDateTime="2026-09-01")],
         observations=[observation("o1", day="1975-01-01")],
     )
-    out = run_cli("load", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
+    out = run_cli("load", "--create", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     # (the second p1 is the same person, joined: its death is the person's, not a hold)
     assert "held back from letters: 1 quarantined record(s)" in out.stdout

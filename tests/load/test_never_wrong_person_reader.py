@@ -648,7 +648,9 @@ def test_case15_no_reason_or_listing_prints_an_nhs_number_in_full(tmp_path):
     later = fx.patient(rejected, rejected, birthDate="2099-01-01")
     fx.write_ndjson(folder / "Patient.ndjson", [fx.patient(), later])
     db = f"sqlite:///{tmp_path / 'r.db'}"
-    loaded = run_cli("load", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path)
+    loaded = run_cli(
+        "load", "--create", str(folder), "--db", db, "--extract-date", "2026-11-01", cwd=tmp_path
+    )
     assert loaded.returncode == 0, loaded.stderr
     listed = run_cli("quarantine", "list", "--db", db, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
@@ -827,7 +829,18 @@ def test_case13_cli_refuses_a_fifo_with_a_plain_message(tmp_path):
     db = f"sqlite:///{tmp_path / 'r.db'}"
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "recruit", "load", str(fifo), "--db", db, "--extract-date", "2026-11-01"],
+            [
+                sys.executable,
+                "-m",
+                "recruit",
+                "load",
+                "--create",
+                str(fifo),
+                "--db",
+                db,
+                "--extract-date",
+                "2026-11-01",
+            ],
             cwd=tmp_path,
             env=env,
             capture_output=True,

@@ -425,7 +425,9 @@ def test_load_says_a_quantity_written_as_text_was_repaired(tmp_path):
     folder.mkdir()
     (folder / "structured.json").write_bytes(orjson.dumps(gpc_record()))
     db = f"sqlite:///{tmp_path / 'r.db'}"
-    out = run_cli("load", str(folder), "--db", db, "--extract-date", EXTRACT_DATE.isoformat(), cwd=tmp_path)
+    out = run_cli(
+        "load", "--create", str(folder), "--db", db, "--extract-date", EXTRACT_DATE.isoformat(), cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     said = " ".join(out.stdout.split())
     assert "repaired on the way: 1 (such as dates without a time zone, read as UK time, or quantities" in said

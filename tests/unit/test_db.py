@@ -34,7 +34,8 @@ def test_sqlite_runs_with_foreign_keys_and_wal(sqlite_url):
 @pytest.mark.parametrize(
     "url, words",
     [
-        ("not a url", "is not a database address"),
+        ("not a url://x", "is not a database address"),
+        ("sqlite:/x.db", "is not a database address"),
         ("nonsense://host/db", "does not know the database kind"),
         ("sqlite:////no/such/folder/recruit.db", "does not exist"),
     ],
