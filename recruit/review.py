@@ -53,6 +53,7 @@ from recruit.errors import RecruitError
 from recruit.models import (
     utcnow,
 )
+from recruit.nhs_numbers import for_people as format_nhs_number
 from recruit.private_files import make_private, owner_only
 from recruit.query.compiler import Compiler
 from recruit.query.dates import months_before
@@ -130,14 +131,6 @@ class CandidateRow:
     work: str
     score_parts: str
     check_first: str
-
-
-def format_nhs_number(number: str | None) -> str:
-    """'9434765919' -> '943 476 5919' (the NHS Number standard's 3-3-4 layout)."""
-    digits = re.sub(r"\D", "", number or "")
-    if len(digits) != 10:
-        return number or ""
-    return f"{digits[:3]} {digits[3:6]} {digits[6:]}"
 
 
 def row_key(run_id: int, patient_id: int) -> str:
