@@ -60,9 +60,11 @@ from recruit.query.dates import months_before
 from recruit.rules.model import (
     EVER,
     Criterion,
+    HasCode,
     LatestCodeAmong,
     RuleSet,
     StatusSource,
+    Step,
 )
 from recruit.tables import (
     CODELIST,
@@ -198,7 +200,7 @@ def _iter_candidates(
             why="\n".join(explained.why.get(pid, [])) or explained.missing,
             work=explained.work.get(pid, explained.no_work),
             score_parts=", ".join(explained.score_parts.get(pid, [])),
-            check_first="\n".join(_check_first(r, today)),
+            check_first="\n".join([*_check_first(r, today), *explained.check_first.get(pid, [])]),
         )
 
 
@@ -241,6 +243,9 @@ class _Explained:
     score_parts: dict[int, list[str]] = field(default_factory=dict)
     missing: str = ""
     no_work: str = "No work, fit note or benefit record"
+    # Records the rules did not count but a GP should see: an exclusion's code outside its
+    # window (or of a status it skips), a latest in-work record older than the look-back.
+    check_first: dict[int, list[str]] = field(default_factory=dict)
 
 
 class _CandidateCompiler(Compiler):
@@ -290,7 +295,12 @@ def _explain(conn: Connection, run: Any, practice_id: int | None = None) -> _Exp
     compiler = _CandidateCompiler(conn, run.id, rule_set, run.index_date, ids, codelists, practice_id)
     pop = compiler.population
     assert pop is not None
-    compiler.prepare([step.criterion for step in rule_set.steps] + [c.criterion for c in rule_set.score])
+    not_counted = _not_counted(rule_set)
+    compiler.prepare(
+        [step.criterion for step in rule_set.steps]
+        + [c.criterion for c in rule_set.score]
+        + [criterion for _, criterion in not_counted]
+    )
     for step in rule_set.steps:
         if step.kind == "include" and compiler.can_have_evidence(step.criterion):
             table = compiler.evidence(step.criterion, pop)
@@ -299,6 +309,17 @@ def _explain(conn: Connection, run: Any, practice_id: int | None = None) -> _Exp
             for ev in conn.execute(select(table)):
                 words = _record_words(ev.ev_term, ev.ev_system, ev.ev_code, ev.ev_date)
                 explained.why.setdefault(ev.patient_id, []).append(f"{step.reason}: {words}")
+    for step, criterion in not_counted:
+        # Candidates passed this exclusion, so a record found with the window widened to "ever"
+        # (and every status) is one the step did not count: the GP may still want to know.
+        table = compiler.evidence(criterion, pop)
+        if table is None:
+            continue
+        for ev in conn.execute(select(table)):
+            words = _record_words(ev.ev_term, ev.ev_system, ev.ev_code, ev.ev_date)
+            explained.check_first.setdefault(ev.patient_id, []).append(
+                f"Not counted by the search (outside its window or status) for '{step.reason}': {words}"
+            )
     for component in rule_set.score:
         table = compiler.held_among(component.criterion, pop)
         label = f"{component.id.replace('_', ' ')} (+{component.weight:g})"
@@ -315,12 +336,52 @@ def _explain(conn: Connection, run: Any, practice_id: int | None = None) -> _Exp
         since = months_before(run.index_date, look_back) if look_back else None
         for ev in conn.execute(select(deciding)):
             status = STATUS_WORDS.get(ev.status, ev.status.replace("_", " ").capitalize())
-            text = f"{status}: {_record_words(ev.ev_term, ev.ev_system, ev.ev_code, ev.ev_date)}"
-            if since is not None and ev.ev_date < since:
+            words = _record_words(ev.ev_term, ev.ev_system, ev.ev_code, ev.ev_date)
+            text = f"{status}: {words}"
+            older = since is not None and _as_date(ev.ev_date) < since
+            if older:
                 text += f" (older than the search's {look_back}-month look-back)"
             explained.work[ev.patient_id] = text
+            if older and ev.status in IN_WORK_STATUSES:
+                explained.check_first.setdefault(ev.patient_id, []).append(
+                    f"Latest work record says in work but is older than the search's {look_back}-month "
+                    f"look-back, so the search did not count it: {words}"
+                )
     compiler.drop()
     return explained
+
+
+IN_WORK_STATUSES = frozenset({"in_work"})
+
+
+def _as_date(value: Any) -> dt.date:
+    return dt.date.fromisoformat(value[:10]) if isinstance(value, str) else value
+
+
+def _not_counted(rule_set: RuleSet) -> list[tuple[Step, Criterion]]:
+    """For each exclusion's code test with a window, a status filter or an occurrence rule: the
+    same codes at any date and status. Found among candidates, such a record is one the rules
+    ignored (a cancer code older than the window, a palliative care code from years ago)."""
+    out: list[tuple[Step, Criterion]] = []
+
+    def leaves(criterion: Criterion, seen: frozenset[str]) -> Iterator[HasCode]:
+        if criterion.kind == "ref" and criterion.ref not in seen:
+            yield from leaves(rule_set.definitions[criterion.ref], seen | {criterion.ref})
+        elif criterion.kind in ("all_", "any_"):
+            for child in criterion.body:
+                yield from leaves(child, seen)
+        elif criterion.kind == "has_code":
+            yield criterion.body
+
+    for step in rule_set.steps:
+        if step.kind != "exclude":
+            continue
+        for body in leaves(step.criterion, frozenset()):
+            if body.window == EVER and body.statuses is None and body.occurrence == "any":
+                continue  # it already counts every record: nothing it could have ignored
+            wider = body.model_copy(update={"window": EVER, "statuses": None, "occurrence": "any"})
+            out.append((step, Criterion(has_code=wider)))
+    return out
 
 
 def _rules_of_run(run: Any) -> RuleSet | None:
