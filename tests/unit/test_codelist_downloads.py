@@ -126,3 +126,29 @@ def test_own_format_is_unchanged(tmp_path: Path) -> None:
     )
     cl = load_codelist("t", folder)
     assert cl.version == "v1" and cl.sources == ("s",) and cl.codes[0].source == "s"
+
+
+def test_a_search_run_stores_the_download_provenance(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from recruit.query.run import store_codelists
+    from recruit.tables import CODELIST, CODES
+    from tests.search_helpers import fresh_engine
+
+    folder = _folder(
+        tmp_path,
+        {"opensafely-chronic-pain-snomed-2f6dc8a9.csv": SNOMED},
+        "{name: pain, file: opensafely-chronic-pain-snomed-2f6dc8a9.csv, opencodelists: "
+        "opensafely/chronic-pain-snomed/2f6dc8a9}",
+    )
+    engine = fresh_engine(f"sqlite:///{tmp_path / 'recruit.db'}")
+    try:
+        with engine.begin() as conn:
+            ids = store_codelists(conn, {"pain": load_codelist("pain", folder)})
+            stored = conn.execute(select(CODELIST).where(CODELIST.c.id == ids["pain"])).one()
+            codes = set(conn.execute(select(CODES.c.code_system, CODES.c.code)).all())
+    finally:
+        engine.dispose()
+    assert stored.version == "2f6dc8a9"
+    assert "https://www.opencodelists.org/codelist/opensafely/chronic-pain-snomed/2f6dc8a9/" in stored.source
+    assert codes == {("snomedct", "82423001"), ("snomedct", "203082005")}
