@@ -499,10 +499,17 @@ def review_export(
     from recruit.review import export_review, export_review_by_practice
 
     engine = _ready_engine(db)
-    if practice is None:
-        summaries = export_review_by_practice(engine, run, out_file)
-    else:
-        summaries = [export_review(engine, run, out_file, practice=practice)]
+    bar, _ = _bar("Writing the review workbook", None)
+    task = bar.task_ids[0]
+
+    def progress(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        if practice is None:
+            summaries = export_review_by_practice(engine, run, out_file, progress=progress)
+        else:
+            summaries = [export_review(engine, run, out_file, practice=practice, progress=progress)]
     for summary in summaries:
         where = f" of practice {summary.practice}" if summary.practice else ""
         out.print(

@@ -1,10 +1,18 @@
 """Load and validate the project's clinical codelists (``rules/codelists``).
 
-Each codelist is a CSV (``code,system,term,<extra columns>,source``) listed in
-``rules/codelists/codelists.yaml``. Rows are validated on load so that a malformed code
-fails loudly, naming the file, line and field, instead of silently never matching a
-patient record. The file's SHA-256 is kept as ``Codelist.fingerprint`` so a screening run
-can record exactly which version of each list it used.
+Each codelist is a CSV listed in ``rules/codelists/codelists.yaml``: either the project's own
+format (``code,system,term,<extra columns>,source``) or an OpenCodelists CSV exactly as downloaded
+(``code,term`` for SNOMED CT, CTV3 and Read v2; ``code,term,dmd_id[,dmd_type,bnf_code]`` or the
+older ``dmd_type,dmd_id,dmd_name,bnf_code`` for dm+d), so a practice can use a list from
+opencodelists.org without editing it. A download's coding system comes from the manifest entry
+(``system:``), a sidecar, or the file name (``...-snomed-<version>.csv``); its version and
+provenance (codelist id, URL, when downloaded) from the entry, a sidecar (``<file>.yaml``, or the
+``codelists.json`` that ``opensafely codelists update`` writes) or the file name.
+
+Rows are validated on load so that a malformed code fails loudly, naming the file, line and
+field, instead of silently never matching a patient record. The file's SHA-256 is kept as
+``Codelist.fingerprint`` so a screening run can record exactly which version of each list it
+used.
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ import csv
 import functools
 import hashlib
 import io
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -32,8 +41,10 @@ __all__ = [
     "CodeSystem",
     "Codelist",
     "CodelistError",
+    "DownloadInfo",
     "available_codelists",
     "default_directory",
+    "download_info",
     "load_codelist",
 ]
 
@@ -215,6 +226,160 @@ def _parse_rows(path: Path, text: str) -> tuple[Code, ...]:
     return tuple(codes)
 
 
+# --- OpenCodelists downloads ---------------------------------------------------------------------
+
+OPENCODELISTS_URL = "https://www.opencodelists.org/codelist/"
+# The coding-system words OpenCodelists slugs end with ("...-snomed", "...-dmd"), most specific first.
+_SYSTEM_WORDS: tuple[tuple[str, CodeSystem], ...] = (
+    ("snomed-ct", CodeSystem.SNOMEDCT),
+    ("snomedct", CodeSystem.SNOMEDCT),
+    ("snomed", CodeSystem.SNOMEDCT),
+    ("ctv3", CodeSystem.CTV3),
+    ("readv2", CodeSystem.READV2),
+    ("read-v2", CodeSystem.READV2),
+    ("dmd", CodeSystem.DMD),
+)
+# A version at the end of a downloaded file's name: OpenCodelists' 8-hex-digit version id, a
+# date tag (2020-04-15) or a version tag (v1.2).
+_VERSION_TAIL = re.compile(r"-([0-9a-f]{8}|[0-9]{4}-[0-9]{2}-[0-9]{2}|v[0-9]+(?:\.[0-9]+)*)$")
+_SIDECAR = "codelists.json"  # written by `opensafely codelists update`, one entry per file
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadInfo:
+    """Where a downloaded codelist came from, as far as the entry, a sidecar and its name tell."""
+
+    system: CodeSystem | None
+    version: str
+    codelist_id: str  # owner/slug/version on OpenCodelists, when known
+    url: str
+    downloaded_at: str
+
+    def provenance(self) -> tuple[str, ...]:
+        """Lines for ``Codelist.sources`` (stored with every search run that uses the list)."""
+        lines = []
+        if self.codelist_id:
+            lines.append(f"OpenCodelists {self.codelist_id}")
+        if self.url:
+            lines.append(self.url)
+        if self.downloaded_at:
+            lines.append(f"downloaded {self.downloaded_at}")
+        return tuple(lines) or ("OpenCodelists download (no id, URL or sidecar given)",)
+
+
+def _system_from_words(text: str) -> CodeSystem | None:
+    """The coding system a slug or file stem names at its end ('opensafely-asthma-snomed-2f6dc8a9')."""
+    stem = _VERSION_TAIL.sub("", text.lower().strip("/"))
+    for word, system in _SYSTEM_WORDS:
+        if stem.endswith("-" + word) or stem == word:
+            return system
+    return None
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    """What a sidecar says about ``path``: ``<file>.yaml`` (system, version, id, url, downloaded_at)
+    or this file's entry in an OpenSAFELY ``codelists.json`` (id, url, downloaded_at)."""
+    found: dict[str, Any] = {}
+    opensafely = path.parent / _SIDECAR
+    if opensafely.is_file():
+        try:
+            files = json.loads(opensafely.read_text(encoding="utf-8")).get("files", {})
+        except (ValueError, AttributeError) as exc:
+            raise CodelistError(f"{opensafely}: not the codelists.json OpenSAFELY writes ({exc})") from exc
+        entry = files.get(path.name) if isinstance(files, dict) else None
+        if isinstance(entry, dict):
+            found.update({k: str(v) for k, v in entry.items() if k in ("id", "url", "downloaded_at")})
+    own = path.with_suffix(".yaml")
+    if own.is_file():
+        try:
+            data = yaml.safe_load(own.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise CodelistError(f"{own}: not valid YAML ({exc})") from exc
+        if not isinstance(data, dict):
+            raise CodelistError(f"{own}: expected keys such as system, version, id, url")
+        found.update({k: str(v) for k, v in data.items() if v is not None})
+    return found
+
+
+def _coding_system(value: str, where: str) -> CodeSystem:
+    words = value.strip().lower().replace(" ", "").replace("+", "")
+    system = _system_from_words(words) if words not in set(CodeSystem) else CodeSystem(words)
+    if system is None:
+        known = ", ".join(s.value for s in CodeSystem)
+        raise CodelistError(f"{where}: unknown coding system {value!r} (expected one of {known})")
+    return system
+
+
+def download_info(path: Path, entry: Mapping[str, Any], header: Sequence[str] = ()) -> DownloadInfo:
+    """The coding system, version and provenance of a downloaded codelist: the manifest entry
+    first, then a sidecar, then the names (codelist id, file name); dm+d's own columns say dm+d."""
+    side = _read_sidecar(path)
+    codelist_id = str(entry.get("opencodelists") or side.get("id") or "").strip("/")
+    system_text = entry.get("system") or side.get("system")
+    if system_text:
+        system: CodeSystem | None = _coding_system(str(system_text), str(path))
+    else:
+        system = (
+            (_system_from_words(codelist_id.rsplit("/", 1)[0]) if codelist_id.count("/") >= 2 else None)
+            or (_system_from_words(codelist_id) if codelist_id else None)
+            or _system_from_words(path.stem)
+            or (CodeSystem.DMD if "dmd_id" in header else None)
+        )
+    version = str(entry.get("version") or side.get("version") or "")
+    if not version and codelist_id.count("/") >= 2:
+        version = codelist_id.rsplit("/", 1)[1]
+    if not version and (tail := _VERSION_TAIL.search(path.stem)):
+        version = tail.group(1)
+    url = str(entry.get("url") or side.get("url") or "")
+    if not url and codelist_id.count("/") >= 2:
+        url = f"{OPENCODELISTS_URL}{codelist_id}/"
+    return DownloadInfo(system, version, codelist_id, url, str(side.get("downloaded_at") or ""))
+
+
+def _parse_download(path: Path, text: str, info: DownloadInfo) -> tuple[Code, ...]:
+    """Rows of an OpenCodelists download, in its own columns; every row cites the download."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in reader.fieldnames or []]
+    reader.fieldnames = header
+    if "code" in header and "term" in header:
+        code_col, term_col = "code", "term"
+    elif "dmd_id" in header and "dmd_name" in header:
+        code_col, term_col = "dmd_id", "dmd_name"
+    else:
+        raise CodelistError(
+            f"{path}:1: not a codelist recruit can read: expected the columns code,system,term,...,source "
+            "or an OpenCodelists download (code,term or dmd_id,dmd_name,...)"
+        )
+    if info.system is None:
+        raise CodelistError(
+            f"{path}: an OpenCodelists download, but its coding system is not known: add "
+            f"'system: snomedct' (or readv2, ctv3, dmd) to its entry in {MANIFEST_NAME}, or keep the "
+            "name OpenCodelists gave the file (it ends with the system, e.g. ...-snomed-2f6dc8a9.csv)"
+        )
+    system = info.system
+    source = "; ".join(info.provenance())
+    codes: list[Code] = []
+    seen: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        if None in row:
+            raise CodelistError(f"{path}:{line}: more fields than header columns")
+        values = {k: (v or "").strip() for k, v in row.items()}
+        code = values[code_col]
+        problem = validate_code(system, code)
+        if problem:
+            raise CodelistError(f"{path}:{line}: field {code_col!r}: {code!r} {problem} ({system.value})")
+        if code in seen:
+            continue  # dm+d downloads may list a product twice (as itself and as a previous VMP)
+        seen[code] = line
+        attrs = {k: v for k, v in values.items() if k not in (code_col, term_col) and v}
+        attrs["source"] = source
+        codes.append(Code(system, code, values[term_col] or code, MappingProxyType(attrs)))
+    if not codes:
+        raise CodelistError(f"{path}: the download holds no codes")
+    return tuple(codes)
+
+
 def load_codelist(name: str, directory: str | Path | None = None) -> Codelist:
     """Load and validate the codelist called ``name`` (as listed in the manifest).
 
@@ -236,12 +401,20 @@ def load_codelist(name: str, directory: str | Path | None = None) -> Codelist:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CodelistError(f"{path}: not UTF-8 ({exc})") from exc
-    codes = _parse_rows(path, text)
-    sources = entry.get("sources") or ()
+    header = [h.strip() for h in next(csv.reader(io.StringIO(text, newline="")), [])]
+    sources = tuple(str(s) for s in entry.get("sources") or ())
+    version = str(entry.get("version", ""))
+    if "system" in header or not header:
+        codes = _parse_rows(path, text)
+    else:  # an OpenCodelists CSV as downloaded
+        info = download_info(path, entry, header)
+        codes = _parse_download(path, text, info)
+        version = info.version
+        sources = (*sources, *info.provenance())
     return Codelist(
         name=name,
         codes=codes,
-        version=str(entry.get("version", "")),
-        sources=tuple(str(s) for s in sources),
+        version=version,
+        sources=sources,
         fingerprint=hashlib.sha256(raw).hexdigest(),
     )

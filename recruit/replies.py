@@ -20,6 +20,7 @@ replaces an earlier one, except that "do not contact" is never undone from a fil
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -101,9 +102,16 @@ class RepliesSummary:
 
 
 def _study_number(value: Any) -> str:
+    """The study number as typed, without the spaces people put in ('INSTEP-7KQ3 M9XPA')."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # Excel turned 1234 into 1234.0
-    return str(value if value is not None else "").strip()
+    return "".join(str(value if value is not None else "").split())
+
+
+def match_key(number: str) -> str:
+    """What a typed study number is matched on: case, spaces and hyphens do not matter, so
+    'instep 7kq3 m9xpa' finds INSTEP-7KQ3-M9XPA."""
+    return re.sub(r"[\s-]", "", number).upper()
 
 
 def _reply_code(value: Any) -> str | None:
@@ -146,14 +154,14 @@ def read_replies(path: Path, today: dt.date) -> tuple[list[_Reply], list[tuple[i
             continue
         assert reply is not None and day is not None
         parsed = _Reply(row.number, number, reply, day)
-        earlier = first.get(number.upper())
+        earlier = first.get(match_key(number))
         if earlier is not None:
             if earlier.reply != reply:
                 problems.append(
                     (row.number, f"study number {number} is also on row {earlier.number} with another reply")
                 )
             continue
-        first[number.upper()] = parsed
+        first[match_key(number)] = parsed
         replies.append(parsed)
     return replies, problems
 
@@ -165,8 +173,9 @@ def import_replies(engine: Engine, path: Path | str, today: dt.date | None = Non
     replies, problems = read_replies(path, today)
     summary = RepliesSummary(rows=len(replies))
     with engine.begin() as conn:
-        wanted = sorted({r.study_number.upper() for r in replies})
-        invitations: dict[str, Any] = {}
+        wanted = sorted({match_key(r.study_number) for r in replies})
+        invitations: dict[str, list[Any]] = {}
+        stored_key = func.upper(func.replace(INVITATION.c.study_number, "-", ""))
         for i in range(0, len(wanted), 500):
             query = select(
                 INVITATION.c.id,
@@ -174,14 +183,21 @@ def import_replies(engine: Engine, path: Path | str, today: dt.date | None = Non
                 INVITATION.c.reply,
                 INVITATION.c.replied_at,
                 INVITATION.c.created_at,
-            ).where(func.upper(INVITATION.c.study_number).in_(wanted[i : i + 500]))
-            invitations.update({row.study_number.upper(): row for row in conn.execute(query)})
+            ).where(stored_key.in_(wanted[i : i + 500]))
+            for row in conn.execute(query):
+                invitations.setdefault(match_key(row.study_number), []).append(row)
         changes = []
         for r in replies:
-            inv = invitations.get(r.study_number.upper())
-            if inv is None:
+            found = invitations.get(match_key(r.study_number), [])
+            if not found:
                 problems.append((r.number, f"study number {r.study_number} is not one recruit has issued"))
                 continue
+            if len(found) > 1:
+                problems.append(
+                    (r.number, f"study number {r.study_number} could be more than one: type its hyphens")
+                )
+                continue
+            inv = found[0]
             problem = _conflict(inv, r)
             if problem:
                 problems.append((r.number, problem))

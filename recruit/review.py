@@ -26,7 +26,7 @@ import os
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -53,15 +53,18 @@ from recruit.errors import RecruitError
 from recruit.models import (
     utcnow,
 )
+from recruit.nhs_numbers import for_people as format_nhs_number
 from recruit.private_files import make_private, owner_only
 from recruit.query.compiler import Compiler
 from recruit.query.dates import months_before
 from recruit.rules.model import (
     EVER,
     Criterion,
+    HasCode,
     LatestCodeAmong,
     RuleSet,
     StatusSource,
+    Step,
 )
 from recruit.tables import (
     CODELIST,
@@ -132,14 +135,6 @@ class CandidateRow:
     check_first: str
 
 
-def format_nhs_number(number: str | None) -> str:
-    """'9434765919' -> '943 476 5919' (the NHS Number standard's 3-3-4 layout)."""
-    digits = re.sub(r"\D", "", number or "")
-    if len(digits) != 10:
-        return number or ""
-    return f"{digits[:3]} {digits[3:6]} {digits[6:]}"
-
-
 def row_key(run_id: int, patient_id: int) -> str:
     return f"{run_id}-{patient_id}"
 
@@ -205,7 +200,7 @@ def _iter_candidates(
             why="\n".join(explained.why.get(pid, [])) or explained.missing,
             work=explained.work.get(pid, explained.no_work),
             score_parts=", ".join(explained.score_parts.get(pid, [])),
-            check_first="\n".join(_check_first(r, today)),
+            check_first="\n".join([*_check_first(r, today), *explained.check_first.get(pid, [])]),
         )
 
 
@@ -248,6 +243,9 @@ class _Explained:
     score_parts: dict[int, list[str]] = field(default_factory=dict)
     missing: str = ""
     no_work: str = "No work, fit note or benefit record"
+    # Records the rules did not count but a GP should see: an exclusion's code outside its
+    # window (or of a status it skips), a latest in-work record older than the look-back.
+    check_first: dict[int, list[str]] = field(default_factory=dict)
 
 
 class _CandidateCompiler(Compiler):
@@ -297,7 +295,12 @@ def _explain(conn: Connection, run: Any, practice_id: int | None = None) -> _Exp
     compiler = _CandidateCompiler(conn, run.id, rule_set, run.index_date, ids, codelists, practice_id)
     pop = compiler.population
     assert pop is not None
-    compiler.prepare([step.criterion for step in rule_set.steps] + [c.criterion for c in rule_set.score])
+    not_counted = _not_counted(rule_set)
+    compiler.prepare(
+        [step.criterion for step in rule_set.steps]
+        + [c.criterion for c in rule_set.score]
+        + [criterion for _, criterion in not_counted]
+    )
     for step in rule_set.steps:
         if step.kind == "include" and compiler.can_have_evidence(step.criterion):
             table = compiler.evidence(step.criterion, pop)
@@ -306,6 +309,17 @@ def _explain(conn: Connection, run: Any, practice_id: int | None = None) -> _Exp
             for ev in conn.execute(select(table)):
                 words = _record_words(ev.ev_term, ev.ev_system, ev.ev_code, ev.ev_date)
                 explained.why.setdefault(ev.patient_id, []).append(f"{step.reason}: {words}")
+    for step, criterion in not_counted:
+        # Candidates passed this exclusion, so a record found with the window widened to "ever"
+        # (and every status) is one the step did not count: the GP may still want to know.
+        table = compiler.evidence(criterion, pop)
+        if table is None:
+            continue
+        for ev in conn.execute(select(table)):
+            words = _record_words(ev.ev_term, ev.ev_system, ev.ev_code, ev.ev_date)
+            explained.check_first.setdefault(ev.patient_id, []).append(
+                f"Not counted by the search (outside its window or status) for '{step.reason}': {words}"
+            )
     for component in rule_set.score:
         table = compiler.held_among(component.criterion, pop)
         label = f"{component.id.replace('_', ' ')} (+{component.weight:g})"
@@ -322,12 +336,52 @@ def _explain(conn: Connection, run: Any, practice_id: int | None = None) -> _Exp
         since = months_before(run.index_date, look_back) if look_back else None
         for ev in conn.execute(select(deciding)):
             status = STATUS_WORDS.get(ev.status, ev.status.replace("_", " ").capitalize())
-            text = f"{status}: {_record_words(ev.ev_term, ev.ev_system, ev.ev_code, ev.ev_date)}"
-            if since is not None and ev.ev_date < since:
+            words = _record_words(ev.ev_term, ev.ev_system, ev.ev_code, ev.ev_date)
+            text = f"{status}: {words}"
+            older = since is not None and _as_date(ev.ev_date) < since
+            if older:
                 text += f" (older than the search's {look_back}-month look-back)"
             explained.work[ev.patient_id] = text
+            if older and ev.status in IN_WORK_STATUSES:
+                explained.check_first.setdefault(ev.patient_id, []).append(
+                    f"Latest work record says in work but is older than the search's {look_back}-month "
+                    f"look-back, so the search did not count it: {words}"
+                )
     compiler.drop()
     return explained
+
+
+IN_WORK_STATUSES = frozenset({"in_work"})
+
+
+def _as_date(value: Any) -> dt.date:
+    return dt.date.fromisoformat(value[:10]) if isinstance(value, str) else value
+
+
+def _not_counted(rule_set: RuleSet) -> list[tuple[Step, Criterion]]:
+    """For each exclusion's code test with a window, a status filter or an occurrence rule: the
+    same codes at any date and status. Found among candidates, such a record is one the rules
+    ignored (a cancer code older than the window, a palliative care code from years ago)."""
+    out: list[tuple[Step, Criterion]] = []
+
+    def leaves(criterion: Criterion, seen: frozenset[str]) -> Iterator[HasCode]:
+        if criterion.kind == "ref" and criterion.ref not in seen:
+            yield from leaves(rule_set.definitions[criterion.ref], seen | {criterion.ref})
+        elif criterion.kind in ("all_", "any_"):
+            for child in criterion.body:
+                yield from leaves(child, seen)
+        elif criterion.kind == "has_code":
+            yield criterion.body
+
+    for step in rule_set.steps:
+        if step.kind != "exclude":
+            continue
+        for body in leaves(step.criterion, frozenset()):
+            if body.window == EVER and body.statuses is None and body.occurrence == "any":
+                continue  # it already counts every record: nothing it could have ignored
+            wider = body.model_copy(update={"window": EVER, "statuses": None, "occurrence": "any"})
+            out.append((step, Criterion(has_code=wider)))
+    return out
 
 
 def _rules_of_run(run: Any) -> RuleSet | None:
@@ -499,11 +553,13 @@ def export_review(
     out: Path | str,
     today: dt.date | None = None,
     practice: str | None = None,
+    progress: Progress | None = None,
 ) -> ExportSummary:
     """Write one practice's candidates of the run to an .xlsx workbook for its GPs to screen.
 
     A GP must only see their own practice's patients, so a run whose candidates span several
     practices needs `practice` (an ODS code), or export_review_by_practice for one file each.
+    A long export reports its rows as they are written: progress(rows written, rows in all).
     """
     out = _check_out(out)
     with engine.connect() as conn:
@@ -527,27 +583,69 @@ def export_review(
                 f"Search run {run_id} has no candidates at practice {practice.strip()} "
                 f"(practices with candidates: {codes})."
             )
-    return _export_one(engine, run_id, out, chosen, today or dt.date.today())
+    with engine.connect() as conn:
+        total = _candidate_count(conn, run_id, chosen.id if chosen is not None else None)
+    return _export_one(engine, run_id, out, chosen, today or dt.date.today(), _Counter(progress, total))
 
 
 def export_review_by_practice(
-    engine: Engine, run_id: int, out: Path | str, today: dt.date | None = None
+    engine: Engine,
+    run_id: int,
+    out: Path | str,
+    today: dt.date | None = None,
+    progress: Progress | None = None,
 ) -> list[ExportSummary]:
     """One workbook per practice with candidates (review.xlsx -> review-A81001.xlsx, ...); with one
     practice (or none), exactly `out`. Each practice is read and written on its own, so memory
-    stays that of the largest practice however big the region."""
+    stays that of the largest practice however big the region. progress(rows written, rows in
+    all) counts over every workbook."""
     out = _check_out(out)
     with engine.connect() as conn:
         _run(conn, run_id)
         practices = _run_practices(conn, run_id)
+        counter = _Counter(progress, _candidate_count(conn, run_id, None))
     today = today or dt.date.today()
     if len(practices) <= 1:
-        return [_export_one(engine, run_id, out, practices[0] if practices else None, today)]
-    return [_export_one(engine, run_id, practice_path(out, p.ods_code), p, today) for p in practices]
+        return [_export_one(engine, run_id, out, practices[0] if practices else None, today, counter)]
+    return [_export_one(engine, run_id, practice_path(out, p.ods_code), p, today, counter) for p in practices]
+
+
+Progress = Callable[[int, int], None]
+PROGRESS_EVERY = 100  # rows between progress reports
+
+
+class _Counter:
+    """Rows written across one export's workbooks, reported to the caller's progress callback."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress = progress
+        self.total = total
+        self.done = 0
+
+    def row(self) -> None:
+        self.done += 1
+        if self.progress is not None and self.done % PROGRESS_EVERY == 0:
+            self.progress(self.done, self.total)
+
+    def finished(self) -> None:
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _candidate_count(conn: Connection, run_id: int, practice_id: int | None) -> int:
+    count = select(func.count()).where(RESULT.c.run_id == run_id, RESULT.c.outcome == "candidate")
+    if practice_id is not None:
+        count = count.where(RESULT.c.practice_id == practice_id)
+    return int(conn.execute(count).scalar_one())
 
 
 def _export_one(
-    engine: Engine, run_id: int, out: Path, practice: _Practice | None, today: dt.date
+    engine: Engine,
+    run_id: int,
+    out: Path,
+    practice: _Practice | None,
+    today: dt.date,
+    counter: _Counter | None = None,
 ) -> ExportSummary:
     """Write the workbook into a private staging folder beside `out` (registered, so the next
     command deletes it if this one is killed), record the sheet, then move the workbook into
@@ -573,10 +671,7 @@ def _export_one(
             study = None
             if run.study_id is not None:
                 study = conn.execute(select(STUDY.c.title).where(STUDY.c.id == run.study_id)).scalar()
-            count = select(func.count()).where(RESULT.c.run_id == run_id, RESULT.c.outcome == "candidate")
-            if practice_id is not None:
-                count = count.where(RESULT.c.practice_id == practice_id)
-            expected = conn.execute(count).scalar_one()
+            expected = _candidate_count(conn, run_id, practice_id)
             explained = _explain(conn, run, practice_id)
             rows = _iter_candidates(conn, run_id, practice_id, explained, today)
             meta = {
@@ -587,7 +682,9 @@ def _export_one(
                 "exported": exported_at.isoformat(),
             }
             with owner_only():
-                written = _write_workbook(temp, run, study, practice, meta, expected, rows)
+                written = _write_workbook(
+                    temp, run, study, practice, meta, expected, rows, counter or _Counter(None, expected)
+                )
             make_private(temp)
             conn.execute(
                 insert(REVIEW_SHEET).values(
@@ -610,6 +707,7 @@ def _write_workbook(
     meta: Mapping[str, str],
     expected: int,
     rows: Iterable[CandidateRow],
+    counter: _Counter,
 ) -> int:
     """Stream the rows into a write-only workbook (rows go to disk as they are made); the number
     of rows written."""
@@ -617,7 +715,7 @@ def _write_workbook(
 
     wb = Workbook(write_only=True)
     try:
-        return _fill_workbook(wb, path, run, study, practice, meta, expected, rows)
+        return _fill_workbook(wb, path, run, study, practice, meta, expected, rows, counter)
     except BaseException:
         # Finish the half-written sheets' streams now, while their files are open (else they
         # complain when garbage-collected); the caller removes the file.
@@ -637,6 +735,7 @@ def _fill_workbook(
     meta: Mapping[str, str],
     expected: int,
     rows: Iterable[CandidateRow],
+    counter: _Counter,
 ) -> int:
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Alignment, Font, PatternFill, Protection
@@ -723,6 +822,7 @@ def _fill_workbook(
             cells.append(cell)
         sheet.append(cells)
         n += 1
+        counter.row()
     if n != expected:  # pragma: no cover - the count and the rows are read in one transaction
         raise RecruitError("The candidates changed while the workbook was being written. Export again.")
     last = n + 1
@@ -778,6 +878,7 @@ def _fill_workbook(
             cell.font = font
         guide.append([cell])
     wb.save(path)
+    counter.finished()
     return n
 
 
@@ -937,6 +1038,15 @@ class _SheetMeta:
 def read_review_sheet(path: Path) -> tuple[_SheetMeta, list[_SheetRow], list[tuple[int, str]]]:
     """The sheet's hidden details, its decided and undecided rows, and row problems found without
     the database (row number, problem)."""
+    suffix = path.suffix.lower()
+    if path.is_file() and suffix not in (".xlsx", ".xlsm"):
+        kind = f"a {suffix[1:].upper()} file" if suffix else "not an Excel workbook"
+        raise ReviewSheetError(
+            f"{path.name} is {kind}. Import the Excel workbook (.xlsx) that `recruit review export` "
+            "wrote, with the GP's decisions in it. A copy saved as CSV or in another format loses the "
+            "hidden details recruit checks each row against, so it cannot be imported: if the GP saved "
+            "one, open the .xlsx, enter the decisions there and save it as .xlsx."
+        )
     wb = open_workbook(path, what="review workbook")
     if SHEET not in wb.sheetnames or META not in wb.sheetnames:
         raise ReviewSheetError(
@@ -1053,13 +1163,33 @@ def import_review(
                 "(is this the right database?)."
             )
         sheet = conn.execute(select(REVIEW_SHEET).where(REVIEW_SHEET.c.token == meta.token)).one_or_none()
-        if sheet is None or sheet.run_id != run.id:
+        if sheet is not None and sheet.run_id != run.id:
+            raise ReviewSheetError(
+                f"{path.name} belongs to search run {sheet.run_id} in this database, but its hidden "
+                f"details name run {run.id}: they were changed. Nothing was recorded: export a new sheet."
+            )
+        if sheet is not None and meta.practice != _sheet_practice(conn, sheet.practice_id):
+            raise ReviewSheetError(
+                f"{path.name} was exported for practice {_sheet_practice(conn, sheet.practice_id) or 'all'}, "
+                f"but its hidden details name {meta.practice or 'all practices'}: they were changed. "
+                "Nothing was recorded: export a new sheet."
+            )
+        if sheet is None:
             raise ReviewSheetError(
                 f"{path.name} was not exported from this database, or its hidden details were changed, "
                 "so it cannot be checked against newer decisions. Nothing was recorded: is this the "
                 "right database? If it is, export a new sheet."
             )
         checked = _match_rows(conn, run, sheet, rows)
+        if len(rows) >= STRANGERS_MIN and checked.strangers == len(rows):
+            # Not one row shows its person: one sentence, not a line for every row.
+            raise ReviewSheetError(
+                f"{path.name} was not imported (nothing was recorded): none of its {len(rows):,} rows "
+                f"match the candidates of search run {run.id} in this database. The sheet belongs to "
+                "another search run, practice or database, or the practice's records were loaded again "
+                "since it was exported. Check you are using the right database (--db); if you are, "
+                "export a new sheet."
+            )
         problems += checked.problems
         if problems:
             problems.sort()
@@ -1084,6 +1214,17 @@ class _Checked:
     refused: list[tuple[int, str]] = field(default_factory=list)  # these rows are not recorded
     to_record: list[_SheetRow] = field(default_factory=list)
     existing: dict[int, Any] = field(default_factory=dict)
+    strangers: int = 0  # rows whose key names nobody, or someone else, in this run's candidates
+
+
+STRANGERS_MIN = 3  # a sheet of this many rows or more, none of them matching, is said to be foreign
+
+
+def _sheet_practice(conn: Connection, practice_id: int | None) -> str:
+    """The ODS code a sheet was exported for ('' for all practices), as written in its details."""
+    if practice_id is None:
+        return ""
+    return conn.execute(select(PRACTICE.c.ods_code).where(PRACTICE.c.id == practice_id)).scalar() or ""
 
 
 NOT_THE_PERSON = (
@@ -1152,6 +1293,7 @@ def _match_rows(conn: Connection, run: Any, sheet: Any, rows: Sequence[_SheetRow
             ).where(PATIENT.c.id.in_(chunk)),
         )
     }
+    keyed_numbers = {re.sub(r"\D", "", p.nhs_number or "") for p in patients.values()}
     existing = checked.existing = _existing(conn, run.id)
     invited = _invited(conn, run, [p for p in patients.values()])
     exported_at = _aware(sheet.exported_at)
@@ -1162,6 +1304,7 @@ def _match_rows(conn: Connection, run: Any, sheet: Any, rows: Sequence[_SheetRow
     for r in rows:
         problems = checked.problems
         if r.run_id != run.id:
+            checked.strangers += 1
             problems.append(
                 (r.number, f"this row belongs to search run {r.run_id}, not run {run.id} (sheets were mixed)")
             )
@@ -1174,6 +1317,8 @@ def _match_rows(conn: Connection, run: Any, sheet: Any, rows: Sequence[_SheetRow
         first_row[r.patient_id] = r.number
         patient = patients.get(r.patient_id)
         result = results.get(r.patient_id)
+        if patient is None or result is None or result.outcome != "candidate":
+            checked.strangers += 1
         if patient is None:
             problems.append((r.number, "no such patient in this database (the hidden key was changed)"))
             continue
@@ -1200,6 +1345,10 @@ def _match_rows(conn: Connection, run: Any, sheet: Any, rows: Sequence[_SheetRow
             continue
         not_them = _identity_problem(r, patient)
         if not_them is not None:
+            if r.nhs_digits not in keyed_numbers:
+                # Not a column sorted on its own (that only moves the sheet's own numbers about):
+                # the row shows someone none of the sheet's keys name here.
+                checked.strangers += 1
             checked.refused.append((r.number, not_them))
             continue
         before = existing.get(r.patient_id)

@@ -17,29 +17,24 @@ from __future__ import annotations
 
 from array import array
 
-WEIGHTS = (10, 9, 8, 7, 6, 5, 4, 3, 2)
+import nhs_number
+
 _STEMS_PER_BLOCK = 1_000_000
 _PERM_MULT = 79_193  # coprime with 10**6: spreads consecutive indices across the block
 _PERM_ADD = 123_457
 
 
 def check_digit(stem: str) -> int | None:
-    """Modulus 11 check digit for a nine-digit stem, or None if the stem cannot be valid."""
-    total = sum(int(d) * w for d, w in zip(stem, WEIGHTS, strict=True))
-    check = 11 - total % 11
-    if check == 11:
-        return 0
-    if check == 10:
-        return None
-    return check
+    """Modulus 11 check digit for a nine-digit stem, or None if the stem cannot be valid
+    (the `nhs-number` package's calculation; a result of 10 means no valid number)."""
+    check = nhs_number.calculate_checksum(stem)
+    return None if check is None or check == 10 else check
 
 
 def is_valid(number: str) -> bool:
-    """True for ten digits whose last digit is the Modulus 11 check digit of the first nine."""
+    """True for ten digits (3-3-4 spaces allowed) whose last digit is the Modulus 11 check digit."""
     s = number.replace(" ", "")
-    if len(s) != 10 or not s.isdigit():
-        return False
-    return check_digit(s[:9]) == int(s[9])
+    return len(s) == 10 and s.isascii() and s.isdigit() and nhs_number.is_valid(s)
 
 
 def in_reserved_test_range(number: str) -> bool:
@@ -55,6 +50,8 @@ def _block_upto(prefix: int, needed: int) -> array:
     """Valid numbers with a three-digit prefix in a fixed pseudo-random order, grown lazily.
 
     Returns at least `needed` entries unless the block is exhausted (~909,091 per prefix).
+    The check digit is worked out inline (integer arithmetic) because this loop runs up to a
+    million times; tests compare every number it makes with `is_valid` (the package's check).
     """
     out, cursor = _BLOCKS.setdefault(prefix, (array("q"), [0]))
     base = prefix * _STEMS_PER_BLOCK

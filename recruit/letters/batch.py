@@ -74,6 +74,7 @@ from recruit.letters.select import (
 )
 from recruit.letters.study import StudySettings, default_study_file, load_study_settings, store_study
 from recruit.models import utcnow
+from recruit.nhs_numbers import for_people
 from recruit.private_files import make_private_tree, open_private, owner_only
 from recruit.query.run import store_codelists
 from recruit.tables import BATCH, CODELIST, DECISION, INVITATION, RESULT, RUN, STUDY
@@ -625,11 +626,12 @@ def _merge_row(p: _Planned, day: dt.date, pages: int, first_page: int) -> dict[s
 
 
 def _person_columns(p: _Planned) -> dict[str, Any]:
-    """Who and where, as the practice's lists show them (NHS number, name, address, practice)."""
+    """Who and where, as the practice's lists show them (NHS number, name, address, practice).
+    The NHS number is printed 3-3-4, as people read it; the mail-merge data has no NHS number."""
     c = p.candidate
     address = mailmerge.address_columns(p.patient.address_lines)
     return {
-        "NHSNumber": c.nhs_number,
+        "NHSNumber": for_people(c.nhs_number),
         "Title": c.title or "",
         "FirstName": c.given_name or "",
         "Surname": c.family_name or "",
@@ -655,7 +657,7 @@ def _unaddressed_rows(conn: Any, people: list[Candidate]) -> list[dict[str, Any]
         rows.append(
             {
                 "StudyNumber": "",
-                "NHSNumber": c.nhs_number,
+                "NHSNumber": for_people(c.nhs_number),
                 "Title": c.title or "",
                 "FirstName": c.given_name or "",
                 "Surname": c.family_name or "",

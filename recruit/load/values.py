@@ -11,6 +11,8 @@ import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from recruit.nhs_numbers import is_valid as nhs_number_is_valid
+
 LONDON = ZoneInfo("Europe/London")
 
 
@@ -25,17 +27,6 @@ class Invalid(ValueError):
         # What the broken record still signals (death, leaving, a coded entry), when its reader
         # could tell: the person is held back from letters (recruit.load.rows.HoldRow).
         self.holds: list[Any] | None = None
-
-
-def nhs_number_is_valid(value: str) -> bool:
-    """Modulus 11: weights 10..2 on the first nine digits; 11 - (sum mod 11) is the check digit."""
-    if len(value) != 10 or not value.isdigit():
-        return False
-    total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1), strict=True))
-    check = 11 - total % 11
-    if check == 11:
-        check = 0
-    return check != 10 and check == int(value[9])
 
 
 def clean_nhs_number(raw: object, field: str) -> str:
