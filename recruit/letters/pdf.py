@@ -153,6 +153,65 @@ def number_places(pack: RenderedDoc) -> dict[int, tuple[float, ...]]:
     return places
 
 
+# Advance widths of Helvetica Bold (Adobe's AFM, units of 1/1000 em) for the characters of a
+# study number; anything else is taken as wide as a capital.
+_BOLD_WIDTHS = {
+    **dict.fromkeys("0123456789", 556),
+    **dict(
+        zip(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+            (
+                722,
+                722,
+                722,
+                722,
+                667,
+                611,
+                778,
+                722,
+                278,
+                556,
+                722,
+                611,
+                833,
+                722,
+                778,
+                667,
+                778,
+                722,
+                667,
+                611,
+                722,
+                667,
+                944,
+                667,
+                667,
+                611,
+            ),
+            strict=True,
+        )
+    ),
+    "-": 333,
+}
+
+
+def number_size_and_place(
+    study_number: str, box: tuple[float, ...], page_height: float
+) -> tuple[float, float, float]:
+    """(font size, left, baseline) in PDF points for a study number in its box: sized to the
+    box's height (at most 18 pt), smaller only when the number would not fit the box's width."""
+    x1, y1, x2, y2 = (v * _PX_TO_PT for v in box[:4])
+    height = y2 - y1
+    size = max(6.0, min(18.0, height * 0.62))
+    inset = max(0.0, (height - size * 0.72) / 2)  # capitals are about 0.72 em tall
+    margin = inset if height > 20 else 0.0  # a box with a border gets a margin inside it
+    ems = sum(_BOLD_WIDTHS.get(c, 722) for c in study_number) / 1000
+    if ems and size * ems > (x2 - x1) - 2 * margin:
+        size = max(6.0, ((x2 - x1) - 2 * margin) / ems)
+    baseline = page_height - y2 + max(0.0, (height - size * 0.72) / 2)
+    return size, x1 + margin, baseline
+
+
 def _number_text(
     study_number: str, box: tuple[float, ...], page_height: float, mcid: int | None = None
 ) -> bytes:
@@ -160,12 +219,7 @@ def _number_text(
     every PDF reader has). Study numbers are capital letters, digits and hyphens only."""
     if not all(c.isascii() and (c.isalnum() or c == "-") for c in study_number):
         raise RecruitError(f"A study number may hold only letters, digits and hyphens: {study_number!r}")
-    x1, y1, _x2, y2 = (v * _PX_TO_PT for v in box[:4])
-    height = y2 - y1
-    size = max(6.0, min(18.0, height * 0.62))
-    inset = max(0.0, (height - size * 0.72) / 2)  # capitals are about 0.72 em tall
-    baseline = page_height - y2 + inset
-    left = x1 + (inset if height > 20 else 0.0)  # a box with a border gets a margin inside it
+    size, left, baseline = number_size_and_place(study_number, box, page_height)
     text = f"q BT {_NUMBER_FONT} {size:.2f} Tf {left:.2f} {baseline:.2f} Td ({study_number}) Tj ET Q"
     if mcid is not None:  # tagged: a paragraph of its own in the structure tree
         text = f"/P <</MCID {mcid}>> BDC {text} EMC"
