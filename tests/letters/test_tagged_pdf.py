@@ -130,3 +130,18 @@ def test_study_numbers_are_paragraphs_read_after_their_labels(letters, letter_fo
         slip_heading = max(i for i, e in enumerate(order) if e.S == "/H2" and i < slip)
         # Between the slip's heading and its number only the "Study number:" label, no paragraph.
         assert "/P" not in [str(e.S) for e in order[slip_heading + 1 : slip]]
+
+
+@pytest.mark.parametrize(
+    ("letter_format", "smallest"), [("standard", 12), ("large_print", 16), ("easy_read", 16)]
+)
+def test_printed_study_numbers_are_large_enough(letters, letter_format, smallest):
+    with pikepdf.open(letters[letter_format]) as pdf:
+        sizes = [
+            float(operands[1])
+            for page in pdf.pages
+            for operands, op in pikepdf.parse_content_stream(page)
+            if str(op) == "Tf" and str(operands[0]) == "/RecruitNumberFont"
+        ]
+    assert len(sizes) == 2  # the letter and the reply slip
+    assert min(sizes) >= smallest
