@@ -140,6 +140,6 @@ def flow_diagram(
 
 
 def _reason(item: str) -> str:
-    from .figures import words
+    from .figures import review_reason_label
 
-    return words(item.removeprefix("review.reason."))
+    return review_reason_label(item.removeprefix("review.reason."))

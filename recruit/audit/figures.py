@@ -57,10 +57,25 @@ LABELS = {
 }
 
 
+# Abbreviations kept in capitals when a stored code is written out: gp_said -> "GP said".
+ABBREVIATIONS = {"gp": "GP", "nhs": "NHS", "ods": "ODS", "fhir": "FHIR", "id": "ID", "uk": "UK", "csv": "CSV"}
+
+
 def words(code: str) -> str:
-    """A stored reason code in words: no_valid_address -> No valid address."""
-    text = code.replace("_", " ").replace("-", " ").strip()
-    return text[:1].upper() + text[1:] if text else code
+    """A stored reason code in words: no_valid_address -> No valid address, gp_said_no -> GP said no."""
+    parts = code.replace("_", " ").replace("-", " ").split()
+    if not parts:
+        return code
+    parts = [ABBREVIATIONS.get(part.lower(), part) for part in parts]
+    parts[0] = parts[0][:1].upper() + parts[0][1:]
+    return " ".join(parts)
+
+
+def review_reason_label(code: str) -> str:
+    """A GP's reason for not inviting, in the words of the review sheet the GP chose it from."""
+    from recruit.review import REASONS  # here, not at the top: recruit.review is heavy
+
+    return REASONS.get(code) or words(code)
 
 
 def refusal_label(code: str) -> str:
@@ -122,7 +137,7 @@ class RunFigures:
             prefix = f"Step {step.index + 1} ({step.step_id})"
             return f"{prefix}: {step.exclusion}" if what == "excluded" else f"{prefix}, {what}"
         if item.startswith("review.reason."):
-            return f"Excluded at review: {words(item.removeprefix('review.reason.'))}"
+            return f"Excluded at review: {review_reason_label(item.removeprefix('review.reason.'))}"
         if item.startswith("letters.refused."):
             return f"Not written to: {refusal_label(item.removeprefix('letters.refused.'))}"
         if item.startswith("quarantine.reason."):

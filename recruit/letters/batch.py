@@ -517,7 +517,7 @@ def _print(
     study = study_variables(settings)
     date_text = long_date(day)
     draft = settings.status == "draft"
-    title = f"{settings.short_title} invitation letters"
+    title = f"{settings.short_title} study: invitation letter"  # the title a screen reader announces
     letters = [
         Letter(PackKey(p.letter_format, p.practice, p.gp), p.patient, p.study_number) for p in to_print
     ]

@@ -14,6 +14,11 @@ shared/reference/letters-and-review.md 4.1, 4.2):
 
 StreamPages1 is the number of pages of each letter in the combined PDF, the column Docmail's
 "multiple address stream" upload needs.
+
+Identifiers (NHS numbers, postcodes, study numbers, ODS codes) are text in every cell, with the
+cell's number format "@" (Text), so Excel never turns an NHS number into 9.99E+09 or drops a
+leading zero, and stays text when someone edits the cell. Column widths fit their contents and
+the header row is frozen, so the sheet can be read and checked before it is sent.
 """
 
 from __future__ import annotations
@@ -47,6 +52,58 @@ MAIL_MERGE_COLUMNS = (
     "FirstPage",
     "PdfFile",
 )
+
+# Docmail's address fields, as its API's AddAddress call names them (Docmail API version 2; the
+# address upload's "Download Spreadsheet CSV template" offers the same fields, help.docmail.co.uk
+# "Import mapping"). Docmail maps an upload's columns to these by name on its "Assign fields"
+# screen; for a multiple address stream it needs the name, the full address and StreamPages1
+# ("Multiple address streams"). Checked December 2026: the version named here.
+DOCMAIL_TEMPLATE_VERSION = "Docmail API v2 AddAddress fields, checked December 2026"
+DOCMAIL_FIELDS = (
+    "Title",
+    "FirstName",
+    "Surname",
+    "Fullname",
+    "JobTitle",
+    "CompanyName",
+    "Address1",
+    "Address2",
+    "Address3",
+    "Address4",
+    "Address5",
+    "Address6",
+    "Email",
+    "Telephone",
+    "DirectLine",
+    "Mobile",
+    "Facsimile",
+    "ExtraInfo",
+    "Notes",
+    "CustomerAddressID",
+    "StreamPages1",
+    "StreamPages2",
+    "StreamPages3",
+    *(f"Custom{i}" for i in range(1, 11)),
+)
+# Our columns that have a Docmail field of the same name (ignoring case). Postcode has no field of
+# that name in the list: check where Docmail maps it on the "Assign fields" screen (README.md).
+DOCMAIL_MAPPED = (
+    "Title",
+    "FirstName",
+    "Surname",
+    "FullName",
+    "Address1",
+    "Address2",
+    "Address3",
+    "Address4",
+    "Address5",
+    "StreamPages1",
+)
+
+# Columns holding identifiers or codes: always text, never numbers (see the module's docstring).
+TEXT_COLUMNS = frozenset({"NHSNumber", "StudyNumber", "Postcode", "PracticeODS"})
+# Widest a column is made (characters), so one long address line does not hide the others.
+_MAX_WIDTH = 60
 
 # Who and where, in the practice's own lists (the contact list and the could-not-print list).
 PERSON_COLUMNS = (
@@ -85,6 +142,7 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]
 def write_xlsx(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]], sheet: str) -> None:
     from openpyxl import Workbook
     from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
 
     book = Workbook()
     ws = book.active
@@ -92,18 +150,24 @@ def write_xlsx(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]
     ws.append(list(columns))
     for cell in ws[1]:
         cell.font = Font(bold=True)
+    widths = [len(column) for column in columns]
     for r, row in enumerate(rows, start=2):
         for c, column in enumerate(columns, start=1):
             value = row.get(column)
             cell = ws.cell(row=r, column=c)
-            if isinstance(value, int) and not isinstance(value, bool):
+            if isinstance(value, int) and not isinstance(value, bool) and column not in TEXT_COLUMNS:
                 cell.value = value
+                widths[c - 1] = max(widths[c - 1], len(str(value)))
                 continue
             text = _xml_safe(_plain(value))
             cell.value = text
             cell.data_type = "s"  # text, never a formula, whatever it starts with
+            cell.number_format = "@"  # and formatted as Text, so an edit keeps it text
             if text.startswith(FORMULA_STARTS):
                 cell.quotePrefix = True
+            widths[c - 1] = max(widths[c - 1], len(text))
+    for c, width in enumerate(widths, start=1):
+        ws.column_dimensions[get_column_letter(c)].width = min(width + 2, _MAX_WIDTH)
     ws.freeze_panes = "A2"
     book.save(path)
 

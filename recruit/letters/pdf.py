@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from recruit.errors import RecruitError
+from recruit.letters import tagging
+from recruit.letters.tagging import StructureBuilder
 from recruit.private_files import PRIVATE_UMASK
 
 SLIP_ANCHOR = "reply-slip"
@@ -78,7 +80,9 @@ def render_html(html: str) -> RenderedDoc:
         {name: tuple(float(v) for v in point) for name, point in page.anchors.items()}
         for page in document.pages
     )
-    return RenderedDoc(document.write_pdf(), anchors)
+    # Tagged (structure tree, language from <html lang>, title from <title>), so each letter's
+    # own PDF can be read aloud in order (recruit.letters.tagging).
+    return RenderedDoc(document.write_pdf(pdf_tags=True), anchors)
 
 
 Mapper = Callable[..., Iterator[Any]]
@@ -149,20 +153,77 @@ def number_places(pack: RenderedDoc) -> dict[int, tuple[float, ...]]:
     return places
 
 
-def _number_text(study_number: str, box: tuple[float, ...], page_height: float) -> bytes:
+# Advance widths of Helvetica Bold (Adobe's AFM, units of 1/1000 em) for the characters of a
+# study number; anything else is taken as wide as a capital.
+_BOLD_WIDTHS = {
+    **dict.fromkeys("0123456789", 556),
+    **dict(
+        zip(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+            (
+                722,
+                722,
+                722,
+                722,
+                667,
+                611,
+                778,
+                722,
+                278,
+                556,
+                722,
+                611,
+                833,
+                722,
+                778,
+                667,
+                778,
+                722,
+                667,
+                611,
+                722,
+                667,
+                944,
+                667,
+                667,
+                611,
+            ),
+            strict=True,
+        )
+    ),
+    "-": 333,
+}
+
+
+def number_size_and_place(
+    study_number: str, box: tuple[float, ...], page_height: float
+) -> tuple[float, float, float]:
+    """(font size, left, baseline) in PDF points for a study number in its box: sized to the
+    box's height (at most 18 pt), smaller only when the number would not fit the box's width."""
+    x1, y1, x2, y2 = (v * _PX_TO_PT for v in box[:4])
+    height = y2 - y1
+    size = max(6.0, min(18.0, height * 0.62))
+    inset = max(0.0, (height - size * 0.72) / 2)  # capitals are about 0.72 em tall
+    margin = inset if height > 20 else 0.0  # a box with a border gets a margin inside it
+    ems = sum(_BOLD_WIDTHS.get(c, 722) for c in study_number) / 1000
+    if ems and size * ems > (x2 - x1) - 2 * margin:
+        size = max(6.0, ((x2 - x1) - 2 * margin) / ems)
+    baseline = page_height - y2 + max(0.0, (height - size * 0.72) / 2)
+    return size, x1 + margin, baseline
+
+
+def _number_text(
+    study_number: str, box: tuple[float, ...], page_height: float, mcid: int | None = None
+) -> bytes:
     """PDF operators printing the study number inside a box (Helvetica Bold, one of the fonts
     every PDF reader has). Study numbers are capital letters, digits and hyphens only."""
     if not all(c.isascii() and (c.isalnum() or c == "-") for c in study_number):
         raise RecruitError(f"A study number may hold only letters, digits and hyphens: {study_number!r}")
-    x1, y1, _x2, y2 = (v * _PX_TO_PT for v in box[:4])
-    height = y2 - y1
-    size = max(6.0, min(18.0, height * 0.62))
-    inset = max(0.0, (height - size * 0.72) / 2)  # capitals are about 0.72 em tall
-    baseline = page_height - y2 + inset
-    left = x1 + (inset if height > 20 else 0.0)  # a box with a border gets a margin inside it
-    return (
-        f"q BT {_NUMBER_FONT} {size:.2f} Tf {left:.2f} {baseline:.2f} Td ({study_number}) Tj ET Q\n".encode()
-    )
+    size, left, baseline = number_size_and_place(study_number, box, page_height)
+    text = f"q BT {_NUMBER_FONT} {size:.2f} Tf {left:.2f} {baseline:.2f} Td ({study_number}) Tj ET Q"
+    if mcid is not None:  # tagged: a paragraph of its own in the structure tree
+        text = f"/P <</MCID {mcid}>> BDC {text} EMC"
+    return f"{text}\n".encode()
 
 
 @dataclass
@@ -170,6 +231,9 @@ class _Target:
     writer: Any
     xobjects: dict[tuple[int, int], Any] = field(default_factory=dict)
     font: Any = None
+    # A file of one letter is tagged (recruit.letters.tagging); None for the print file.
+    structure: StructureBuilder | None = None
+    letters: int = 0
 
 
 class Stamper:
@@ -190,12 +254,13 @@ class Stamper:
         return self._readers[key]
 
     @staticmethod
-    def new_target() -> _Target:
+    def new_target(tagged: bool = False) -> _Target:
+        """A new PDF; tagged for a file that will hold one letter (a patient's own copy)."""
         from pypdf import PdfWriter
 
         writer = PdfWriter()
         writer.add_metadata({"/Producer": "recruit", "/Title": "Invitation letters"})
-        return _Target(writer)
+        return _Target(writer, structure=StructureBuilder(writer) if tagged else None)
 
     def _font(self, target: _Target) -> Any:
         from pypdf.generic import DictionaryObject, NameObject
@@ -230,6 +295,22 @@ class Stamper:
         from pypdf.generic import ArrayObject, DecodedStreamObject, DictionaryObject, NameObject
 
         writer = target.writer
+        tags = target.structure
+        if tags is not None:
+            if target.letters:
+                raise ValueError("a tagged PDF holds one letter")
+            pack_reader = self._reader("pack", letter.pack_id, letter.pack)
+            pack_tops, pack_pages, lang, title = tagging.source_structure(pack_reader)
+            details_tops, details_pages, _, _ = tagging.source_structure(
+                self._reader("details", letter.details_id, letter.details)
+            )
+            tags.start(lang, title)
+        elif not target.letters:
+            # The print file is not tagged (see recruit.letters.tagging) but says its language.
+            lang = self._reader("pack", letter.pack_id, letter.pack).trailer["/Root"].get("/Lang")
+            if lang:
+                writer.root_object[NameObject("/Lang")] = lang
+        target.letters += 1
         if letter.pack_id not in self._places:
             self._places[letter.pack_id] = number_places(letter.pack)
         places = self._places[letter.pack_id]
@@ -257,21 +338,81 @@ class Stamper:
             xobjects[name] = form
             resources[NameObject("/XObject")] = xobjects
             stream = f"q {name} Do Q\n".encode()
+            mcid = None
+            if tags is not None:
+                mcid = self._tag_page(
+                    tags,
+                    page,
+                    page_no,
+                    form,
+                    letter,
+                    (pack_tops, pack_pages, details_tops, details_pages),
+                    page_no in places,
+                )
             if page_no in places:
                 fonts = DictionaryObject()
                 if "/Font" in resources:
                     fonts.update(resources["/Font"].get_object())
                 fonts[NameObject(_NUMBER_FONT)] = self._font(target)
                 resources[NameObject("/Font")] = fonts
-                stream += _number_text(letter.study_number, places[page_no], float(mediabox.height))
+                stream += _number_text(
+                    letter.study_number, places[page_no], float(mediabox.height), mcid if tags else None
+                )
             page[NameObject("/Resources")] = resources
             under = DecodedStreamObject()
             under.set_data(stream)
             page[NameObject("/Contents")] = ArrayObject([writer._add_object(under), *parts])
         return letter.pack.page_count
 
+    def _tag_page(
+        self,
+        tags: StructureBuilder,
+        page: Any,
+        page_no: int,
+        form: Any,
+        letter: LetterPages,
+        sources: tuple[list[Any], dict[int, int], list[Any], dict[int, int]],
+        has_number: bool,
+    ) -> int | None:
+        """Copy the structure of one of the letter's pages; the MCID for its study number."""
+        pack_tops, pack_pages, details_tops, details_pages = sources
+        page_ref = page.indirect_reference
+        page_parents: list[Any] = []
+        if page_no == 0 or has_number:
+            _, page_parents = tags.new_key(page)
+        before: list[Any] = []
+        mcid = None
+        if page_no == 0:
+            details = tagging.tops_on_page(details_tops, details_pages, letter.first_page)
+            before = tagging.copy_elements(tags, details, tags.document_ref, page_ref, page_parents)
+            reader = self._reader("details", letter.details_id, letter.details)
+            mcid = tagging.mcid_count(reader, letter.first_page)
+        elif has_number:
+            mcid = 0  # the page holds nothing else of its own: the pack is in the XObject
+        _, form_parents = tags.new_key(form.get_object())
+        tops = tagging.tops_on_page(pack_tops, pack_pages, page_no)
+        refs = tagging.copy_elements(tags, tops, tags.document_ref, page_ref, form_parents, stm=form)
+        linked = {i for i, parent in enumerate(form_parents) if parent is not None}
+        xobject = form.get_object()
+        xobject.set_data(tagging.unlinked_as_artifacts(xobject.get_data(), linked))
+        if has_number and mcid is not None:
+            before.insert(0, tagging.new_paragraph(tags, tags.document_ref, page_ref, mcid, page_parents))
+        # Reading order: the number and the patient's details after the letterhead and date (the
+        # letter section's first part), the slip's number after the reply slip's heading.
+        section = tagging.first_of(refs, "/Sect")
+        if section is not None and page_no > 0:
+            kids = section.get_object().get("/K", [])
+            section = next((k for k in tagging.elements(kids) if k.get_object()["/S"] == "/Div"), None)
+        if before and section is not None and section.get_object().get("/K"):
+            tagging.insert_after_first_kid(section, before)
+            before = []
+        tags.document["/K"].extend([*before, *refs])
+        return mcid
+
     @staticmethod
     def write(target: _Target, path: Path) -> None:
+        if target.structure is not None and target.structure.root is not None:
+            target.structure.finish()
         with open(path, "wb") as handle:
             target.writer.write(handle)
 
@@ -342,8 +483,15 @@ def lay_out_details(task: DetailsTask) -> DetailsDone:
         if task.parent_pid not in (None, os.getpid()) and os.getppid() != task.parent_pid:
             break  # the run was stopped: write nothing more
         try:
-            target = stamper.new_target()
-            stamper.add_letter(target, LetterPages(task.packs[pack_id], pack_id, doc, -1, first, number))
+            pages = LetterPages(task.packs[pack_id], pack_id, doc, -1, first, number)
+            try:
+                target = stamper.new_target(tagged=True)
+                stamper.add_letter(target, pages)
+            except RecruitError:
+                raise
+            except Exception:  # tags that cannot be copied never cost a patient their letter
+                target = stamper.new_target()
+                stamper.add_letter(target, pages)
             stamper.write(target, Path(path))
         except RecruitError:
             raise
