@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 
 import synthetic_ehr
 from recruit.load import load_extract
@@ -48,6 +48,16 @@ def synthetic_region(
     return Region(engine, run_id, out)
 
 
+def instep_study_id(conn: Connection) -> int:
+    """The InSTEP study's id, made if the database has none yet."""
+    study_id = conn.execute(select(Study.id).where(Study.code == "instep")).scalar()
+    if study_id is None:
+        study_id = conn.execute(
+            insert(Study.__table__).values(code="instep", title="InSTEP").returning(Study.__table__.c.id)
+        ).scalar_one()
+    return study_id
+
+
 def record_review_and_replies(engine: Engine, run_id: int) -> None:
     """Every fifth candidate left unreviewed, one in four reviewed turned down (with a reason), the
     rest invited; of the letters some drafted only, the rest sent, with a spread of replies."""
@@ -55,11 +65,7 @@ def record_review_and_replies(engine: Engine, run_id: int) -> None:
     with engine.begin() as conn:
         study_id = conn.execute(select(SearchRun.study_id).where(SearchRun.id == run_id)).scalar()
         if study_id is None:
-            study_id = conn.execute(select(Study.id).where(Study.code == "instep")).scalar()
-        if study_id is None:
-            study_id = conn.execute(
-                insert(Study.__table__).values(code="instep", title="InSTEP").returning(Study.__table__.c.id)
-            ).scalar_one()
+            study_id = instep_study_id(conn)
         candidates = conn.execute(
             select(result.c.patient_id, patient.c.nhs_number)
             .join(patient, patient.c.id == result.c.patient_id)

@@ -12,9 +12,9 @@ from recruit.audit import Rule, audit
 from recruit.errors import RecruitError
 from recruit.letters.posted import record_not_posted, record_posted
 from recruit.load.values import LONDON
-from recruit.models import Invitation, LetterBatch, Patient, ReviewDecision, SearchResult, Study
+from recruit.models import Invitation, LetterBatch, Patient, ReviewDecision, SearchResult
 from recruit.tables import INVITATION
-from tests.audit_helpers import synthetic_region
+from tests.audit_helpers import instep_study_id, synthetic_region
 from tests.helpers import run_cli
 
 BATCH = LetterBatch.__table__
@@ -24,11 +24,7 @@ def _written_batch(engine, run_id: int, letters: int = 4) -> int:
     """A batch of drafted letters to the first GP-approved candidates, as recruit letters records it."""
     result, patient = SearchResult.__table__, Patient.__table__
     with engine.begin() as conn:
-        study_id = conn.execute(select(Study.id).where(Study.code == "instep")).scalar()
-        if study_id is None:
-            study_id = conn.execute(
-                insert(Study.__table__).values(code="instep", title="InSTEP").returning(Study.__table__.c.id)
-            ).scalar_one()
+        study_id = instep_study_id(conn)
         people = conn.execute(
             select(result.c.patient_id, patient.c.nhs_number)
             .join(patient, patient.c.id == result.c.patient_id)
