@@ -43,6 +43,7 @@ from recruit.load.files import (
 from recruit.load.rows import HoldRow, OrgRow, PractitionerRow
 from recruit.load.scope import Scope, scope_holds, scope_rows
 from recruit.load.values import DateReader, Invalid, nhs_number_is_valid
+from recruit.nhs_numbers import digits_of
 
 CHUNK_BYTES = 4 << 20
 SEQ_BITS = 32  # records per chunk stay far below 2**32
@@ -268,7 +269,7 @@ def bad_patient_keys(res: dict[str, Any], full_url: str | None) -> list[str]:
         idents = res.get("identifier") or []
         for ident in [idents] if isinstance(idents, dict) else idents:  # one object for a list
             if isinstance(ident, dict) and ident.get("system") == NHS_NUMBER_SYSTEM:
-                value = "".join(str(ident.get("value")).split()).replace("-", "")
+                value = digits_of(str(ident.get("value")))
                 if nhs_number_is_valid(value):
                     keys.append(f"nhs:{value}")
                     break

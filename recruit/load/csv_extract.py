@@ -25,6 +25,7 @@ from recruit.load.files import Record, input_files, regular_file
 from recruit.load.rows import EventRow, HoldRow, MedicationRow, PatientRow, PractitionerRow
 from recruit.load.status import ISSUED, RECORDED
 from recruit.load.values import DateReader, Invalid, clean_nhs_number, clean_postcode, nhs_number_is_valid
+from recruit.nhs_numbers import digits_of
 
 csv.field_size_limit(64 * 1024 * 1024)
 
@@ -216,7 +217,7 @@ class CsvSource:
         """What a row that could not be read still signals, best effort (issue 14 case 2): a
         patient with any date of death, or any deregistration date not after the extract date
         (or one that cannot be read); an event's code in a system recruit reads."""
-        nhs = "".join(row.get(cols.get("nhs_number") or "", "").split()).replace("-", "")
+        nhs = digits_of(row.get(cols.get("nhs_number") or "", ""))
         nhs = nhs if nhs_number_is_valid(nhs) else None
         if part == "patients":
             c = PatientColumns.model_validate(cols)

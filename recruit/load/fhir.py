@@ -34,6 +34,7 @@ from recruit.load.status import (
     observation_status,
 )
 from recruit.load.values import DateReader, Invalid, clean_postcode, nhs_number_is_valid
+from recruit.nhs_numbers import digits_of
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 ODS_SYSTEMS = ("https://fhir.nhs.uk/Id/ods-organization-code", "https://fhir.nhs.uk/Id/ods-site-code")
@@ -725,7 +726,7 @@ def _nhs_number(res: dict[str, Any]) -> tuple[str | None, str | None]:
         if value is None:
             continue
         _str(value, f"identifier[{i}].value")  # a number, not text: wrong type, as for any field
-        number = re.sub(r"[\s-]", "", value)
+        number = digits_of(value)
         if not nhs_number_is_valid(number):
             continue
         verified = True
@@ -742,7 +743,7 @@ def _patient_holds(res: dict[str, Any], full_url: str | None, today: str) -> lis
     nhs = None
     for ident in _items(res.get("identifier")):
         if isinstance(ident, dict) and ident.get("system") == NHS_NUMBER_SYSTEM:
-            value = re.sub(r"[\s-]", "", str(ident.get("value")))
+            value = digits_of(str(ident.get("value")))
             if nhs_number_is_valid(value):
                 nhs = value
                 break

@@ -11,6 +11,7 @@ import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from recruit.nhs_numbers import digits_of
 from recruit.nhs_numbers import is_valid as nhs_number_is_valid
 
 LONDON = ZoneInfo("Europe/London")
@@ -32,7 +33,7 @@ class Invalid(ValueError):
 def clean_nhs_number(raw: object, field: str) -> str:
     if not isinstance(raw, str | int):
         raise Invalid("nhs_number_invalid", "the NHS number is not text", field)
-    value = re.sub(r"[\s-]", "", str(raw))
+    value = digits_of(str(raw))
     if not nhs_number_is_valid(value):
         raise Invalid(
             "nhs_number_invalid",
