@@ -24,11 +24,14 @@ from .nhs_number import RESERVED_CAPACITY, prepare
 from .params import Params, load_params
 from .people import AgeModel, Practice, make_person, make_practices
 from .record import RecordModel, make_record
+from .shapes import SHAPES
 from .truth import EmploymentModel, make_truth
 from .util import iso, stream
 
 FHIR_TYPES = ("Patient", "Organization", "Practitioner", "Condition", "Observation", "MedicationRequest")
-ALL_FORMATS = ("ndjson", "bundles", "csv")
+ALL_FORMATS = ("ndjson", "bundles", "csv")  # written by default
+# Tabular extract shapes (synthetic_ehr.shapes), written when asked for by name.
+KNOWN_FORMATS = ALL_FORMATS + tuple(sorted(SHAPES))
 
 
 @dataclass
@@ -92,6 +95,7 @@ def _work(item: tuple[int, int, int]) -> tuple[dict[str, bytes], dict[str, int]]
     nd: dict[str, list[bytes]] = {t: [] for t in ("Patient", "Condition", "Observation", "MedicationRequest")}
     bundles: list[bytes] = []
     csv_chunk = csv_out.CsvChunk() if want_csv else None
+    shapes = [SHAPES[f](st.extract) for f in sorted(st.formats) if f in SHAPES]
     truth_chunk = truth_out.TruthChunk(st.extract)
     ages = st.ages[p_index]
     # Bundles repeat the practice and GP resources; serialise each once per chunk.
@@ -116,6 +120,8 @@ def _work(item: tuple[int, int, int]) -> tuple[dict[str, bytes], dict[str, int]]
                 bundles.append(fhir_out.bundle_bytes(person.id, res, context, stamp))
         if csv_chunk is not None:
             csv_chunk.add(person, practice, rec)
+        for sh in shapes:
+            sh.add(person, practice, rec)
         truth_chunk.add(person, practice, truth, rec)
     out: dict[str, bytes] = {}
     counts: dict[str, int] = {}
@@ -128,6 +134,8 @@ def _work(item: tuple[int, int, int]) -> tuple[dict[str, bytes], dict[str, int]]
         counts["Bundle"] = len(bundles)
     if csv_chunk is not None:
         out.update(csv_chunk.bytes())
+    for sh in shapes:
+        out.update({f"{sh.name}/{rel}": blob for rel, blob in sh.bytes().items()})
     out.update(truth_chunk.bytes())
     counts["patients"] = stop - start
     return out, counts
@@ -157,6 +165,9 @@ def _open_outputs(out: Path, formats: frozenset[str]) -> dict[str, BinaryIO]:
     if "csv" in formats:
         for name in csv_out.HEADERS:
             open_(f"csv/{name}.csv", csv_out.header_bytes(name))
+    for name in sorted(formats & set(SHAPES)):
+        for rel, header in SHAPES[name].headers().items():
+            open_(f"{name}/{rel}", header)
     open_("truth/truth.csv", truth_out.header_bytes("truth"))
     open_("truth/employment_spells.csv", truth_out.header_bytes("spells"))
     return files
@@ -193,9 +204,9 @@ def generate(
     `workers` defaults to the CPU count (1 means in-process). `progress(n)` is called with the
     number of patients finished since the last call. `params` (optional) overrides `config`.
     """
-    unknown = set(formats) - set(ALL_FORMATS)
+    unknown = set(formats) - set(KNOWN_FORMATS)
     if unknown:
-        raise ValueError(f"unknown formats {sorted(unknown)}; choose from {ALL_FORMATS}")
+        raise ValueError(f"unknown formats {sorted(unknown)}; choose from {KNOWN_FORMATS}")
     if patients < 0 or practices < 1:
         raise ValueError("need patients >= 0 and practices >= 1")
     params = params or load_params(config)
@@ -272,6 +283,9 @@ def generate(
     if "csv" in fmt:
         (out / "csv" / "manifest.csv").write_bytes(csv_out.manifest_bytes(params.extract_date.toordinal()))
         paths["csv/manifest.csv"] = out / "csv" / "manifest.csv"
+    for name in sorted(fmt & set(SHAPES)):
+        for path in SHAPES[name].finish(out / name, pracs, params.extract_date.toordinal()):
+            paths[str(path.relative_to(out))] = path
     paths["truth/practices.csv"] = out / "truth" / "practices.csv"
     paths["truth/params.json"] = out / "truth" / "params.json"
     if "ndjson" in fmt:
