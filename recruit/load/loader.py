@@ -204,7 +204,7 @@ def load_extract(
 
         source = CsvSource(paths, mapping or default_mapping())
         files, print_ = source.files, source.fingerprint
-        kinds = {"Patient"} | {CSV_KINDS[part] for part in source.parts if part != "patients"}
+        kinds = {table.kind for table in source.tables}
         if extract_date is not None:
             when, date_source = extract_date, "--extract-date"
         else:
@@ -288,8 +288,6 @@ def default_mapping() -> Path:
         ) from None
 
 
-# The kinds a CSV export's files carry (the resource_type of their rows).
-CSV_KINDS = {"patients": "Patient", "events": "Event", "medications": "Medication"}
 SAME_PERSON = "same_person"  # a Patient record joining another of the same person (ld_patient.status)
 OTHER_ORGANIZATION = "Organization of a practice no patient of the extract is registered with: not changed"
 UNNAMED_PRACTITIONER = "Practitioner no patient of the extract names: not stored"
