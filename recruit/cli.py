@@ -274,6 +274,10 @@ def load(
             more = f" (top reasons: {top})" if top else ""
             counts = f"read {k.read:,}, stored {k.stored:,}, quarantined {k.quarantined:,}"
             out.print(f"    {kind:<{width}}  {counts}{more}", highlight=False)
+    if summary.lookups:
+        out.print("  lookup tables (translations of codes and ids, not records):")
+        for path, n in summary.lookups.items():
+            out.print(f"    {Path(path).name}: {n:,} entries", highlight=False)
     if summary.not_used:
         out.print(f"  not needed by recruit: {sum(summary.not_used.values()):,}")
         for what, n in summary.not_used.most_common():

@@ -170,6 +170,22 @@ class CsvSource:
         self.lookup_rows: dict[str, int] = {}  # lookup file -> entries read (not records)
         self._lookups: dict[str, dict[str, dict[str, str] | None]] = {}
 
+    def field_names(self) -> dict[int, dict[str, str]]:
+        """Per file: the table's column for each field the loader judges after reading (the
+        patient a row refers to, its date, its id), so its quarantine names the column."""
+        out: dict[int, dict[str, str]] = {}
+        for table, files in self.table_files:
+            cols = table.cols
+            names = {"subject": _key_column(table), "id": getattr(cols, "id", None) or _key_column(table)}
+            date = getattr(cols, "date", None) or getattr(cols, "date_of_birth", None)
+            if isinstance(date, str):
+                names["date"] = date
+            elif isinstance(date, DateSpec):
+                names["date"] = date.column or date.year or "date"
+            for path in files:
+                out[self.file_no[path]] = names
+        return out
+
     # --- checks before the load ------------------------------------------------------------
 
     def check_headers(self) -> None:

@@ -127,6 +127,8 @@ class LoadSummary:
     # Per kind of record (resourceType, or a CSV row's kind): read, stored, quarantined and the
     # commonest reasons, so staff can see which kind of record an extract's problems are in.
     by_kind: dict[str, KindCounts] = field(default_factory=dict)
+    # Tabular extracts: entries read from each lookup file (code and id translations, not records).
+    lookups: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -240,7 +242,9 @@ def load_extract(
                     job.strict_failures = strict_failures(files)
                 job.stage_fhir(workers if workers is not None else default_workers(files))
             else:
+                job.field_names = source.field_names()
                 job.stage_rows(source.records(job.dates))
+                job.summary.lookups = dict(source.lookup_rows)
             return job.finish()
     except SQLAlchemyError as exc:
         raise unavailable(engine, exc) from None
@@ -356,6 +360,8 @@ class _Load:
         self.practitioners: dict[str, PractitionerRow] = {}
         self.repaired = 0
         self.strict_failures: dict[tuple[Any, ...], tuple[str, str, str]] = {}
+        # Per file: the reader's own name for a field the loader judges (a table's column names).
+        self.field_names: dict[int, dict[str, str]] = {}
 
     # --- reading ------------------------------------------------------------------------
 
@@ -1201,7 +1207,7 @@ class _Load:
                     "entry": entry,
                     "resource_type": resource_type or rtype,
                     "resource_id": rid,
-                    "field": field_,
+                    "field": self.field_names.get(file_no, {}).get(field_, field_),
                     "reason_code": status,
                     "reason": f"This {resource_type or rtype or 'record'} {REASONS.get(status, status)}.",
                     "raw_snippet": None,
