@@ -165,7 +165,14 @@ def synth(
     seed: Annotated[int, typer.Option(help="Same seed, same output.")] = 0,
     config: Annotated[Path | None, typer.Option(help="YAML or JSON file overriding rates.")] = None,
     formats: Annotated[
-        str, typer.Option("--formats", help="Comma-separated: ndjson, bundles, csv, or a tabular shape (emis, sre, cprd_aurum, opensafely, omop).")
+        str,
+        typer.Option(
+            "--formats",
+            help=(
+                "Comma-separated: ndjson, bundles, csv, or a tabular shape "
+                "(emis, sre, cprd_aurum, opensafely, omop)."
+            ),
+        ),
     ] = "ndjson,bundles,csv",
 ) -> None:
     """Make realistic practice records for made-up people, with the hidden truth kept apart."""

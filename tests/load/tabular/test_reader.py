@@ -171,8 +171,9 @@ def test_rows_keyed_by_the_extracts_own_id_join_with_details(sqlite_engine, tmp_
     with sqlite_engine.connect() as conn:
         patients = conn.execute(
             text(
-                "SELECT source_id, nhs_number, family_name, date_of_birth, date_of_birth_latest, address, "
-                "postcode, registration_start, registration_end, date_of_death FROM patient ORDER BY source_id"
+                "SELECT source_id, nhs_number, family_name, date_of_birth, date_of_birth_latest, "
+                "address, postcode, registration_start, registration_end, date_of_death FROM patient "
+                "ORDER BY source_id"
             )
         ).all()
         events = conn.execute(
