@@ -1,0 +1,126 @@
+"""Shared by the tabular shape tests: load a folder with a mapping, read back what was stored and
+quarantined, and compare a generated population loaded from a shape with its FHIR form."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from recruit.db import make_engine
+from recruit.load import load_extract
+from recruit.load.loader import LoadSummary
+from recruit.migrate import upgrade
+from recruit.models import ClinicalEvent, MedicationIssue, Patient, Quarantine, SearchResult, StepCount
+from recruit.query.run import load_search, run_rule_set
+
+ROOT = Path(__file__).resolve().parents[3]
+MAPPINGS = ROOT / "rules" / "mappings"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def load_folder(engine: Engine, folder: Path, mapping: str, when: dt.date) -> LoadSummary:
+    return load_extract(engine, [folder], format="csv", mapping=MAPPINGS / mapping, extract_date=when)
+
+
+def quarantined(engine: Engine) -> list[tuple[str, int | None, str | None]]:
+    """(file name, line, column) of every quarantined row, sorted."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(Quarantine.file, Quarantine.line, Quarantine.field)).all()
+    return sorted((Path(f).name, line, field) for f, line, field in rows)
+
+
+def stored_patients(engine: Engine) -> dict[str, Patient]:
+    with engine.connect() as conn:
+        return {p.source_id: p for p in conn.execute(select(Patient)).scalars()}
+
+
+def stored_events(engine: Engine) -> list[tuple[str, str, str, dt.date]]:
+    """(patient key, system, code, date) of every coded entry."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                Patient.source_id, ClinicalEvent.code_system, ClinicalEvent.code, ClinicalEvent.event_date
+            ).join(Patient, Patient.id == ClinicalEvent.patient_id)
+        ).all()
+    return sorted((k, str(s), c, d) for k, s, c, d in rows)
+
+
+def stored_issues(engine: Engine) -> list[tuple[str, str, str, dt.date]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                Patient.source_id,
+                MedicationIssue.code_system,
+                MedicationIssue.code,
+                MedicationIssue.issue_date,
+            ).join(Patient, Patient.id == MedicationIssue.patient_id)
+        ).all()
+    return sorted((k, str(s), c, d) for k, s, c, d in rows)
+
+
+def data_rows(folder: Path, pattern: str, encoding: str = "utf-8-sig") -> int:
+    """Rows (without headers) in every file the pattern matches: what the loader must account for."""
+    total = 0
+    for path in sorted(folder.glob(pattern)):
+        with path.open(newline="", encoding=encoding) as fh:
+            total += sum(1 for _ in csv.reader(fh)) - 1
+    return total
+
+
+def _engine(path: Path) -> Engine:
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    return engine
+
+
+def _search(engine: Engine, when: dt.date) -> tuple[list[tuple[str, int, int, int]], set[str]]:
+    rule_set, codelists, _ = load_search(ROOT / "rules" / "instep.yaml")
+    run_id = run_rule_set(engine, rule_set, codelists, when)
+    with engine.connect() as conn:
+        flow = conn.execute(
+            select(StepCount.step_id, StepCount.entering, StepCount.kept, StepCount.excluded)
+            .where(StepCount.run_id == run_id)
+            .order_by(StepCount.step_index)
+        ).all()
+        found = conn.execute(
+            select(Patient.source_id)
+            .join(SearchResult, SearchResult.patient_id == Patient.id)
+            .where(SearchResult.run_id == run_id, SearchResult.outcome == "candidate")
+        ).scalars()
+        return [tuple(r) for r in flow], set(found)  # type: ignore[misc]
+
+
+def truth_ids(out: Path) -> list[str]:
+    """Person ids (FHIR Patient.id) in global index order (Person.index is the row number)."""
+    with (out / "truth" / "truth.csv").open(newline="", encoding="utf-8") as fh:
+        return [row["patient_id"] for row in csv.DictReader(fh)]
+
+
+def equivalent_to_fhir(
+    tmp_path: Path, shape: str, mapping: str, key_of: Callable[[int, str], str], patients: int = 400
+) -> tuple[list, list]:
+    """Generate a population, load its FHIR form and the shape into two databases, search both
+    on the extract date, and return (flows, candidates) pairs with the shape's keys mapped back
+    to person ids; the caller asserts they are equal."""
+    from synthetic_ehr import generate
+
+    out = tmp_path / "gen"
+    generate(out, patients=patients, practices=2, seed=18, formats=("ndjson", shape), workers=1)
+    when = dt.date.fromisoformat(
+        json.loads((out / "truth" / "params.json").read_text())["params"]["extract_date"]
+    )
+    fhir = _engine(tmp_path / "fhir.db")
+    tab = _engine(tmp_path / f"{shape}.db")
+    load_extract(fhir, [out / "fhir"], extract_date=when)
+    load_folder(tab, out / shape, mapping, when)
+    back = {key_of(i, pid): pid for i, pid in enumerate(truth_ids(out))}
+    flow_f, found_f = _search(fhir, when)
+    flow_t, found_t = _search(tab, when)
+    fhir.dispose()
+    tab.dispose()
+    return [flow_f, flow_t], [found_f, {back[k] for k in found_t}]

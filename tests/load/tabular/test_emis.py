@@ -1,0 +1,73 @@
+"""The EMIS extract (rules/mappings/emis_extract.yaml): a hand-written extract from the published
+column lists, and a generated population that must search the same as its FHIR form."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from synthetic_ehr.keys import emis_guid
+from tests.load.tabular.helpers import (
+    FIXTURES,
+    data_rows,
+    equivalent_to_fhir,
+    load_folder,
+    quarantined,
+    stored_events,
+    stored_issues,
+    stored_patients,
+)
+
+WHEN = dt.date(2025, 6, 1)
+FOLDER = FIXTURES / "emis"
+OBS1 = "1_CareRecord_Observation_20250601030000_5E0C2A7B-3D41-4F6A-8C9E-1B2D3F4A5C6D.csv"
+ISSUES = "1_Prescribing_IssueRecord_20250601030000_5E0C2A7B-3D41-4F6A-8C9E-1B2D3F4A5C6D.csv"
+
+
+def test_an_emis_extract_is_read_whole_and_its_codes_translated(sqlite_engine):
+    summary = load_folder(sqlite_engine, FOLDER, "emis_extract.yaml", WHEN)
+    rows = sum(
+        data_rows(FOLDER, f"*_{t}_*.csv")
+        for t in ("Admin_Patient", "CareRecord_Observation", "Prescribing_IssueRecord")
+    )
+    skipped = sum(summary.not_used.values())
+    # Every row of every file a pattern matches (both Observation batches) is accounted for.
+    assert summary.read == rows
+    assert summary.read == summary.loaded + summary.quarantined + skipped
+    assert skipped == 3  # a deleted patient, a dummy patient, a deleted observation
+    where = quarantined(sqlite_engine)
+    assert [(f, line) for f, line, _ in where] == sorted(
+        [(OBS1, 3), (OBS1, 4), (OBS1, 5), (OBS1, 6), (ISSUES, 3)]
+    )
+    assert dict(((f, line), col) for f, line, col in where)[(OBS1, 3)] == "EffectiveDate"
+    assert dict(((f, line), col) for f, line, col in where)[(OBS1, 4)] == "CodeId"
+    assert dict(((f, line), col) for f, line, col in where)[(OBS1, 6)] == "PatientGuid"
+    assert all(col for _, _, col in where)
+
+    patients = stored_patients(sqlite_engine)
+    # Keys in braces, upper case, as EMIS writes them (real fixture keys below).
+    assert set(patients) == {
+        "{11111111-1111-4111-8111-111111111111}",
+        "{22222222-2222-4222-8222-222222222222}",
+        "{33333333-3333-4333-8333-333333333333}",
+        "{44444444-4444-4444-8444-444444444444}",
+    }
+    first = patients["{11111111-1111-4111-8111-111111111111}"]
+    assert first.nhs_number == "9991234578" and first.date_of_birth == dt.date(1975, 4, 12)
+    assert first.sex == "female" and first.postcode == "ZZ99 1AA"
+    assert patients["{22222222-2222-4222-8222-222222222222}"].registration_end == dt.date(2024, 3, 1)
+    assert patients["{33333333-3333-4333-8333-333333333333}"].date_of_death == dt.date(2024, 12, 24)
+    # CodeIds through Coding_ClinicalCode to SNOMED CT, and Coding_DrugCode to dm+d.
+    assert stored_events(sqlite_engine) == [
+        ("{11111111-1111-4111-8111-111111111111}", "snomedct", "128200000", dt.date(2024, 10, 1)),
+        ("{44444444-4444-4444-8444-444444444444}", "snomedct", "1727541000006109", dt.date(2025, 1, 15)),
+    ]
+    assert stored_issues(sqlite_engine) == [
+        ("{11111111-1111-4111-8111-111111111111}", "dmd", "10290811000001105", dt.date(2025, 5, 1))
+    ]
+
+
+def test_a_population_searches_the_same_from_the_emis_extract_as_from_fhir(tmp_path):
+    flows, found = equivalent_to_fhir(tmp_path, "emis", "emis_extract.yaml", lambda _i, pid: emis_guid(pid))
+    assert flows[0] == flows[1]
+    assert found[0] == found[1]
+    assert found[0]  # the comparison means something only if someone is found
