@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from recruit.db import make_engine
 from recruit.load import load_extract
@@ -35,8 +36,8 @@ def quarantined(engine: Engine) -> list[tuple[str, int | None, str | None]]:
 
 
 def stored_patients(engine: Engine) -> dict[str, Patient]:
-    with engine.connect() as conn:
-        return {p.source_id: p for p in conn.execute(select(Patient)).scalars()}
+    with Session(engine, expire_on_commit=False) as session:
+        return {p.source_id: p for p in session.scalars(select(Patient))}
 
 
 def stored_events(engine: Engine) -> list[tuple[str, str, str, dt.date]]:

@@ -4,6 +4,7 @@ column lists, and a generated population that must search the same as its FHIR f
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from synthetic_ehr.keys import emis_guid
 from tests.load.tabular.helpers import (
@@ -30,10 +31,23 @@ def test_an_emis_extract_is_read_whole_and_its_codes_translated(sqlite_engine):
         for t in ("Admin_Patient", "CareRecord_Observation", "Prescribing_IssueRecord")
     )
     skipped = sum(summary.not_used.values())
-    # Every row of every file a pattern matches (both Observation batches) is accounted for.
-    assert summary.read == rows
-    assert summary.read == summary.loaded + summary.quarantined + skipped
-    assert skipped == 3  # a deleted patient, a dummy patient, a deleted observation
+    # Every row of every file a pattern matches (both Observation batches) is accounted for:
+    # left out with its reason, or read; and every row read is stored or quarantined.
+    assert summary.read + skipped == rows
+    assert summary.read == summary.loaded + summary.quarantined
+    for kind, counts in summary.by_kind.items():
+        assert counts.read == counts.stored + counts.quarantined, kind
+    assert (summary.by_kind["Event"].read, summary.by_kind["Event"].stored) == (6, 2)
+    assert (summary.by_kind["Medication"].read, summary.by_kind["Medication"].stored) == (2, 1)
+    assert dict(summary.not_used) == {
+        "Patient row deleted in EMIS Web": 1,
+        "Patient row a dummy patient (not a real person)": 1,
+        "Event row deleted in EMIS Web (entered in error)": 1,
+    }
+    # The coding files are read as lookups (every row of them).
+    assert sorted(Path(f).name.split("_")[2] for f in summary.lookups) == [
+        "ClinicalCode", "DrugCode", "Organisation", "UserInRole"
+    ]  # fmt: skip
     where = quarantined(sqlite_engine)
     assert [(f, line) for f, line, _ in where] == sorted(
         [(OBS1, 3), (OBS1, 4), (OBS1, 5), (OBS1, 6), (ISSUES, 3)]
@@ -54,6 +68,8 @@ def test_an_emis_extract_is_read_whole_and_its_codes_translated(sqlite_engine):
     first = patients["{11111111-1111-4111-8111-111111111111}"]
     assert first.nhs_number == "9991234578" and first.date_of_birth == dt.date(1975, 4, 12)
     assert first.sex == "female" and first.postcode == "ZZ99 1AA"
+    assert first.address == "1 Example Street\nExampleton"
+    assert patients["{44444444-4444-4444-8444-444444444444}"].sex == "unknown"
     assert patients["{22222222-2222-4222-8222-222222222222}"].registration_end == dt.date(2024, 3, 1)
     assert patients["{33333333-3333-4333-8333-333333333333}"].date_of_death == dt.date(2024, 12, 24)
     # CodeIds through Coding_ClinicalCode to SNOMED CT, and Coding_DrugCode to dm+d.
