@@ -4,8 +4,11 @@ EMIS Web holds every entry as a SNOMED CT concept (practices that came from Read
 systems had their records mapped on migration), and SystmOne has no Read v2. The generator's
 FHIR form keeps the legacy code; a shape that cannot must write a SNOMED CT concept the search
 treats the same way: one in exactly the same codelists and categories (so every search step
-reads it as it reads the original). Codes with no such twin take the concept sharing the most
-codelist categories; `exact_twin` says which is which, for the tests.
+reads it as it reads the original). A code with no such twin takes the concept in the most of
+its categories and in no others; failing that, a concept in no codelist (NEUTRAL). Either way
+no category is ever added, only lost: `exact_twin` says which codes lose one, so the tests can
+tell those patients apart. (The codelists hold some Read v2 and CTV3 categories, such as
+national audit dissent, with no SNOMED CT code at all.)
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from functools import lru_cache
 from ..codes import Code, find_codelists_dir
 
 Membership = frozenset[tuple[str, str]]
+NEUTRAL = Code("14734007", "snomedct", "Administrative procedure")
 
 
 @lru_cache(maxsize=1)
@@ -58,7 +62,10 @@ def snomed_twin(code: Code) -> Code:
         )
     if m in twins:
         return twins[m]
-    return max(snomed, key=lambda mc: (len(mc[0] & m), -len(mc[0] ^ m)))[1]
+    inside = [(mc, c) for mc, c in snomed if mc and mc < m]
+    if not inside:
+        return NEUTRAL
+    return max(inside, key=lambda x: len(x[0]))[1]
 
 
 def exact_twin(code: Code) -> bool:
