@@ -3,7 +3,9 @@ column lists, and a generated population that must search the same as its FHIR f
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import re
 from pathlib import Path
 
 from synthetic_ehr.keys import emis_guid
@@ -87,3 +89,23 @@ def test_a_population_searches_the_same_from_the_emis_extract_as_from_fhir(tmp_p
         tmp_path, "emis", "emis_extract.yaml", lambda _i, pid: emis_guid(pid), ("readv2", "ctv3")
     )
     compared.assert_same()
+
+
+def test_the_emis_shape_names_files_as_emis_does_and_lists_each_code_id_once(tmp_path):
+    from synthetic_ehr import generate
+    from synthetic_ehr.params import Params
+
+    small = Params().model_copy(update={"chunk_size": 17})
+    generate(tmp_path / "a", patients=120, practices=2, seed=3, formats=("emis",), workers=1)
+    generate(tmp_path / "b", patients=120, practices=2, seed=3, formats=("emis",), workers=1, params=small)
+    a, b = sorted((tmp_path / "a" / "emis").iterdir()), sorted((tmp_path / "b" / "emis").iterdir())
+    assert [p.name for p in a] == [p.name for p in b]
+    assert all(
+        x.read_bytes() == y.read_bytes() for x, y in zip(a, b, strict=True)
+    )  # chunking changes nothing
+    assert all(re.fullmatch(r"1_[A-Za-z]+_[A-Za-z]+_\d{14}_[0-9A-F-]{36}\.csv", p.name) for p in a)
+    for table in ("Coding_ClinicalCode", "Coding_DrugCode"):
+        (path,) = (p for p in a if f"_{table}_" in p.name)
+        with path.open(newline="", encoding="utf-8") as fh:
+            ids = [row["CodeId"] for row in csv.DictReader(fh)]
+        assert ids and len(ids) == len(set(ids))
