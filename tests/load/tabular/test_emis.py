@@ -26,8 +26,8 @@ OBS1 = "1_CareRecord_Observation_20250601030000_5E0C2A7B-3D41-4F6A-8C9E-1B2D3F4A
 ISSUES = "1_Prescribing_IssueRecord_20250601030000_5E0C2A7B-3D41-4F6A-8C9E-1B2D3F4A5C6D.csv"
 
 
-def test_an_emis_extract_is_read_whole_and_its_codes_translated(sqlite_engine):
-    summary = load_folder(sqlite_engine, FOLDER, "emis_extract.yaml", WHEN)
+def test_an_emis_extract_is_read_whole_and_its_codes_translated(engine):
+    summary = load_folder(engine, FOLDER, "emis_extract.yaml", WHEN)
     rows = sum(
         data_rows(FOLDER, f"*_{t}_*.csv")
         for t in ("Admin_Patient", "CareRecord_Observation", "Prescribing_IssueRecord")
@@ -50,7 +50,7 @@ def test_an_emis_extract_is_read_whole_and_its_codes_translated(sqlite_engine):
     assert sorted(Path(f).name.split("_")[2] for f in summary.lookups) == [
         "ClinicalCode", "DrugCode", "Organisation", "UserInRole"
     ]  # fmt: skip
-    where = quarantined(sqlite_engine)
+    where = quarantined(engine)
     assert [(f, line) for f, line, _ in where] == sorted(
         [(OBS1, 3), (OBS1, 4), (OBS1, 5), (OBS1, 6), (ISSUES, 3)]
     )
@@ -59,7 +59,7 @@ def test_an_emis_extract_is_read_whole_and_its_codes_translated(sqlite_engine):
     assert dict(((f, line), col) for f, line, col in where)[(OBS1, 6)] == "PatientGuid"
     assert all(col for _, _, col in where)
 
-    patients = stored_patients(sqlite_engine)
+    patients = stored_patients(engine)
     # Keys in braces, upper case, as EMIS writes them (real fixture keys below).
     assert set(patients) == {
         "{11111111-1111-4111-8111-111111111111}",
@@ -75,11 +75,11 @@ def test_an_emis_extract_is_read_whole_and_its_codes_translated(sqlite_engine):
     assert patients["{22222222-2222-4222-8222-222222222222}"].registration_end == dt.date(2024, 3, 1)
     assert patients["{33333333-3333-4333-8333-333333333333}"].date_of_death == dt.date(2024, 12, 24)
     # CodeIds through Coding_ClinicalCode to SNOMED CT, and Coding_DrugCode to dm+d.
-    assert stored_events(sqlite_engine) == [
+    assert stored_events(engine) == [
         ("{11111111-1111-4111-8111-111111111111}", "snomedct", "128200000", dt.date(2024, 10, 1)),
         ("{44444444-4444-4444-8444-444444444444}", "snomedct", "1727541000006109", dt.date(2025, 1, 15)),
     ]
-    assert stored_issues(sqlite_engine) == [
+    assert stored_issues(engine) == [
         ("{11111111-1111-4111-8111-111111111111}", "dmd", "10290811000001105", dt.date(2025, 5, 1))
     ]
 
@@ -109,3 +109,19 @@ def test_the_emis_shape_names_files_as_emis_does_and_lists_each_code_id_once(tmp
         with path.open(newline="", encoding="utf-8") as fh:
             ids = [row["CodeId"] for row in csv.DictReader(fh)]
         assert ids and len(ids) == len(set(ids))
+
+
+def test_a_legacy_code_carried_as_snomed_ct_never_gains_a_codelist_category():
+    """EMIS (and the SRE for Read v2) write a Read v2/CTV3 entry as its SNOMED CT twin: the twin
+    sits in exactly the code's codelist categories, or in fewer (never in another)."""
+    from synthetic_ehr.codes import Code
+    from synthetic_ehr.shapes._crossmap import _tables, exact_twin, snomed_twin
+
+    member, _, _ = _tables()
+    legacy = [(s, c) for s, c in member if s in ("readv2", "ctv3")]
+    assert legacy
+    for system, code in legacy:
+        twin = snomed_twin(Code(code, system, ""))
+        has = member.get(("snomedct", twin.code), frozenset())
+        assert has <= member[(system, code)], (system, code)
+        assert exact_twin(Code(code, system, "")) == (has == member[(system, code)]), (system, code)

@@ -14,12 +14,12 @@ WHEN = dt.date(2025, 6, 1)
 FOLDER = FIXTURES / "gp_report"
 
 
-def test_blank_same_as_above_cells_keep_their_patient_and_both_usual_gp_forms_read(sqlite_engine):
-    summary = load_folder(sqlite_engine, FOLDER, "gp_system_report.yaml", WHEN)
-    assert summary.quarantined == 0 and quarantined(sqlite_engine) == []
-    events = stored_events(sqlite_engine)
+def test_blank_same_as_above_cells_keep_their_patient_and_both_usual_gp_forms_read(engine):
+    summary = load_folder(engine, FOLDER, "gp_system_report.yaml", WHEN)
+    assert summary.quarantined == 0 and quarantined(engine) == []
+    events = stored_events(engine)
     assert len(events) == 4
-    with sqlite_engine.connect() as conn:
+    with engine.connect() as conn:
         keys = dict(conn.execute(select(Patient.source_id, Patient.nhs_number)).all())
         gps = dict(
             conn.execute(
@@ -38,7 +38,7 @@ def test_blank_same_as_above_cells_keep_their_patient_and_both_usual_gp_forms_re
             (bob, "snomedct", "1727541000006109"),  # likewise
         ]
     )
-    assert [(k, d) for k, _, _, d in stored_issues(sqlite_engine)] == [
+    assert [(k, d) for k, _, _, d in stored_issues(engine)] == [
         (ada, dt.date(2025, 5, 1)),
         (ada, dt.date(2025, 5, 29)),
     ]

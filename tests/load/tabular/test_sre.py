@@ -35,8 +35,8 @@ def test_the_fixture_is_windows_1252_with_every_field_quoted():
     assert all(line.startswith(b'"') and line.endswith(b'"') for line in raw.split(b"\r\n") if line)
 
 
-def test_an_sre_extract_is_read_whole_with_its_histories_and_both_code_columns(sqlite_engine):
-    summary = load_folder(sqlite_engine, FOLDER, "tpp_sre.yaml", WHEN)
+def test_an_sre_extract_is_read_whole_with_its_histories_and_both_code_columns(engine):
+    summary = load_folder(engine, FOLDER, "tpp_sre.yaml", WHEN)
     rows = sum(data_rows(FOLDER, f"{t}.csv", encoding="cp1252") for t in TABLES)
     skipped = sum(summary.not_used.values())
     assert summary.read + skipped == rows
@@ -50,7 +50,7 @@ def test_an_sre_extract_is_read_whole_with_its_histories_and_both_code_columns(s
         "Registration of an earlier period (the latest was used)": 1,
         "Address that ended before the extract (an earlier address)": 1,
     }
-    where = quarantined(sqlite_engine)
+    where = quarantined(engine)
     assert [(f, line) for f, line, _ in where] == [
         ("SRCode.csv", 3),  # 31 Feb
         ("SRCode.csv", 4),  # SNOMED CT id failing its check digit
@@ -64,7 +64,7 @@ def test_an_sre_extract_is_read_whole_with_its_histories_and_both_code_columns(s
     assert cols[("SRCode.csv", 5)] == "IDPatient"
     assert cols[("SRPrimaryCareMedication.csv", 3)] == "IDMultiLexDMD"
 
-    patients = stored_patients(sqlite_engine)
+    patients = stored_patients(engine)
     assert set(patients) == {"101", "102", "103"}
     zoe = patients["101"]
     assert zoe.given_name == "Zoë" and zoe.family_name == "O'Brien"  # read as Windows-1252
@@ -74,12 +74,12 @@ def test_an_sre_extract_is_read_whole_with_its_histories_and_both_code_columns(s
     assert zoe.postcode == "ZZ99 1AA" and zoe.address == "1\nCafé Row\nExampleton"
     assert patients["102"].date_of_death == dt.date(2024, 12, 24)
     # One SRCode row with a CTV3 and a SNOMED CT code is two coded entries.
-    assert stored_events(sqlite_engine) == [
+    assert stored_events(engine) == [
         ("101", "ctv3", "A531.", dt.date(2024, 10, 1)),
         ("101", "snomedct", "128200000", dt.date(2024, 10, 1)),
         ("103", "ctv3", "8H69.", dt.date(2025, 1, 15)),
     ]
-    assert stored_issues(sqlite_engine) == [("101", "dmd", "10290811000001105", dt.date(2025, 5, 1))]
+    assert stored_issues(engine) == [("101", "dmd", "10290811000001105", dt.date(2025, 5, 1))]
 
 
 def test_a_population_searches_the_same_from_the_sre_as_from_fhir(tmp_path):
