@@ -288,3 +288,38 @@ def test_blank_cells_meaning_same_as_above_are_filled_when_the_mapping_says(sqli
             )
         ).all()
     assert rows == [(NHS[0], "22298006"), (NHS[0], "1082551000000105"), (NHS[1], "22298006")]
+
+
+def test_the_readme_worked_example_loads(sqlite_engine, tmp_path):
+    """The mapping the README shows works as it says, on files shaped as it describes."""
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    start = readme.index("name: My practice's search report")
+    example = readme[start : readme.index("```", start)]
+    mapping = tmp_path / "mine.yaml"
+    mapping.write_text(example)
+    folder = _write(
+        tmp_path / "report",
+        {
+            "Patients.csv": (
+                "ID,NHS Number,DOB,Practice,Usual GP\n"
+                f'1,{NHS[0]},01/02/1980,A81001,"SMITH, Anne (Dr)"\n'
+                f"2,{NHS[1]},NULL,A81001,Dr A Smith\n"
+            ),
+            "Codes 1.csv": (
+                "ID,Date,Read Code,SNOMED\n"
+                "1,03 Mar 2024 10:15:00,N245.,NULL\n"
+                ",04 Mar 2024 10:15:00,NULL,22298006\n"
+            ),
+            "Codes 2.csv": "ID,Date,Read Code,SNOMED\n,05 Mar 2024 10:15:00,NULL,22298006\n",
+        },
+    )
+    summary = load_extract(sqlite_engine, [folder], format="csv", mapping=mapping, extract_date=EXTRACT_DATE)
+    # A blank ID at the top of a file has no row above it: not filled from another file.
+    assert (summary.read, summary.loaded) == (5, 3)
+    assert _quarantine(sqlite_engine) == [
+        ("Codes 2.csv", 2, "ID", "patient_missing"),
+        ("Patients.csv", 3, "DOB", "date_missing"),
+    ]
+    with sqlite_engine.connect() as conn:
+        codes = conn.execute(text("SELECT code_system, code FROM clinical_event ORDER BY event_date")).all()
+    assert codes == [("readv2", "N245."), ("snomedct", "22298006")]
