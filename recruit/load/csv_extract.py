@@ -108,6 +108,9 @@ class Mapping(_Strict):
     extract_date: ExtractDateMapping | None = Field(
         None, description="Where the export records when it was taken (else --extract-date)."
     )
+    pseudonymised: bool = Field(
+        False, description="The provider removed NHS numbers, names and addresses (CPRD, OpenSAFELY, OMOP)."
+    )
 
 
 def load_mapping(path: Path) -> tuple[Mapping, bytes]:
@@ -135,6 +138,7 @@ class CsvSource:
 
     def __init__(self, paths: list[Path], mapping_path: Path) -> None:
         self.mapping, raw = load_mapping(mapping_path)
+        self.pseudonymised = self.mapping.pseudonymised
         self.parts: dict[str, Path] = {}
         # Only ordinary files, found without following links (a FIFO or a link out of the folder
         # is refused before anything is opened).

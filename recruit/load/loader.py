@@ -127,6 +127,8 @@ class LoadSummary:
     # Per kind of record (resourceType, or a CSV row's kind): read, stored, quarantined and the
     # commonest reasons, so staff can see which kind of record an extract's problems are in.
     by_kind: dict[str, KindCounts] = field(default_factory=dict)
+    # A pseudonymised extract (no NHS number, name or address): counted and searched, never written to.
+    pseudonymised: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,7 +233,8 @@ def load_extract(
             ).scalar_one_or_none()
             if existing is not None:
                 return LoadSummary(existing, print_, len(files), already_loaded=True)
-            job = _Load(conn, files, print_, fmt, when, progress, date_source, kinds)
+            pseudonymised = bool(source is not None and source.pseudonymised)  # FHIR: never
+            job = _Load(conn, files, print_, fmt, when, progress, date_source, kinds, pseudonymised)
             job.given_practice = practice
             if source is None:
                 if strict:
@@ -319,14 +322,21 @@ class _Load:
         progress: Progress | None,
         date_source: str = "--extract-date",
         kinds: set[str] | None = None,
+        pseudonymised: bool = False,
     ) -> None:
         self.conn = conn
+        self.pseudonymised = pseudonymised
         self.files = files
         self.fmt = fmt
         self.dates = DateReader(extract_date)
         self.progress = progress
         self.summary = LoadSummary(
-            None, print_, len(files), extract_date=extract_date, date_source=date_source
+            None,
+            print_,
+            len(files),
+            extract_date=extract_date,
+            date_source=date_source,
+            pseudonymised=pseudonymised,
         )
         # Kinds of record the extract carries: its files' (and manifest's) kinds, then every
         # record's kind as read, quarantined or not.
@@ -343,6 +353,7 @@ class _Load:
                 source_paths=[str(p) for p in files],
                 extract_date=extract_date,
                 date_source=date_source,
+                pseudonymised=pseudonymised,
             )
             .returning(Extract.id)
         ).scalar_one()
@@ -442,6 +453,7 @@ class _Load:
         self._retire_reused_ids(held)
         self._replace_practice_records(held)
         self._upsert_patients()
+        self._mark_pseudonymised()
         self._resolve_records()
         self._insert_events_and_medications()
         self._write_holds(held)
@@ -1042,6 +1054,15 @@ class _Load:
         )
         self._patient_ids(and_(ok, p.c.patient_id.is_(None)))
         S.analyse(c, p, Patient.__table__)
+
+    def _mark_pseudonymised(self) -> None:
+        """Every patient this extract stored carries its extract's pseudonymised flag (a patient
+        seen again in an identified extract is identified again), in one UPDATE."""
+        self.conn.execute(
+            update(Patient)
+            .where(Patient.extract_id == self.extract_id)
+            .values(pseudonymised=literal(self.pseudonymised))
+        )
 
     def _patient_ids(self, which: Any) -> None:
         p = S.ld_patient
