@@ -165,7 +165,13 @@ def patient_lines(summary: LoadSummary) -> list[str]:
             "another Bundle (same NHS number and birth date) and were joined to them; where the copies "
             "disagree on name, address or registration, that person is held back from letters"
         )
-    if summary.no_nhs_number:
+    if summary.pseudonymised:
+        lines.append(
+            "pseudonymised extract: the data provider removed NHS numbers, names and addresses; its "
+            f"{summary.patients:,} patient(s) are counted and searched (the provider checked who they are "
+            "first), but no letter can ever be written to them"
+        )
+    elif summary.no_nhs_number:
         lines.append(
             f"no verified NHS number: {summary.no_nhs_number:,} patient(s) (missing, failing its check "
             "digit, or not verified by trace); they are stored with their records and counted, but "
