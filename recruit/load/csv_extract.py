@@ -73,9 +73,6 @@ def valid_sctid(code: str) -> bool:
         and code[-3:-1] in CONCEPT_PARTITIONS
         and verhoeff.is_valid(code)
     )
-    pseudonymised: bool = Field(
-        False, description="The provider removed NHS numbers, names and addresses (CPRD, OpenSAFELY, OMOP)."
-    )
 
 
 def place_code(system: str, raw: str) -> str | None:
