@@ -713,7 +713,7 @@ class CsvSource:
         course = self.mapping.course_values.get(course_raw) or (
             course_raw.lower() if course_raw.lower() in ("acute", "repeat") else "unknown"
         )
-        quantity = _float(row[c.quantity], c.quantity) if c.quantity else None
+        quantity = _quantity(row[c.quantity], c.quantity) if c.quantity else None
         term = (row[c.term].strip()[:255] or None) if c.term else None
         rid = (row[c.id].strip() or None) if c.id else None
         return Parsed(
@@ -1021,6 +1021,18 @@ def _float(raw: str, field: str) -> float | None:
         return float(raw)
     except ValueError:
         raise Invalid("wrong_type", "the value is not a number", field) from None
+
+
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)(?:\s+[^\d\s][^\d]*)?\s*$")
+
+
+def _quantity(raw: str, field: str) -> float | None:
+    """A quantity as a number, or a number followed by its unit in words ("28 tablet", as
+    SystmOne writes it); anything else is not guessed at."""
+    found = _QUANTITY.match(raw)
+    if found:
+        return float(found.group(1))
+    return _float(raw, field)
 
 
 def _snippet(row: Any) -> bytes:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy import text
+
 from synthetic_ehr.keys import pseudonym
 from tests.load.tabular.helpers import (
     FIXTURES,
@@ -87,3 +89,10 @@ def test_a_population_searches_the_same_from_the_sre_as_from_fhir(tmp_path):
         tmp_path, "sre", "tpp_sre.yaml", lambda i, _pid: str(pseudonym(i)), ("readv2",)
     )
     compared.assert_same()
+
+
+def test_sre_quantities_written_with_their_unit_are_read_as_numbers(engine):
+    load_folder(engine, FOLDER, "tpp_sre.yaml", WHEN)
+    with engine.connect() as conn:
+        quantities = conn.execute(text("SELECT quantity FROM medication_issue")).scalars().all()
+    assert quantities == [56.0]  # "56 capsule"
