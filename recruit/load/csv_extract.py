@@ -168,6 +168,7 @@ class CsvSource:
         printed = self.files + ([self.date_file] if self.date_file else [])
         self.fingerprint = fingerprint(printed, hashlib.sha256(raw).hexdigest().encode())
         self.lookup_rows: dict[str, int] = {}  # lookup file -> entries read (not records)
+        self.date_source = "the CSV export's date file"  # where extract_date() found the date
         self._lookups: dict[str, dict[str, dict[str, str] | None]] = {}
 
     def field_names(self) -> dict[int, dict[str, str]]:
@@ -207,21 +208,32 @@ class CsvSource:
         spec = self.mapping.extract_date
         if spec is None or self.date_file is None:
             return None
+        formats = [*self.mapping.date_formats, "%Y-%m-%d"]
+        if spec.name_pattern is not None:
+            found = re.search(spec.name_pattern, self.date_file.name)
+            raw = found.group(1) if found and found.groups() else ""
+            formats = [spec.name_format] if spec.name_format else formats
+            self.date_source = f"the name of {self.date_file.name}"
+            return self._extract_date(raw, formats, self.date_source)
+        assert spec.column is not None
         fm = TableFile(file=spec.file, columns={"extract_date": spec.column})
         for _, row, problem in self._rows(self.date_file, fm, [spec.column]):
-            if problem:
+            if problem or not isinstance(row, dict):
                 break
-            raw = row[spec.column].strip()
-            for fmt in [*self.mapping.date_formats, "%Y-%m-%d"]:
-                try:
-                    return dt.datetime.strptime(raw, fmt).date()
-                except ValueError:
-                    continue
-            raise RecruitError(
-                f"{self.date_file.name} gives the extract date in a form the mapping does not expect; "
-                "give the date with --extract-date YYYY-MM-DD."
-            )
+            self.date_source = f"{self.date_file.name}, column {spec.column}"
+            return self._extract_date(row[spec.column].strip(), formats, self.date_file.name)
         return None
+
+    def _extract_date(self, raw: str, formats: list[str], where: str) -> dt.date:
+        for fmt in formats:
+            try:
+                return dt.datetime.strptime(raw, fmt).date()
+            except ValueError:
+                continue
+        raise RecruitError(
+            f"{where} gives the extract date in a form the mapping does not expect; "
+            "give the date with --extract-date YYYY-MM-DD."
+        )
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -279,7 +279,7 @@ def load_extract(
             found = source.extract_date()
             if found is None:
                 raise RecruitError(NO_DATE)
-            when, date_source = found, "the CSV export's date file"
+            when, date_source = found, source.date_source
     elif fmt == "fhir":
         files = find_files(paths, FHIR_SUFFIXES)
         check_holds_fhir(paths, files)

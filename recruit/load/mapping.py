@@ -237,10 +237,21 @@ class Mapping(_Strict):
 
 
 class ExtractDateMapping(_Strict):
-    """Where the export says when it was taken: a column of a small file (its first row)."""
+    """Where the export says when it was taken: a column of a small file (its first row), or
+    the file's own name (the EMIS extract names each file with its extraction time)."""
 
     file: str
-    column: str
+    column: str | None = None
+    name_pattern: str | None = Field(
+        None, description="A regular expression whose first group is the date in the file's name."
+    )
+    name_format: str | None = Field(None, description="strptime format of that group (else date_formats).")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> ExtractDateMapping:
+        if (self.column is None) == (self.name_pattern is None):
+            raise ValueError("give either `column` (a column of the file) or `name_pattern` (its name)")
+        return self
 
 
 Mapping.model_rebuild()

@@ -639,7 +639,7 @@ def test_case6_csv_export_date_comes_from_the_file_the_mapping_names(engine, tmp
     folder = tmp_path / "s" / "csv"
     summary = load_extract(engine, [folder])
     balanced(summary)
-    assert summary.date_source == "the CSV export's date file"
+    assert summary.date_source == "manifest.csv, column Extract Date"
     assert summary.extract_date == synthetic_ehr.load_params(None).extract_date
     assert set(summary.resource_types) >= {"Patient", "Event", "Medication"}
 

@@ -125,3 +125,15 @@ def test_a_legacy_code_carried_as_snomed_ct_never_gains_a_codelist_category():
         has = member.get(("snomedct", twin.code), frozenset())
         assert has <= member[(system, code)], (system, code)
         assert exact_twin(Code(code, system, "")) == (has == member[(system, code)]), (system, code)
+
+
+def test_the_extract_date_is_read_from_the_emis_file_names(tmp_path):
+    """The EMIS extract names each file with the time it was taken: no --extract-date needed."""
+    from recruit.load.csv_extract import CsvSource
+    from recruit.resources import rules_file
+
+    source = CsvSource([FOLDER], rules_file("mappings/emis_extract.yaml"))
+    when = source.extract_date()
+    assert when is not None and source.date_source.startswith("the name of ")
+    stamp = re.search(r"_(\d{8})\d{6}_", source.date_source)
+    assert stamp is not None and when.strftime("%Y%m%d") == stamp.group(1)
