@@ -1,0 +1,242 @@
+"""Shared checks for the pseudonymised tabular shapes (CPRD Aurum, OpenSAFELY, OMOP CDM).
+
+Two kinds of test use these: a hand-written fixture loaded and checked file by file (every row
+read is stored, quarantined with its file, line and column, or skipped with a reason), and the
+same synthetic population loaded from its FHIR form and from the shape, searched with InSTEP and
+compared person by person.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from recruit.db import make_engine
+from recruit.load import load_extract
+from recruit.load.loader import LoadSummary
+from recruit.migrate import upgrade
+from recruit.models import (
+    ClinicalEvent,
+    MedicationIssue,
+    Patient,
+    Practice,
+    Quarantine,
+    SearchResult,
+    StepCount,
+)
+from recruit.query.run import run_search
+from synthetic_ehr import generate
+from synthetic_ehr.keys import pseudonym
+
+ROOT = Path(__file__).resolve().parents[3]
+MAPPINGS = ROOT / "rules" / "mappings"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+RULES = ROOT / "rules" / "instep.yaml"
+
+
+def load(
+    engine: Engine, paths: Iterable[Path], mapping: str, extract_date: dt.date | None = None
+) -> LoadSummary:
+    return load_extract(
+        engine, list(paths), format="csv", mapping=MAPPINGS / mapping, extract_date=extract_date
+    )
+
+
+@dataclass(frozen=True)
+class Stored:
+    practice: str
+    nhs_number: str | None
+    sex: str
+    birth: tuple[dt.date, dt.date | None]
+    registration: tuple[dt.date | None, dt.date | None]
+    death: dt.date | None
+
+
+def patients(engine: Engine) -> dict[str, Stored]:
+    q = select(
+        Patient.source_id,
+        Practice.ods_code,
+        Patient.nhs_number,
+        Patient.sex,
+        Patient.date_of_birth,
+        Patient.date_of_birth_latest,
+        Patient.registration_start,
+        Patient.registration_end,
+        Patient.date_of_death,
+    ).join(Practice, Practice.id == Patient.practice_id)
+    with engine.connect() as conn:
+        return {r[0]: Stored(r[1], r[2], r[3], (r[4], r[5]), (r[6], r[7]), r[8]) for r in conn.execute(q)}
+
+
+def events(engine: Engine) -> set[tuple[str, dt.date, str, str]]:
+    e = ClinicalEvent
+    q = select(Patient.source_id, e.event_date, e.code_system, e.code)
+    q = q.join(Patient, Patient.id == e.patient_id)
+    with engine.connect() as conn:
+        return {tuple(r) for r in conn.execute(q)}  # type: ignore[misc]
+
+
+def medications(engine: Engine) -> set[tuple[str, dt.date, str, str]]:
+    m = MedicationIssue
+    q = select(Patient.source_id, m.issue_date, m.code_system, m.code)
+    q = q.join(Patient, Patient.id == m.patient_id)
+    with engine.connect() as conn:
+        return {tuple(r) for r in conn.execute(q)}  # type: ignore[misc]
+
+
+def quarantined(engine: Engine) -> set[tuple[str, int | None, str | None]]:
+    """(file name, line, column) of every quarantined row."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(Quarantine.file, Quarantine.line, Quarantine.field)).all()
+    return {(Path(f).name, line, field) for f, line, field in rows}
+
+
+def data_rows(path: Path, delimiter: str = ",") -> int:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        return sum(1 for _ in csv.reader(fh, delimiter=delimiter)) - 1
+
+
+def assert_every_row_accounted(
+    engine: Engine,
+    summary: LoadSummary,
+    folder: Path,
+    stored_rows: dict[str, int],
+    delimiter: str = ",",
+) -> None:
+    """Per file: rows read = rows stored + rows quarantined (no row skipped in these shapes),
+    and every quarantined row names its file, line and column."""
+    q = quarantined(engine)
+    for name, field in ((n, f) for n, _, f in q):
+        assert name and field, f"a quarantined row in {name!r} does not name its column"
+    assert all(line is not None and line >= 2 for _, line, _ in q), q
+    per_file = Counter(name for name, _, _ in q)
+    data_files = sorted(p.name for p in folder.iterdir() if p.name in stored_rows)
+    assert data_files == sorted(stored_rows), "the expectation must name every data file"
+    for name, stored in stored_rows.items():
+        rows = data_rows(folder / name, delimiter)
+        assert rows == stored + per_file[name], (name, rows, stored, per_file[name])
+    assert summary.read == summary.loaded + summary.quarantined
+
+
+# --- the same population from FHIR and from a shape ------------------------------------------
+
+
+def _outcomes(engine: Engine, run_id: int) -> dict[str, str]:
+    """Patient source id -> the step that left them out, or 'included'."""
+    q = (
+        select(Patient.source_id, SearchResult.outcome, SearchResult.excluding_step)
+        .join(Patient, Patient.id == SearchResult.patient_id)
+        .where(SearchResult.run_id == run_id)
+    )
+    with engine.connect() as conn:
+        return {sid: (step or f"({outcome})") for sid, outcome, step in conn.execute(q)}
+
+
+def _flow(engine: Engine, run_id: int) -> list[tuple[str, int, int, int]]:
+    q = (
+        select(StepCount.step_id, StepCount.entering, StepCount.kept, StepCount.excluded)
+        .where(StepCount.run_id == run_id)
+        .order_by(StepCount.step_index)
+    )
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+
+
+def _flow_of(outcomes: dict[str, str], steps: list[str]) -> list[tuple[str, int, int, int]]:
+    """The step counts that these per-person outcomes make (each person leaves at one step)."""
+    left = Counter(outcomes.values())
+    entering = len(outcomes)
+    out = []
+    for step in steps:
+        excluded = left[step]
+        out.append((step, entering, entering - excluded, excluded))
+        entering -= excluded
+    return out
+
+
+def _age(birth: dt.date, on: dt.date) -> int:
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+def _month_range(birth: dt.date) -> tuple[dt.date, dt.date]:
+    first = birth.replace(day=1)
+    nxt = (first + dt.timedelta(days=32)).replace(day=1)
+    return first, nxt - dt.timedelta(days=1)
+
+
+def birth_range(precision: str, birth: dt.date, extract: dt.date) -> tuple[dt.date, dt.date]:
+    """What a shape can say of a birth date: exact, its month, or its year (CPRD: the month too
+    for children under 16)."""
+    if precision == "day":
+        return birth, birth
+    if precision == "month" or (precision == "cprd" and _age(birth, extract) < 16):
+        return _month_range(birth)
+    return dt.date(birth.year, 1, 1), dt.date(birth.year, 12, 31)
+
+
+def equivalence(
+    out: Path,
+    shape: str,
+    mapping: str,
+    precision: str,
+    size: int = 400,
+    seed: int = 18,
+    extra: Iterable[str] = (),
+) -> None:
+    """Load one synthetic population from FHIR and from the shape, search both with InSTEP and
+    check they differ only where the shape cannot know: the NHS number step (pseudonymised
+    patients have none, until that step passes them) and the age step for people whose age on the
+    index date the shape's birth-date precision cannot tell."""
+    summary = generate(out, patients=size, practices=2, seed=seed, formats=("ndjson", shape), workers=1)
+    manifest = json.loads((out / "fhir" / "manifest.json").read_text())
+    extract = dt.date.fromisoformat(manifest["transactionTime"][:10])
+    fhir_db = make_engine(f"sqlite:///{out / 'fhir.db'}")
+    shape_db = make_engine(f"sqlite:///{out / f'{shape}.db'}")
+    upgrade(fhir_db)
+    upgrade(shape_db)
+    load_extract(fhir_db, [out / "fhir"], extract_date=extract)
+    load(shape_db, [out / shape, *(out / shape / e for e in extra)], mapping, extract_date=extract)
+
+    fhir_run = run_search(fhir_db, RULES, index_date=extract)
+    shape_run = run_search(shape_db, RULES, index_date=extract)
+    fhir_flow = _flow(fhir_db, fhir_run)
+    steps = [s for s, *_ in fhir_flow]
+    fhir_by_person = _outcomes(fhir_db, fhir_run)
+    assert _flow_of(fhir_by_person, steps) == fhir_flow  # the per-person reading is right
+    shape_by_key = _outcomes(shape_db, shape_run)
+
+    # FHIR Patient.id is person.id; truth.csv lists people in index order.
+    with (out / "truth" / "truth.csv").open(newline="") as fh:
+        people = [row["patient_id"] for row in csv.DictReader(fh)]
+    assert len(people) == summary.patients
+    key_of = {pid: str(pseudonym(i)) for i, pid in enumerate(people)}
+    assert set(shape_by_key) == set(key_of.values()), "every person loaded from the shape, by key"
+    births = {sid: s.birth[0] for sid, s in patients(fhir_db).items()}
+
+    nhs_step_passes = "nhs_number" not in shape_by_key.values()
+    order = {s: i for i, s in enumerate(steps)}
+    expected: dict[str, str] = {}
+    for pid, step in fhir_by_person.items():
+        got = step
+        left_at = order.get(step, len(steps))  # included people passed every step
+        if not nhs_step_passes and left_at > order["nhs_number"]:
+            got = "nhs_number"
+        elif left_at > order["working_age"]:
+            lo, hi = birth_range(precision, births[pid], extract)
+            if not (_age(hi, extract) >= 18 and _age(lo, extract) <= 64):
+                got = "working_age"
+        expected[key_of[pid]] = got
+    differs = {k for k in expected if expected[k] != shape_by_key[k]}
+    assert not differs, sorted((k, expected[k], shape_by_key[k]) for k in differs)[:10]
+    assert _flow(shape_db, shape_run) == _flow_of(expected, steps)
+    if precision == "day" and nhs_step_passes:
+        assert all(expected[key_of[pid]] == step for pid, step in fhir_by_person.items())
+    fhir_db.dispose()
+    shape_db.dispose()
