@@ -10,7 +10,11 @@ code of the project's codelists that sits in exactly the same codelists and cate
 "signature"), so any search built from those codelists treats the entry the same way whichever
 form it is loaded from. Codes on no list (background noise) become a SNOMED code on no list. The
 few legacy codes with no SNOMED code of the same signature take the closest one (fewest
-memberships gained or lost, losing before gaining); that is documented, not hidden.
+memberships gained or lost, losing before gaining): of the codes the generator writes, eight
+(benefit "other" and "disability benefit", fit-note duration and "other certification" codes), none
+of them in a category InSTEP looks at. Codes on a list with no SNOMED counterpart at all (such as
+the Read codes for national audit dissent, which the generator does not write) lose that list.
+tests/load/tabular/test_opensafely.py checks this against rules/instep.yaml.
 """
 
 from __future__ import annotations

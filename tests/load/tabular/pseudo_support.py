@@ -240,3 +240,83 @@ def equivalence(
         assert all(expected[key_of[pid]] == step for pid, step in fhir_by_person.items())
     fhir_db.dispose()
     shape_db.dispose()
+
+
+# --- what the writers wrote, read back without recruit's reader ------------------------------
+
+_SYSTEMS = {
+    "http://snomed.info/sct": "snomedct",
+    "http://read.info/readv2": "readv2",
+    "http://read.info/ctv3": "ctv3",
+}
+
+
+@dataclass
+class Person:
+    """One person as the FHIR form shows them (dates as ISO text)."""
+
+    sex: str
+    birth: dt.date
+    registration: tuple[str, str | None]
+    death: str | None
+    events: Counter[tuple[str, str, str]]  # (date, system, code)
+    medications: Counter[tuple[str, str]]  # (date, dm+d code)
+
+
+def fhir_people(out: Path) -> dict[str, Person]:
+    """The FHIR form's people, keyed by the pseudonymised shapes' key (keys.pseudonym)."""
+    with (out / "truth" / "truth.csv").open(newline="") as fh:
+        key_of = {row["patient_id"]: str(pseudonym(i)) for i, row in enumerate(csv.DictReader(fh))}
+
+    def ndjson(kind: str) -> list[dict]:
+        path = out / "fhir" / f"{kind}.ndjson"
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    people: dict[str, Person] = {}
+    for res in ndjson("Patient"):
+        period = res["extension"][0]["extension"][0]["valuePeriod"]
+        people[key_of[res["id"]]] = Person(
+            res["gender"],
+            dt.date.fromisoformat(res["birthDate"]),
+            (period["start"], period.get("end")),
+            res.get("deceasedDateTime"),
+            Counter(),
+            Counter(),
+        )
+    for kind, when in (("Condition", "onsetDateTime"), ("Observation", "effectiveDateTime")):
+        for res in ndjson(kind):
+            coding = res["code"]["coding"][0]
+            who = key_of[res["subject"]["reference"].split("/", 1)[1]]
+            people[who].events[(res[when], _SYSTEMS[coding["system"]], coding["code"])] += 1
+    for res in ndjson("MedicationRequest"):
+        who = key_of[res["subject"]["reference"].split("/", 1)[1]]
+        code = res["medicationCodeableConcept"]["coding"][0]["code"]
+        people[who].medications[(res["authoredOn"], code)] += 1
+    return people
+
+
+def read_table(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh, delimiter=delimiter))
+
+
+def rule_uses(rules: Path = RULES) -> set[tuple[str, str | None]]:
+    """(codelist, category) pairs the rule set looks at; category None: the whole list."""
+    import yaml
+
+    found: set[tuple[str, str | None]] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("codelist"), str):
+                cats = node.get("categories")
+                for cat in cats if cats else [None]:
+                    found.add((node["codelist"], cat))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(yaml.safe_load(rules.read_text()))
+    return found

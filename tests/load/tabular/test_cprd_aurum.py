@@ -10,12 +10,17 @@ beside the extract as a user gives the real ones.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from recruit.errors import RecruitError
+from synthetic_ehr import generate
+from synthetic_ehr.codes import Code
+from synthetic_ehr.shapes.snomed_only import as_snomed
 
 from .pseudo_support import (
     FIXTURES,
@@ -23,10 +28,12 @@ from .pseudo_support import (
     assert_every_row_accounted,
     equivalence,
     events,
+    fhir_people,
     load,
     medications,
     patients,
     quarantined,
+    read_table,
 )
 
 EXTRACT = FIXTURES / "cprd_aurum"
@@ -140,3 +147,54 @@ def test_the_synthetic_population_finds_the_same_people_as_its_fhir_form(tmp_pat
         precision="cprd",
         extra=("dictionaries/EMISMedicalDictionary.txt", "dictionaries/EMISProductDictionary.txt"),
     )
+
+
+def _iso(uk: str) -> str | None:
+    return None if uk == "NA" else dt.datetime.strptime(uk, "%d/%m/%Y").date().isoformat()
+
+
+def test_writer_writes_what_the_fhir_form_says(tmp_path: Path) -> None:
+    generate(tmp_path, patients=150, practices=2, seed=5, formats=("ndjson", "cprd_aurum"), workers=1)
+    extract = dt.date.fromisoformat(
+        json.loads((tmp_path / "fhir" / "manifest.json").read_text())["transactionTime"][:10]
+    )
+    people = fhir_people(tmp_path)
+    folder = tmp_path / "cprd_aurum"
+    dictionaries = folder / "dictionaries"
+    medical = {r["MedCodeId"]: r for r in read_table(dictionaries / "EMISMedicalDictionary.txt", "\t")}
+    product = {r["ProdCodeId"]: r for r in read_table(dictionaries / "EMISProductDictionary.txt", "\t")}
+    assert all("synthetic" in r["Release"] for r in [*medical.values(), *product.values()])
+    rows = {r["patid"]: r for r in read_table(folder / "Synthetic_Extract_Patient_001.txt", "\t")}
+    assert set(rows) == set(people)
+    assert {r["pracid"] for r in rows.values()} == {"20001", "20002"}
+    practice = read_table(folder / "Synthetic_Extract_Practice_001.txt", "\t")
+    assert [_iso(r["lcd"]) for r in practice] == [extract.isoformat()] * 2
+    coded: dict[str, Counter[tuple[str, str, str]]] = {}
+    for part in ("001", "002"):
+        table = read_table(folder / f"Synthetic_Extract_Observation_{part}.txt", "\t")
+        assert table, "both numbered files hold rows"
+        for r in table:
+            entry = medical[r["medcodeid"]]
+            coded.setdefault(r["patid"], Counter())[
+                (_iso(r["obsdate"]), entry["SnomedCTConceptId"], entry["CleansedReadCode"])
+            ] += 1
+    issued: dict[str, Counter[tuple[str, str]]] = {}
+    for part in ("001", "002"):
+        for r in read_table(folder / f"Synthetic_Extract_DrugIssue_{part}.txt", "\t"):
+            dmd = product[r["prodcodeid"]]["DMDID"]
+            issued.setdefault(r["patid"], Counter())[(_iso(r["issuedate"]), dmd)] += 1
+    for key, p in people.items():
+        row = rows[key]
+        assert row["yob"] == str(p.birth.year)
+        age = extract.year - p.birth.year - ((extract.month, extract.day) < (p.birth.month, p.birth.day))
+        child = age < 16
+        assert row["mob"] == (str(p.birth.month) if child else "NA")
+        assert row["gender"] == {"male": "1", "female": "2"}[p.sex]
+        assert (_iso(row["regstartdate"]), _iso(row["regenddate"])) == p.registration
+        assert _iso(row["cprd_ddate"]) == p.death
+        want = Counter()
+        for (day, system, code), n in p.events.items():
+            read = f"{code}00" if system == "readv2" else ""
+            want[(day, as_snomed(Code(code, system, "")).code, read)] += n
+        assert coded.get(key, Counter()) == want
+        assert issued.get(key, Counter()) == p.medications

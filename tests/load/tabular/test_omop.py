@@ -9,9 +9,15 @@ death as CSV with the CDM's column names. Concept ids are 0; the codes are in *_
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from synthetic_ehr import generate
+from synthetic_ehr.codes import Code
+from synthetic_ehr.shapes.snomed_only import as_snomed
 
 from .pseudo_support import (
     FIXTURES,
@@ -19,10 +25,12 @@ from .pseudo_support import (
     assert_every_row_accounted,
     equivalence,
     events,
+    fhir_people,
     load,
     medications,
     patients,
     quarantined,
+    read_table,
 )
 
 EXTRACT = FIXTURES / "omop"
@@ -81,3 +89,42 @@ def test_the_synthetic_population_finds_the_same_people_as_its_fhir_form(tmp_pat
     """OMOP keeps the whole birth date: nothing differs but the NHS number step (until
     pseudonymised patients pass it)."""
     equivalence(tmp_path, "omop", "omop_cdm54.yaml", precision="day")
+
+
+def test_writer_writes_what_the_fhir_form_says(tmp_path: Path) -> None:
+    generate(tmp_path, patients=150, practices=2, seed=5, formats=("ndjson", "omop"), workers=1)
+    extract = json.loads((tmp_path / "fhir" / "manifest.json").read_text())["transactionTime"][:10]
+    people = fhir_people(tmp_path)
+    folder = tmp_path / "omop"
+    rows = {r["person_id"]: r for r in read_table(folder / "person.csv")}
+    periods = {r["person_id"]: r for r in read_table(folder / "observation_period.csv")}
+    deaths = {r["person_id"]: r["death_date"] for r in read_table(folder / "death.csv")}
+    coded: dict[str, Counter[tuple[str, str, str]]] = {}
+    for table, prefix in (("condition_occurrence", "condition"), ("observation", "observation")):
+        for r in read_table(folder / f"{table}.csv"):
+            assert r[f"{prefix}_concept_id"] == "0"
+            day = r[f"{prefix}_start_date" if prefix == "condition" else "observation_date"]
+            coded.setdefault(r["person_id"], Counter())[(day, "snomedct", r[f"{prefix}_source_value"])] += 1
+    issued: dict[str, Counter[tuple[str, str]]] = {}
+    for r in read_table(folder / "drug_exposure.csv"):
+        entry = (r["drug_exposure_start_date"], r["drug_source_value"])
+        issued.setdefault(r["person_id"], Counter())[entry] += 1
+    assert set(rows) == set(people)
+    assert {r["care_site_id"] for r in rows.values()} == {"101", "102"}
+    for key, p in people.items():
+        row = rows[key]
+        assert row["birth_datetime"] == f"{p.birth.isoformat()} 00:00:00"
+        assert (row["year_of_birth"], row["month_of_birth"], row["day_of_birth"]) == tuple(
+            str(x) for x in (p.birth.year, p.birth.month, p.birth.day)
+        )
+        assert row["gender_concept_id"] == {"male": "8507", "female": "8532"}[p.sex]
+        period = periods[key]
+        # the CDM requires an end: the day they left or died, else the extract date
+        assert period["observation_period_start_date"] == p.registration[0]
+        assert period["observation_period_end_date"] == (p.registration[1] or extract)
+        assert deaths.get(key) == p.death
+        want = Counter()
+        for (day, system, code), n in p.events.items():
+            want[(day, "snomedct", as_snomed(Code(code, system, "")).code)] += n
+        assert coded.get(key, Counter()) == want
+        assert issued.get(key, Counter()) == p.medications
