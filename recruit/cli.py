@@ -165,7 +165,14 @@ def synth(
     seed: Annotated[int, typer.Option(help="Same seed, same output.")] = 0,
     config: Annotated[Path | None, typer.Option(help="YAML or JSON file overriding rates.")] = None,
     formats: Annotated[
-        str, typer.Option("--formats", help="Comma-separated: ndjson, bundles, csv, or a tabular shape (emis, sre, cprd_aurum, opensafely, omop).")
+        str,
+        typer.Option(
+            "--formats",
+            help=(
+                "Comma-separated: ndjson, bundles, csv, or a tabular shape "
+                "(emis, sre, cprd_aurum, opensafely, omop)."
+            ),
+        ),
     ] = "ndjson,bundles,csv",
 ) -> None:
     """Make realistic practice records for made-up people, with the hidden truth kept apart."""
@@ -274,6 +281,10 @@ def load(
             more = f" (top reasons: {top})" if top else ""
             counts = f"read {k.read:,}, stored {k.stored:,}, quarantined {k.quarantined:,}"
             out.print(f"    {kind:<{width}}  {counts}{more}", highlight=False)
+    if summary.lookups:
+        out.print("  lookup tables (translations of codes and ids, not records):")
+        for path, n in summary.lookups.items():
+            out.print(f"    {Path(path).name}: {n:,} entries", highlight=False)
     if summary.not_used:
         out.print(f"  not needed by recruit: {sum(summary.not_used.values()):,}")
         for what, n in summary.not_used.most_common():

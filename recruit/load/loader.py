@@ -127,6 +127,8 @@ class LoadSummary:
     # Per kind of record (resourceType, or a CSV row's kind): read, stored, quarantined and the
     # commonest reasons, so staff can see which kind of record an extract's problems are in.
     by_kind: dict[str, KindCounts] = field(default_factory=dict)
+    # Tabular extracts: entries read from each lookup file (code and id translations, not records).
+    lookups: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ def load_extract(
 
         source = CsvSource(paths, mapping or default_mapping())
         files, print_ = source.files, source.fingerprint
-        kinds = {"Patient"} | {CSV_KINDS[part] for part in source.parts if part != "patients"}
+        kinds = {table.kind for table in source.tables}
         if extract_date is not None:
             when, date_source = extract_date, "--extract-date"
         else:
@@ -240,7 +242,9 @@ def load_extract(
                     job.strict_failures = strict_failures(files)
                 job.stage_fhir(workers if workers is not None else default_workers(files))
             else:
+                job.field_names = source.field_names()
                 job.stage_rows(source.records(job.dates))
+                job.summary.lookups = dict(source.lookup_rows)
             return job.finish()
     except SQLAlchemyError as exc:
         raise unavailable(engine, exc) from None
@@ -288,8 +292,6 @@ def default_mapping() -> Path:
         ) from None
 
 
-# The kinds a CSV export's files carry (the resource_type of their rows).
-CSV_KINDS = {"patients": "Patient", "events": "Event", "medications": "Medication"}
 SAME_PERSON = "same_person"  # a Patient record joining another of the same person (ld_patient.status)
 OTHER_ORGANIZATION = "Organization of a practice no patient of the extract is registered with: not changed"
 UNNAMED_PRACTITIONER = "Practitioner no patient of the extract names: not stored"
@@ -358,6 +360,8 @@ class _Load:
         self.practitioners: dict[str, PractitionerRow] = {}
         self.repaired = 0
         self.strict_failures: dict[tuple[Any, ...], tuple[str, str, str]] = {}
+        # Per file: the reader's own name for a field the loader judges (a table's column names).
+        self.field_names: dict[int, dict[str, str]] = {}
 
     # --- reading ------------------------------------------------------------------------
 
@@ -1203,7 +1207,7 @@ class _Load:
                     "entry": entry,
                     "resource_type": resource_type or rtype,
                     "resource_id": rid,
-                    "field": field_,
+                    "field": self.field_names.get(file_no, {}).get(field_, field_),
                     "reason_code": status,
                     "reason": f"This {resource_type or rtype or 'record'} {REASONS.get(status, status)}.",
                     "raw_snippet": None,

@@ -749,9 +749,36 @@ def accessible_category(r: Row) -> str:
     return "other"
 
 
+# Two ids of the Reasonable Adjustments value set are printed with a last digit of 0, which fails
+# SNOMED CT's Verhoeff check (a number rounded somewhere on its way): the loader of tabular
+# extracts refuses such ids, so a codelist holding them could never match. 1082551000000105 is the
+# id published SNOMED CT-derived code lists give; 1082661000000107 is the only valid id with its
+# stem (not yet confirmed against a release).
+CHECK_DIGIT_CORRECTIONS = {
+    "1082551000000100": ("1082551000000105", "the id in published SNOMED CT-derived code lists"),
+    "1082661000000100": (
+        "1082661000000107",
+        "the only valid id with that stem (not yet confirmed against a release)",
+    ),
+}
+
+
+def _corrected(r: Row) -> Row:
+    fix = CHECK_DIGIT_CORRECTIONS.get(r["code"])
+    if fix is None:
+        return r
+    code, why = fix
+    note = (
+        f" ; check digit corrected: the source prints {r['code']} (fails the SNOMED CT Verhoeff check) "
+        f"so {code} is {why}"
+    )
+    return {**r, "code": code, "source": r["source"] + note}
+
+
 def build_accessible(shared: Path) -> list[Row]:
     return [
-        {**r, "category": accessible_category(r)} for r in read_shared(shared, "accessible_information.csv")
+        {**_corrected(r), "category": accessible_category(r)}
+        for r in read_shared(shared, "accessible_information.csv")
     ]
 
 
