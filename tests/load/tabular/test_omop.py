@@ -75,12 +75,13 @@ def test_fixture_is_stored_as_the_tables_say(engine) -> None:  # type: ignore[no
         EXTRACT,
         {
             "person.csv": 4,
-            "observation_period.csv": 5,
+            "observation_period.csv": 4,
             "death.csv": 1,
             "condition_occurrence.csv": 2,
             "observation.csv": 2,
             "drug_exposure.csv": 4,
         },
+        not_used={"observation_period.csv": 1},  # the earlier registration: the latest is used
     )
 
 
