@@ -112,7 +112,7 @@ def test_a_missing_dictionary_is_refused_saying_what_it_is(sqlite_engine, missin
         load(sqlite_engine, [EXTRACT, *given], "cprd_aurum.yaml")
     message = str(err.value)
     assert f"CPRD's {missing} dictionary" in message
-    assert "recruit load EXTRACT_DIR" in message
+    assert "licensed CPRD Aurum data" in message and "nothing was loaded" in message
     assert patients(sqlite_engine) == {}
 
 
