@@ -232,8 +232,9 @@ def load(
 ) -> None:
     """Load a practice extract (FHIR or CSV); records that cannot be used are quarantined."""
     from recruit.load import load_extract
+    from recruit.load.coverage import code_system_lines
     from recruit.load.files import DELETED_PATIENT
-    from recruit.load.loader import patient_lines
+    from recruit.load.loader import file_lines, patient_lines
 
     when = _date_option(extract_date, "--extract-date")
     engine = _ready_engine(db, create=create, create_flag="--create")
@@ -281,6 +282,8 @@ def load(
             more = f" (top reasons: {top})" if top else ""
             counts = f"read {k.read:,}, stored {k.stored:,}, quarantined {k.quarantined:,}"
             out.print(f"    {kind:<{width}}  {counts}{more}", highlight=False)
+    for line in file_lines(summary):
+        out.print(f"  {line}", highlight=False)
     if summary.lookups:
         out.print("  lookup tables (translations of codes and ids, not records):")
         for path, n in summary.lookups.items():
@@ -313,6 +316,10 @@ def load(
         )
     for line in patient_lines(summary):
         out.print(f"  {line}")
+    for line in code_system_lines(
+        summary.coded_by_system, summary.prescribed_by_system, summary.uncovered_systems, summary.rule_set
+    ):
+        out.print(f"  {line}", highlight=False)
     if summary.retired:
         out.print(
             f"  {summary.retired:,} patient id(s) now name a different person (another NHS number or "

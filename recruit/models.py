@@ -29,6 +29,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -137,6 +138,12 @@ class Patient(Base):
     needs_braille: Mapped[bool] = mapped_column(Boolean, default=False)
     needs_interpreter: Mapped[bool] = mapped_column(Boolean, default=False)
     language: Mapped[str | None] = mapped_column(String(40))
+    pseudonymised: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        server_default=false(),
+        doc="Stored from a pseudonymised extract: no NHS number, name or address; never written to.",
+    )
 
 
 class ClinicalEvent(Base):
@@ -227,6 +234,12 @@ class Extract(Base):
     records_loaded: Mapped[int] = mapped_column(Integer, default=0)
     records_repaired: Mapped[int] = mapped_column(Integer, default=0)
     records_quarantined: Mapped[int] = mapped_column(Integer, default=0)
+    pseudonymised: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        server_default=false(),
+        doc="The data provider removed NHS numbers, names and addresses (CPRD, OpenSAFELY, OMOP).",
+    )
     loaded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

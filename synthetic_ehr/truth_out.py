@@ -1,7 +1,8 @@
 """The ground truth, written to DIR/truth/ and never mixed with the extract.
 
 truth.csv has one row per patient; employment_spells.csv has the dated work history. Patient
-ids and NHS numbers link to the extract for scoring a search; nothing here is record data.
+ids, NHS numbers and pseudonyms (the key of the pseudonymised shapes, synthetic_ehr.keys) link to
+the extract for scoring a search; nothing here is record data.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 
+from .keys import pseudonym
 from .people import Person, Practice
 from .record import Record
 from .truth import IN_WORK, Truth, eligible_ips
@@ -17,6 +19,7 @@ from .util import iso
 TRUTH_HEADER = [
     "patient_id",
     "nhs_number",
+    "pseudonym",
     "practice_ods",
     "deprivation_quintile",
     "sex",
@@ -80,6 +83,7 @@ class TruthChunk:
             [
                 person.id,
                 person.nhs_number,
+                pseudonym(person.index),
                 practice.ods,
                 practice.deprivation,
                 person.sex,

@@ -76,6 +76,7 @@ class Population:
             "registration_start": dt.date(2000, 1, 1),
             "registration_end": None,
             "date_of_death": None,
+            "pseudonymised": False,
         }
         row.update(values)
         self.patients.append(row)

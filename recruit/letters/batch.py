@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, select
+from sqlalchemy import Engine, and_, case, func, insert, select, true
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from recruit.codelists import default_directory, load_codelist
@@ -77,7 +77,7 @@ from recruit.models import utcnow
 from recruit.nhs_numbers import for_people
 from recruit.private_files import make_private_tree, open_private, owner_only
 from recruit.query.run import store_codelists
-from recruit.tables import BATCH, CODELIST, DECISION, INVITATION, RESULT, RUN, STUDY
+from recruit.tables import BATCH, CODELIST, DECISION, INVITATION, PATIENT, RESULT, RUN, STUDY
 
 CHUNK = 25  # letters per document of patient details (WeasyPrint slows as documents grow)
 PRACTICE_CONTACT_FORMATS = ("braille", "interpreter", "language")
@@ -150,6 +150,7 @@ def write_letters(
         )
     if run.status != "finished":
         raise RecruitError(f"Search run {run_id} did not finish ({run.status}); run the search again.")
+    _check_not_pseudonymised(engine, run_id)
     _check_someone_approved(engine, run_id)
     study_path = Path(study_file) if study_file else default_study_file(run_study or "instep")
     settings = load_study_settings(study_path)
@@ -167,6 +168,26 @@ def write_letters(
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+
+
+PSEUDONYMISED_RUN = (
+    "This search ran on pseudonymised data (search run {run}): the data provider removed NHS numbers, "
+    "names and addresses before the extract was made. It holds no names or addresses, so no letters "
+    "can be written; use it for counts, evaluation and the audit report (recruit audit {run})."
+)
+
+
+def _check_not_pseudonymised(engine: Engine, run_id: int) -> None:
+    """A run whose patients all come from pseudonymised extracts has nobody to write to: say so
+    plainly before anything else (in a mixed run, select.classify leaves those patients out)."""
+    with engine.connect() as conn:
+        found, pseudonymised = conn.execute(
+            select(func.count(), func.count(case((PATIENT.c.pseudonymised == true(), 1))))
+            .select_from(RESULT.join(PATIENT, PATIENT.c.id == RESULT.c.patient_id))
+            .where(RESULT.c.run_id == run_id)
+        ).one()
+    if found and pseudonymised == found:
+        raise RecruitError(PSEUDONYMISED_RUN.format(run=run_id))
 
 
 def _check_someone_approved(engine: Engine, run_id: int) -> None:

@@ -75,12 +75,16 @@ class Staged:
     quarantine: list[tuple[Any, ...]] = field(default_factory=list)
     orgs: dict[str, OrgRow] = field(default_factory=dict)
     practitioners: dict[str, PractitionerRow] = field(default_factory=dict)
-    # Records read per ODS code / practitioner id, so ones that end up unused can be counted so.
-    org_records: Counter[str] = field(default_factory=Counter)
-    practitioner_records: Counter[str] = field(default_factory=Counter)
+    # Records read per (ODS code / practitioner id, file_no), so ones that end up unused can be
+    # counted so, in their file.
+    org_records: Counter[tuple[str, int]] = field(default_factory=Counter)
+    practitioner_records: Counter[tuple[str, int]] = field(default_factory=Counter)
     read: int = 0
     read_by_type: Counter[str] = field(default_factory=Counter)  # resourceType (or "unreadable")
     not_used: Counter[str] = field(default_factory=Counter)
+    # Per file: records read, by (file_no, kind); records not used (not counted as read), by file_no.
+    read_by_file: Counter[tuple[int, str]] = field(default_factory=Counter)
+    not_used_by_file: Counter[int] = field(default_factory=Counter)
     stu3: int = 0
     empty_bundles: Counter[int] = field(default_factory=Counter)  # Bundles with no entries, per file
     repaired: int = 0
@@ -112,6 +116,7 @@ class Stager:
                 self.out.empty_bundles[record.file_no] += 1
             else:
                 self.out.not_used[record.not_used] += 1
+                self.out.not_used_by_file[record.file_no] += 1
             if record.not_used == DELETED_PATIENT:
                 self._deleted_patient(record, seq)
             return
@@ -141,6 +146,7 @@ class Stager:
         out = self.out
         if isinstance(parsed, NotUsed):
             out.not_used[parsed.what] += 1
+            out.not_used_by_file[record.file_no] += 1
             if parsed.parsed is not None:
                 self._not_used_rows(record, parsed.parsed, seq)
             return
@@ -152,6 +158,7 @@ class Stager:
         rtype = res.get("resourceType") if isinstance(res.get("resourceType"), str) else None
         rid = res.get("id") if isinstance(res.get("id"), str) else None
         out.read_by_type[record_kind(rtype)] += 1
+        out.read_by_file[(record.file_no, record_kind(rtype))] += 1
         fno, line = record.file_no, record.line
         staged: dict[str, list[tuple[Any, ...]]] = {}
         parsed_rows = None  # a record read whole but refused for a text value
@@ -179,12 +186,12 @@ class Stager:
             out.stu3 += 1
         for org in parsed.orgs:
             if rtype == "Organization":
-                out.org_records[org.ods_code] += 1
+                out.org_records[(org.ods_code, fno)] += 1
             for key in org.keys:
                 out.orgs[key] = org
         for prac in parsed.practitioners:
             if rtype == "Practitioner":  # (a CSV patient row names its GP: not a record of its own)
-                out.practitioner_records[prac.source_id] += 1
+                out.practitioner_records[(prac.source_id, fno)] += 1
             for key in prac.keys:
                 out.practitioners[key] = prac
         rows = out.rows

@@ -47,6 +47,7 @@ from recruit.db import unavailable
 from recruit.errors import RecruitError
 from recruit.load import stage as S
 from recruit.load.chunks import Staged, Stager, default_workers, record_kind, staged_chunks
+from recruit.load.coverage import uncovered_systems
 from recruit.load.extract_info import NO_DATE, check_manifest, fhir_extract_date, file_types
 from recruit.load.fhir import NOT_DMD, Parsed
 from recruit.load.files import (
@@ -127,8 +128,28 @@ class LoadSummary:
     # Per kind of record (resourceType, or a CSV row's kind): read, stored, quarantined and the
     # commonest reasons, so staff can see which kind of record an extract's problems are in.
     by_kind: dict[str, KindCounts] = field(default_factory=dict)
+    # A pseudonymised extract (no NHS number, name or address): counted and searched, never written to.
+    pseudonymised: bool = False
+    # Per file (its path, in file order): read = stored + quarantined; not used counted apart.
+    by_file: dict[str, FileCounts] = field(default_factory=dict)
+    # Coded entries and prescriptions stored from this extract, per code system (snomedct, readv2,
+    # ctv3, dmd); and the systems among them that no codelist of the default rule set has a code in.
+    coded_by_system: dict[str, int] = field(default_factory=dict)
+    prescribed_by_system: dict[str, int] = field(default_factory=dict)
+    uncovered_systems: list[str] = field(default_factory=list)
+    rule_set: str = ""  # the name of the default rule set the systems were checked against
+
     # Tabular extracts: entries read from each lookup file (code and id translations, not records).
     lookups: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FileCounts:
+    read: int
+    stored: int
+    quarantined: int
+    not_used: int
+    kinds: list[str]  # the kinds of record read from the file, commonest first
 
 
 @dataclass(frozen=True)
@@ -165,11 +186,55 @@ def patient_lines(summary: LoadSummary) -> list[str]:
             "another Bundle (same NHS number and birth date) and were joined to them; where the copies "
             "disagree on name, address or registration, that person is held back from letters"
         )
-    if summary.no_nhs_number:
+    if summary.pseudonymised:
+        lines.append(
+            "pseudonymised extract: the data provider removed NHS numbers, names and addresses; its "
+            f"{summary.patients:,} patient(s) are counted and searched (the provider checked who they are "
+            "first), but no letter can ever be written to them"
+        )
+    elif summary.no_nhs_number:
         lines.append(
             f"no verified NHS number: {summary.no_nhs_number:,} patient(s) (missing, failing its check "
             "digit, or not verified by trace); they are stored with their records and counted, but "
             "searches leave them out and no letter can be written to them"
+        )
+    return lines
+
+
+FILE_LINES = 12  # at most this many per-file lines for a FHIR extract (the rest summed up)
+
+
+def file_lines(summary: LoadSummary) -> list[str]:
+    """Per-file counts, when some kind of record came in more than one file (a table split over
+    events_001.csv and events_002.csv, Observation split over several NDJSON files): read =
+    stored + quarantined for each. A CSV export lists every file; a FHIR extract only the files
+    of the kinds that were split, and at most FILE_LINES of them."""
+    files = summary.by_file
+    by_kind: dict[str, list[str]] = {}
+    for path, f in files.items():
+        by_kind.setdefault(f.kinds[0] if f.kinds else "", []).append(path)
+    split = {kind for kind, paths in by_kind.items() if kind and len(paths) > 1}
+    if not split:
+        return []
+    csv_only = all(Path(path).suffix.lower() == ".csv" for path in files)
+    shown = [path for path, f in files.items() if csv_only or (f.kinds and f.kinds[0] in split)]
+    names = [Path(path).name for path in shown]
+    if len(set(names)) < len(names):  # the same name in two folders: say which
+        names = shown
+    lines = ["by file (read = stored + quarantined):"]
+    width = min(max(len(name) for name in names), 40)
+    limit = len(shown) if csv_only else FILE_LINES
+    for path, name in list(zip(shown, names, strict=True))[:limit]:
+        f = files[path]
+        unused = f", not used {f.not_used:,}" if f.not_used else ""
+        lines.append(
+            f"  {name:<{width}}  read {f.read:,}, stored {f.stored:,}, quarantined {f.quarantined:,}{unused}"
+        )
+    if len(shown) > limit:
+        rest = [files[path] for path in shown[limit:]]
+        lines.append(
+            f"  and {len(rest):,} more file(s): read {sum(f.read for f in rest):,}, stored "
+            f"{sum(f.stored for f in rest):,}, quarantined {sum(f.quarantined for f in rest):,}"
         )
     return lines
 
@@ -233,7 +298,8 @@ def load_extract(
             ).scalar_one_or_none()
             if existing is not None:
                 return LoadSummary(existing, print_, len(files), already_loaded=True)
-            job = _Load(conn, files, print_, fmt, when, progress, date_source, kinds)
+            pseudonymised = bool(source is not None and source.pseudonymised)  # FHIR: never
+            job = _Load(conn, files, print_, fmt, when, progress, date_source, kinds, pseudonymised)
             job.given_practice = practice
             if source is None:
                 if strict:
@@ -245,7 +311,11 @@ def load_extract(
                 job.field_names = source.field_names()
                 job.stage_rows(source.records(job.dates))
                 job.summary.lookups = dict(source.lookup_rows)
-            return job.finish()
+            summary = job.finish()
+            summary.rule_set, summary.uncovered_systems = uncovered_systems(
+                summary.coded_by_system, summary.prescribed_by_system
+            )
+            return summary
     except SQLAlchemyError as exc:
         raise unavailable(engine, exc) from None
 
@@ -321,14 +391,21 @@ class _Load:
         progress: Progress | None,
         date_source: str = "--extract-date",
         kinds: set[str] | None = None,
+        pseudonymised: bool = False,
     ) -> None:
         self.conn = conn
+        self.pseudonymised = pseudonymised
         self.files = files
         self.fmt = fmt
         self.dates = DateReader(extract_date)
         self.progress = progress
         self.summary = LoadSummary(
-            None, print_, len(files), extract_date=extract_date, date_source=date_source
+            None,
+            print_,
+            len(files),
+            extract_date=extract_date,
+            date_source=date_source,
+            pseudonymised=pseudonymised,
         )
         # Kinds of record the extract carries: its files' (and manifest's) kinds, then every
         # record's kind as read, quarantined or not.
@@ -345,6 +422,7 @@ class _Load:
                 source_paths=[str(p) for p in files],
                 extract_date=extract_date,
                 date_source=date_source,
+                pseudonymised=pseudonymised,
             )
             .returning(Extract.id)
         ).scalar_one()
@@ -356,6 +434,8 @@ class _Load:
         self.paths = [str(p) for p in files]
         self.quarantine_rows: list[dict[str, Any]] = []
         self.read_by_kind: Counter[str] = Counter()
+        self.read_by_file: Counter[tuple[int, str]] = Counter()  # (file_no, kind)
+        self.not_used_by_file: Counter[int] = Counter()
         self.orgs: dict[str, OrgRow] = {}
         self.practitioners: dict[str, PractitionerRow] = {}
         self.repaired = 0
@@ -385,6 +465,8 @@ class _Load:
         s = self.summary
         s.read += staged.read
         self.read_by_kind.update(staged.read_by_type)
+        self.read_by_file.update(staged.read_by_file)
+        self.not_used_by_file.update(staged.not_used_by_file)
         s.not_used.update(staged.not_used)
         s.stu3_records += staged.stu3
         for file_no, n in sorted(staged.empty_bundles.items()):
@@ -446,8 +528,10 @@ class _Load:
         self._retire_reused_ids(held)
         self._replace_practice_records(held)
         self._upsert_patients()
+        self._mark_pseudonymised()
         self._resolve_records()
         self._insert_events_and_medications()
+        self._count_code_systems()
         self._write_holds(held)
         self._finish_practices(held, gp_ids)
         S.drop_staging(self.conn)
@@ -457,6 +541,7 @@ class _Load:
         s.loaded = s.read - s.quarantined
         s.resource_types = sorted(self.kinds)
         s.by_kind = self._by_kind()
+        s.by_file = self._by_file()
         self.conn.execute(
             update(Extract)
             .where(Extract.id == self.extract_id)
@@ -471,12 +556,44 @@ class _Load:
         )
         return s
 
-    def _not_used(self, what: str, n: int, kind: str) -> None:
-        """Records read but neither stored nor quarantined: counted as not used, not as read."""
+    def _not_used(self, what: str, n: int, kind: str, by_file: Counter[int] | None = None) -> None:
+        """Records read but neither stored nor quarantined: counted as not used, not as read
+        (by_file: how many of them each file held)."""
         if n:
             self.summary.read -= n
             self.read_by_kind[kind] -= n
             self.summary.not_used[what] += n
+            for file_no, k in (by_file or {}).items():
+                self.read_by_file[(file_no, kind)] -= k
+                self.not_used_by_file[file_no] += k
+
+    def _by_file(self) -> dict[str, FileCounts]:
+        """Read, stored, quarantined and not used per file (read = stored + quarantined); the
+        quarantine as recorded, so records quarantined while resolving count in their file."""
+        quarantined: Counter[str] = Counter()
+        rows = self.conn.execute(
+            select(Quarantine.file, func.count())
+            .where(Quarantine.extract_id == self.extract_id)
+            .group_by(Quarantine.file)
+        )
+        for path, n in rows:
+            quarantined[path] += n
+        kinds: dict[int, Counter[str]] = {}
+        for (file_no, kind), n in self.read_by_file.items():
+            if n:
+                kinds.setdefault(file_no, Counter())[kind] += n
+        out = {}
+        for file_no, path in enumerate(self.paths):
+            read = sum(kinds.get(file_no, Counter()).values())
+            q = quarantined.get(path, 0)
+            out[path] = FileCounts(
+                read,
+                read - q,
+                q,
+                self.not_used_by_file.get(file_no, 0),
+                [kind for kind, _ in kinds.get(file_no, Counter()).most_common()],
+            )
+        return out
 
     def _by_kind(self) -> dict[str, KindCounts]:
         """Read, stored and quarantined per kind of record; the quarantine as recorded."""
@@ -556,8 +673,11 @@ class _Load:
             c.execute(insert(S.ld_ref), [{"key": k, "target_id": v} for k, v in key_to_id.items()])
         # Every Organization key, with its practice if the extract holds it (None: another one).
         self.org_keys: dict[str, int | None] = {key: key_to_id.get(key) for key in orgs}
-        others = sum(n for ods, n in self.org_records.items() if ods not in wanted)
-        self._not_used(OTHER_ORGANIZATION, others, "Organization")
+        others: Counter[int] = Counter()
+        for (ods, file_no), n in self.org_records.items():
+            if ods not in wanted:
+                others[file_no] += n
+        self._not_used(OTHER_ORGANIZATION, others.total(), "Organization", others)
         return key_to_id
 
     def _resolve_patients(self, practice_ids: dict[str, int]) -> None:
@@ -609,8 +729,12 @@ class _Load:
         for (practice_id, _), gp_id in sorted(ids.items()):
             gp_ids.setdefault(practice_id, []).append(gp_id)
         stored = {source_id for _, source_id in ids}
-        unnamed = sum(n for sid, n in self.practitioner_records.items() if sid not in stored)
-        self._not_used(UNNAMED_PRACTITIONER, unnamed, "Practitioner")
+        unnamed_by_file: Counter[int] = Counter()
+        for (sid, file_no), n in self.practitioner_records.items():
+            if sid not in stored:
+                unnamed_by_file[file_no] += n
+        unnamed = unnamed_by_file.total()
+        self._not_used(UNNAMED_PRACTITIONER, unnamed, "Practitioner", unnamed_by_file)
         return gp_ids
 
     def _upsert_practitioner(self, practice_id: int, prac: PractitionerRow) -> int:
@@ -848,9 +972,14 @@ class _Load:
             )
         )
         c.execute(update(e).where(e.c.status == "candidate").values(status="ok"))
-        for status, n in c.execute(select(e.c.status, func.count()).group_by(e.c.status)).all():
+        episodes: dict[str, Counter[int]] = {}
+        for status, file_no, n in c.execute(
+            select(e.c.status, e.c.file_no, func.count()).group_by(e.c.status, e.c.file_no)
+        ).all():
             if status != "ok":
-                self._not_used(EPISODE_NOT_USED[status], n, "EpisodeOfCare")
+                episodes.setdefault(status, Counter())[file_no] += n
+        for status, by_file in sorted(episodes.items()):
+            self._not_used(EPISODE_NOT_USED[status], by_file.total(), "EpisodeOfCare", by_file)
 
     def _count_registrations(self) -> None:
         """How many stored patients have no usable registration start, in one query: still
@@ -1047,6 +1176,15 @@ class _Load:
         self._patient_ids(and_(ok, p.c.patient_id.is_(None)))
         S.analyse(c, p, Patient.__table__)
 
+    def _mark_pseudonymised(self) -> None:
+        """Every patient this extract stored carries its extract's pseudonymised flag (a patient
+        seen again in an identified extract is identified again), in one UPDATE."""
+        self.conn.execute(
+            update(Patient)
+            .where(Patient.extract_id == self.extract_id)
+            .values(pseudonymised=literal(self.pseudonymised))
+        )
+
     def _patient_ids(self, which: Any) -> None:
         p = S.ld_patient
         self.conn.execute(
@@ -1185,12 +1323,15 @@ class _Load:
             .order_by(r.c.seq),
             None,
         )
-        unused = c.execute(
-            select(r.c.resource_type, func.count()).where(r.c.status == NOT_USED).group_by(r.c.resource_type)
-        ).all()
-        for rtype, n in unused:
-            kind = record_kind(rtype)
-            self._not_used(f"{kind} for a medicine {NOT_DMD}", n, kind)
+        unused: dict[str, Counter[int]] = {}
+        for rtype, file_no, n in c.execute(
+            select(r.c.resource_type, r.c.file_no, func.count())
+            .where(r.c.status == NOT_USED)
+            .group_by(r.c.resource_type, r.c.file_no)
+        ).all():
+            unused.setdefault(record_kind(rtype), Counter())[file_no] += n
+        for kind, by_file in sorted(unused.items()):
+            self._not_used(f"{kind} for a medicine {NOT_DMD}", by_file.total(), kind, by_file)
 
     def _quarantine_from(self, rows: Any, rtype: str | None) -> None:
         """Copy staged problems into the quarantine table with their reasons, and count them."""
@@ -1253,26 +1394,8 @@ class _Load:
                 .order_by(e.c.seq),
             )
         )
-        m, staged = S.ld_med, S.ld_medicine
-        # One coded Medication per key, should a key repeat: the smallest code with its own
-        # term, so the result does not depend on the engine or the order rows were staged in.
-        least = (
-            select(staged.c.key, func.min(staged.c.code).label("code"))
-            .where(staged.c.code.is_not(None))
-            .group_by(staged.c.key)
-            .subquery("least")
-        )
-        med = (
-            select(
-                staged.c.key,
-                staged.c.code,
-                func.min(staged.c.code_system).label("code_system"),
-                func.min(staged.c.term).label("term"),
-            )
-            .join(least, and_(least.c.key == staged.c.key, least.c.code == staged.c.code))
-            .group_by(staged.c.key, staged.c.code)
-            .subquery("med")
-        )
+        m = S.ld_med
+        med = self._medicines()
         c.execute(
             insert(MedicationIssue).from_select(
                 [
@@ -1307,6 +1430,52 @@ class _Load:
                 .order_by(m.c.seq),
             )
         )
+
+    @staticmethod
+    def _medicines() -> Any:
+        """One coded Medication per key, should a key repeat: the smallest code with its own
+        term, so the result does not depend on the engine or the order rows were staged in."""
+        staged = S.ld_medicine
+        least = (
+            select(staged.c.key, func.min(staged.c.code).label("code"))
+            .where(staged.c.code.is_not(None))
+            .group_by(staged.c.key)
+            .subquery("least")
+        )
+        return (
+            select(
+                staged.c.key,
+                staged.c.code,
+                func.min(staged.c.code_system).label("code_system"),
+                func.min(staged.c.term).label("term"),
+            )
+            .join(least, and_(least.c.key == staged.c.key, least.c.code == staged.c.code))
+            .group_by(staged.c.key, staged.c.code)
+            .subquery("med")
+        )
+
+    def _count_code_systems(self) -> None:
+        """Coded entries and prescriptions stored from this extract, per code system: two
+        GROUP BYs over the staged rows that were stored (as _insert_events_and_medications)."""
+        c, e, m, r, p = self.conn, S.ld_event, S.ld_med, S.ld_record, S.ld_patient
+        stored = and_(r.c.status == "ok", p.c.seq == r.c.patient_seq)
+        events = (
+            select(e.c.code_system, func.count())
+            .join(r, r.c.seq == e.c.seq)
+            .join(p, stored)
+            .group_by(e.c.code_system)
+        )
+        self.summary.coded_by_system = {system: n for system, n in c.execute(events) if system}
+        med = self._medicines()
+        system = func.coalesce(m.c.code_system, med.c.code_system)
+        meds = (
+            select(system, func.count())
+            .join(r, r.c.seq == m.c.seq)
+            .join(p, stored)
+            .outerjoin(med, and_(m.c.code.is_(None), med.c.key == m.c.medication_ref))
+            .group_by(system)
+        )
+        self.summary.prescribed_by_system = {name: n for name, n in c.execute(meds) if name}
 
     def _write_holds(self, held: list[int]) -> None:
         """Person holds: quarantined records that still say the person died, left, or has a

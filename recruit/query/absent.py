@@ -13,8 +13,9 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, exists, func, or_, select
 
-from recruit.rules.model import Criterion, RuleSet, parse_rule_set
-from recruit.tables import EVENT, MEDICATION, PATIENT, RESULT, RUN, STEP_COUNT
+from recruit.load.coverage import system_words
+from recruit.rules.model import Criterion, RuleSet, parse_rule_set, walk
+from recruit.tables import CODELIST, CODES, EVENT, MEDICATION, PATIENT, RESULT, RUN, STEP_COUNT
 
 # A step "removes nearly everyone" when it removes at least this share of at least this many.
 NEARLY_ALL = 0.95
@@ -51,8 +52,14 @@ def search_warnings(conn: Connection, run_id: int, rule_set: RuleSet | None = No
         )
     }
     found: list[SearchWarning] = []
+    systems = _Systems(conn, run_id)
     for i, step in enumerate(rule_set.steps):
         row = counts.get(i)
+        if row is not None and (
+            unfindable := _codes_not_held(rule_set, step.id, step.criterion, systems, row)
+        ):
+            found.append(unfindable)
+            continue
         if row is None or row.entering < AT_LEAST or row.excluded < NEARLY_ALL * row.entering:
             continue
         if step.kind != "include":
@@ -126,6 +133,105 @@ def _records_absent(
         "extract includes them (some extracts carry only demographics) and load it again."
     )
     return SearchWarning(step_id, fields, counts.entering, counts.excluded, message)
+
+
+CODE_SYSTEMS = ("snomedct", "readv2", "ctv3", "dmd")
+
+
+class _Systems:
+    """The code systems the run's patients' records hold, per kind of record (asked once, and
+    only if some step reads codes): one EXISTS per system, on the (code_system, code) index."""
+
+    def __init__(self, conn: Connection, run_id: int) -> None:
+        self.conn, self.run_id = conn, run_id
+        self._held: dict[str, set[str]] | None = None
+        self._lists: dict[str, set[str]] = {}
+
+    def held(self, kind: str) -> set[str]:
+        if self._held is None:
+            searched = select(RESULT.c.patient_id).where(RESULT.c.run_id == self.run_id)
+            self._held = {}
+            for name, (table, _, _) in _FIELDS.items():
+                self._held[name] = {
+                    system
+                    for system in CODE_SYSTEMS
+                    if self.conn.execute(
+                        select(
+                            exists().where(table.c.code_system == system, table.c.patient_id.in_(searched))
+                        )
+                    ).scalar()
+                }
+        return self._held[kind]
+
+    def of_list(self, name: str) -> set[str] | None:
+        """The systems a codelist the run used has codes in; None if the run did not store it."""
+        if name not in self._lists:
+            prints = self.conn.execute(
+                select(RUN.c.codelist_fingerprints).where(RUN.c.id == self.run_id)
+            ).scalar()
+            fingerprint = (prints or {}).get(name)
+            if not fingerprint:
+                return None
+            ids = select(CODELIST.c.id).where(CODELIST.c.name == name, CODELIST.c.fingerprint == fingerprint)
+            self._lists[name] = set(
+                self.conn.execute(
+                    select(CODES.c.code_system).where(CODES.c.codelist_id.in_(ids)).distinct()
+                ).scalars()
+            )
+        return self._lists[name]
+
+
+def _code_reads(rule_set: RuleSet, criterion: Criterion, seen: int = 0) -> list[tuple[str, str]]:
+    """(kind of record, codelist name) for every codelist a criterion reads, through definitions."""
+    out: list[tuple[str, str]] = []
+    if seen > 100:
+        return out
+    for _, node in walk(criterion, ()):
+        kind, body = node.kind, node.body
+        if kind == "ref":
+            out += _code_reads(rule_set, rule_set.definitions[body], seen + 1)
+        elif kind in ("has_code", "medication_count"):
+            names = ([body.codelist] if body.codelist is not None else []) + list(body.codelists or ())
+            out += [(_NEEDS[kind], name) for name in names]
+        elif kind in ("latest_code_among", "likely_in_work"):
+            sources = body.sources if kind == "latest_code_among" else body.evidence
+            out += [("events", source.codelist) for source in sources]
+    return out
+
+
+def _codes_not_held(
+    rule_set: RuleSet, step_id: str, criterion: Criterion, systems: _Systems, counts: Any
+) -> SearchWarning | None:
+    """Warn when none of a step's codelists has a code in any system the extract's records use
+    (SNOMED CT lists on a CTV3 extract): the step cannot find anything in this extract, so its
+    count says nothing about the people. An extract with no such records at all is left to
+    _records_absent."""
+    reads = _code_reads(rule_set, criterion)
+    if not reads:
+        return None
+    lists: set[str] = set()
+    held: set[str] = set()
+    for kind, name in reads:
+        in_list = systems.of_list(name)
+        if in_list is None:
+            return None  # a run stored before its codelists were: cannot tell
+        here = systems.held(kind)
+        if in_list & here:
+            return None
+        lists |= in_list
+        held |= here
+    if not held:
+        return None
+    names = ", ".join(dict.fromkeys(name for _, name in reads))
+    has = " and ".join(system_words(s) for s in CODE_SYSTEMS if s in lists) or "no"
+    holds = " and ".join(system_words(s) for s in CODE_SYSTEMS if s in held)
+    message = (
+        f"Step '{step_id}' cannot find anything in this extract: its codelists ({names}) have {has} "
+        f"codes, and the extract's records use {holds} codes only. Its count ({counts.excluded:,} of "
+        f"{counts.entering:,} removed) says nothing about the patients; add {holds} codes to the "
+        "codelists, or search an extract coded in a system they cover."
+    )
+    return SearchWarning(step_id, "code_system", counts.entering, counts.excluded, message)
 
 
 def _named(rule_set: RuleSet, criterion: Criterion) -> Criterion:

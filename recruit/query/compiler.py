@@ -251,8 +251,10 @@ class Compiler:
             )
         if kind == "alive":
             return or_(PATIENT.c.date_of_death.is_(None), PATIENT.c.date_of_death > index)
-        if kind == "nhs_number_verified":  # the loader stores only verified numbers
-            return PATIENT.c.nhs_number.is_not(None)
+        if kind == "nhs_number_verified":
+            # The loader stores only verified numbers. A pseudonymised extract holds none, but its
+            # provider verified identity before pseudonymising: its patients pass (never written to).
+            return or_(PATIENT.c.nhs_number.is_not(None), PATIENT.c.pseudonymised == literal(True))
         if kind == "age_between":
             # A partial birth date spans date_of_birth (first possible day) to
             # date_of_birth_latest (last); the minimum age must hold for the latest possible

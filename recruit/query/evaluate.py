@@ -10,7 +10,9 @@ manager's questions about a run on that extract:
 * for every step, how many eligible and how many in-work people it left out;
 * by wave: the top 10%, 25% and 50% of the ranked list, and all of it.
 
-People are matched by NHS number, never by the database's internal ids. The truth file is
+People are matched by NHS number, never by the database's internal ids; patients from a
+pseudonymised extract (no NHS number) by their pseudonym, the patient id the extract gives them
+(patient.source_id), which truth.csv gives beside each NHS number. The truth file is
 streamed into a temporary table (it may hold a million rows) and every count is one set-based
 query; only the candidates (a small set) come back to Python, for the waves.
 """
@@ -38,10 +40,13 @@ from sqlalchemy import (
     String,
     Table,
     case,
+    false,
     func,
     literal,
     literal_column,
+    or_,
     select,
+    true,
 )
 from sqlalchemy.exc import DBAPIError
 
@@ -239,10 +244,20 @@ class _TruthStats:
     eligible_not_on_index_date: int = 0  # eligible on the extract date, not on the list on the index date
 
 
+PSEUDONYM_PREFIX = "pseudonym "  # the person key of a truth row with a pseudonym but no NHS number
+
+
 def _truth_rows(
-    path: Path, eligibility: str, index_date: dt.date, practice: str | None, stats: _TruthStats
-) -> Iterator[tuple[str, int, int, str]]:
-    """(nhs_number, eligible for this run, in work, employment state) for each in-scope person.
+    path: Path,
+    eligibility: str,
+    index_date: dt.date,
+    practice: str | None,
+    stats: _TruthStats,
+    pseudonyms: bool = False,
+) -> Iterator[tuple[str, str | None, int, int, str]]:
+    """(person key, pseudonym, eligible for this run, in work, employment state) for each
+    in-scope person. The key is the NHS number; pseudonyms (a run on a pseudonymised extract):
+    also the pseudonym, and a person with a pseudonym but no NHS number is keyed by it.
 
     A person flagged eligible in the truth is eligible for this run only if the truth also has
     them registered (and alive) on the run's index date: the search cannot be blamed for people
@@ -260,6 +275,12 @@ def _truth_rows(
             )
         col = {name: i for i, name in enumerate(header)}
         i_nhs, i_eligible, i_work = (col[name] for name in needed)
+        i_pseudonym = col.get("pseudonym") if pseudonyms else None
+        if pseudonyms and i_pseudonym is None:
+            raise RecruitError(
+                f"{path} has no pseudonym column, so the people of a pseudonymised extract cannot be "
+                "matched to it: make the extract and its truth again with this version of `recruit synth`."
+            )
         i_state = col.get("employment_at_extract")
         i_practice = col.get("practice_ods") if practice is not None else None
         dates = [col.get(name) for name in ("registration_start", "deregistration_date", "death_date")]
@@ -269,7 +290,9 @@ def _truth_rows(
             if len(row) < width:
                 row += [""] * (width - len(row))
             nhs = row[i_nhs].replace(" ", "")
-            if not nhs or (i_practice is not None and row[i_practice] not in ("", practice)):
+            pseudonym = row[i_pseudonym].strip() or None if i_pseudonym is not None else None
+            key = nhs or (PSEUDONYM_PREFIX + pseudonym if pseudonym else "")
+            if not key or (i_practice is not None and row[i_practice] not in ("", practice)):
                 continue
             stats.in_scope += 1
             eligible = row[i_eligible] in _TRUE
@@ -285,7 +308,7 @@ def _truth_rows(
                     stats.eligible_not_on_index_date += 1
                     eligible = False
             state = (row[i_state].strip() if i_state is not None else "") or "unknown"
-            yield nhs, int(eligible), int(row[i_work] in _TRUE), state[:40]
+            yield key, pseudonym, int(eligible), int(row[i_work] in _TRUE), state[:40]
 
 
 def _bulk_insert(conn: Connection, table: Table, rows: Iterator[Sequence[Any]], batch: int = 20_000) -> None:
@@ -343,10 +366,13 @@ def evaluate_run(
         steps = conn.execute(
             select(STEP_COUNT).where(STEP_COUNT.c.run_id == run_id).order_by(STEP_COUNT.c.step_index)
         ).all()
+        pseudonyms = _has_pseudonymised(conn, run_id)
         table = Table(
             f"ev_truth_{next(_temp_names)}",
             MetaData(),
-            Column("nhs_number", String(20), nullable=False),
+            # The person key: the NHS number (or "pseudonym N" for a truth row with none).
+            Column("nhs_number", String(40), nullable=False),
+            Column("pseudonym", String(40), nullable=True),
             Column("eligible", Integer, nullable=False),
             Column("in_work", Integer, nullable=False),
             Column("state", String(40), nullable=False),
@@ -354,61 +380,95 @@ def evaluate_run(
         )
         table.create(conn)
         stats = _TruthStats()
-        _bulk_insert(
-            conn, table, _truth_rows(truth_file, eligibility, run.index_date, run.practice_ods_code, stats)
-        )
+        rows = _truth_rows(truth_file, eligibility, run.index_date, run.practice_ods_code, stats, pseudonyms)
+        _bulk_insert(conn, table, rows)
         _index_one_row_per_person(conn, table, truth_file)
+        if pseudonyms:
+            _index_one_row_per_person(conn, table, truth_file, "pseudonym")
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"ANALYZE {table.name}")
-        evaluation = _evaluate(conn, run, steps, table, eligibility, truth_file, stats)
+        evaluation = _evaluate(conn, run, steps, table, eligibility, truth_file, stats, pseudonyms)
         # Not in a `finally`: after a database error the transaction is aborted (PostgreSQL
         # refuses any further statement) and its rollback removes the table anyway.
         table.drop(conn)
     return evaluation
 
 
-def _index_one_row_per_person(conn: Connection, table: Table, truth_file: Path) -> None:
-    """Index the NHS numbers after the rows are in (building an index once is cheaper than
-    keeping it up to date), and refuse a file naming a person twice."""
-    message = (
-        f"{truth_file} names an NHS number more than once: a truth file from `recruit synth` has "
-        "one row per person."
+def _has_pseudonymised(conn: Connection, run_id: int) -> bool:
+    """Whether any patient of the run comes from a pseudonymised extract (matched by pseudonym)."""
+    return (
+        conn.execute(
+            select(literal(1))
+            .select_from(RESULT.join(PATIENT, PATIENT.c.id == RESULT.c.patient_id))
+            .where(RESULT.c.run_id == run_id, PATIENT.c.pseudonymised == true())
+            .limit(1)
+        ).first()
+        is not None
     )
+
+
+def _index_one_row_per_person(
+    conn: Connection, table: Table, truth_file: Path, column: str = "nhs_number"
+) -> None:
+    """Index the NHS numbers (or pseudonyms) after the rows are in (building an index once is
+    cheaper than keeping it up to date), and refuse a file naming a person twice."""
+    what = "an NHS number" if column == "nhs_number" else "a pseudonym"
+    message = (
+        f"{truth_file} names {what} more than once: a truth file from `recruit synth` has one row per person."
+    )
+    col = table.c[column]
+    name = f"{table.name}_{column}"
     if conn.dialect.name == "duckdb":  # DuckDB checks a unique index only at commit
-        Index(f"{table.name}_nhs", table.c.nhs_number).create(conn)
-        twice = select(table.c.nhs_number).group_by(table.c.nhs_number).having(func.count() > 1)
+        Index(name, col).create(conn)
+        twice = select(col).where(col.is_not(None)).group_by(col).having(func.count() > 1)
         if conn.execute(twice.limit(1)).first() is not None:
             raise RecruitError(message)
         return
     try:
-        Index(f"{table.name}_nhs", table.c.nhs_number, unique=True).create(conn)
+        Index(name, col, unique=True).create(conn)
     except DBAPIError:
         raise RecruitError(message) from None
 
 
-def _people(conn: Connection, run_id: int, step_ids: Sequence[str]) -> Any:
-    """One row per NHS number in the run: the record that got furthest through the steps (a
-    person with records at two practices counts once)."""
+def _people(conn: Connection, run_id: int, step_ids: Sequence[str], truth: Table | None = None) -> Any:
+    """One row per person in the run: the record that got furthest through the steps (a person
+    with records at two practices counts once). A person is their NHS number; given the truth
+    (a run on pseudonymised patients), a pseudonymised patient is the truth's person whose
+    pseudonym is their patient id, or "pseudonym ID" when the truth has no such person."""
+    key: Any = PATIENT.c.nhs_number
+    matchable: Any = PATIENT.c.nhs_number.is_not(None)
+    if truth is not None:
+        by_pseudonym = (
+            select(truth.c.nhs_number).where(truth.c.pseudonym == PATIENT.c.source_id).scalar_subquery()
+        )
+        key = case(
+            (
+                PATIENT.c.pseudonymised == true(),
+                func.coalesce(by_pseudonym, literal(PSEUDONYM_PREFIX) + PATIENT.c.source_id),
+            ),
+            else_=PATIENT.c.nhs_number,
+        )
+        matchable = or_(matchable, PATIENT.c.pseudonymised == true())
     reached = case(
         *((RESULT.c.excluding_step == sid, literal(i)) for i, sid in enumerate(step_ids)),
         else_=literal(len(step_ids)),
     )
     ranked = (
         select(
-            PATIENT.c.nhs_number.label("nhs_number"),
+            key.label("nhs_number"),
             RESULT.c.step_mask,
             RESULT.c.outcome,
             RESULT.c.rank,
             RESULT.c.score,
             func.row_number()
             .over(
-                partition_by=PATIENT.c.nhs_number,
+                partition_by=key,
                 order_by=(reached.desc(), RESULT.c.step_mask.desc(), RESULT.c.patient_id),
             )
             .label("nth"),
         )
         .select_from(RESULT.join(PATIENT, PATIENT.c.id == RESULT.c.patient_id))
-        .where(RESULT.c.run_id == run_id, PATIENT.c.nhs_number.is_not(None))
+        .where(RESULT.c.run_id == run_id, matchable)
         .subquery("ranked")
     )
     return (
@@ -426,11 +486,12 @@ def _evaluate(
     eligibility: str,
     truth_file: Path,
     stats: _TruthStats,
+    pseudonyms: bool = False,
 ) -> Evaluation:
     run_id = run.id
     n = len(steps)
     everything = (1 << n) - 1
-    people = _people(conn, run_id, [s.step_id for s in steps])
+    people = _people(conn, run_id, [s.step_id for s in steps], truth if pseudonyms else None)
     # Literal 1/0, not bound parameters: PostgreSQL must see the same expression in GROUP BY.
     has_truth = case((truth.c.nhs_number.is_not(None), literal_column("1")), else_=literal_column("0"))
 
@@ -452,14 +513,15 @@ def _evaluate(
     with_truth = sum(k for _, has, _, _, k in histogram if has)
     without_truth = sum(k for _, has, _, _, k in histogram if not has)
     if histogram and with_truth == 0:
+        by = "NHS numbers or pseudonyms" if pseudonyms else "NHS numbers"
         raise RecruitError(
-            f"None of the NHS numbers in search run {run_id} is in {truth_file}: "
+            f"None of the {by} in search run {run_id} is in {truth_file}: "
             "is it the truth for the extract that was loaded?"
         )
     no_nhs = conn.execute(
         select(func.count())
         .select_from(RESULT.join(PATIENT, PATIENT.c.id == RESULT.c.patient_id))
-        .where(RESULT.c.run_id == run_id, PATIENT.c.nhs_number.is_(None))
+        .where(RESULT.c.run_id == run_id, PATIENT.c.nhs_number.is_(None), PATIENT.c.pseudonymised == false())
     ).scalar_one()
     # Each person in the run matches at most one truth row (both are one row per NHS number), so
     # the eligible people missing from the run are the truth's eligible less those found in it.

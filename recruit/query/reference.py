@@ -125,7 +125,8 @@ class Reference:
         if kind == "alive":
             return p["date_of_death"] is None or p["date_of_death"] > index, None
         if kind == "nhs_number_verified":
-            return p.get("nhs_number") is not None, None
+            # (a pseudonymised patient was verified by the provider before pseudonymising)
+            return p.get("nhs_number") is not None or bool(p.get("pseudonymised")), None
         if kind == "age_between":
             # Safe direction for partial birth dates: old enough if born on the last possible
             # day, young enough if born on the first.

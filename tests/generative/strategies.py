@@ -80,10 +80,13 @@ def populations(draw):
     n = draw(st.integers(1, 10))
     for pid in range(1, n + 1):
         start = draw(st.one_of(st.none(), dates))
+        # A patient from a pseudonymised extract has no NHS number (and passes nhs_number_verified).
+        pseudonymised = draw(st.booleans())
         pop.add_patient(
             pid,
             practice_id=draw(st.sampled_from([1, 2])),
-            nhs_number=draw(st.sampled_from([None, f"9{pid:09d}", "9000000001"])),
+            nhs_number=None if pseudonymised else draw(st.sampled_from([None, f"9{pid:09d}", "9000000001"])),
+            pseudonymised=pseudonymised,
             **draw(births()),
             registration_start=start,
             # A start may be unknown with or without an end (an inactive record has an end).

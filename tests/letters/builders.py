@@ -85,10 +85,11 @@ class Person:
     interpreter: bool = False
     language: str | None = None
     usual_gp: int | None = 1
+    pseudonymised: bool = False  # from a pseudonymised extract: no NHS number (never written to)
 
     @property
-    def nhs_number(self) -> str:
-        return self.nhs or f"9{self.id:09d}"
+    def nhs_number(self) -> str | None:
+        return None if self.pseudonymised else self.nhs or f"9{self.id:09d}"
 
 
 @dataclass
@@ -104,6 +105,7 @@ class World:
             if p.outcome == "candidate"
             and p.decision == "invite"
             and not (p.died or p.left or p.opt_out or p.do_not_contact_elsewhere or p.invited_before)
+            and not p.pseudonymised
             and (p.given or p.family)
             and p.address
             and p.postcode
@@ -189,6 +191,7 @@ def build(engine: Engine, people: Iterable[Person], *, clear_first: bool = True)
                     needs_braille=p.braille,
                     needs_interpreter=p.interpreter,
                     language=p.language,
+                    pseudonymised=p.pseudonymised,
                 )
             )
             conn.execute(
