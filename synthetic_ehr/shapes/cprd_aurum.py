@@ -11,23 +11,25 @@ writer makes its own, clearly synthetic, dictionaries under DIR/cprd_aurum/dicti
 made up from each code, terms marked "(synthetic dictionary)"), so the population loads end to
 end: give them beside the extract, as a CPRD user gives the real ones. Each medcodeid carries a
 SNOMED CT concept (entries first coded in Read v2 or CTV3 carry the SNOMED CT concept of the same
-codelists and categories: shapes/snomed_only.py) and, for Read v2 entries, the Read code too.
+codelists and categories: its twin, shapes/_crossmap.py) and, for Read v2 entries, the Read code
+too.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import io
 from pathlib import Path
 
-from ..codes import Code
+from ..codes import DATA_DIR, Code, find_codelists_dir
 from ..keys import pseudonym
 from ..people import Person, Practice
 from ..record import Record
 from ..util import uk_date
 from . import Shape, shape
-from .snomed_only import all_codes, as_snomed, codelists_dir_of_run
+from ._crossmap import snomed_twin
 
 PREFIX = "Synthetic"
 NA = "NA"
@@ -139,6 +141,20 @@ def staffid(practice: Practice, gp_id: str) -> str:
     return f"{pracid(practice)}{int(gp_id.rsplit('gp', 1)[1]):03d}"
 
 
+def dictionary_codes() -> dict[tuple[str, str], str]:
+    """Every (system, code) the generator can write, with its term: the codelists and the
+    background codes (the dictionaries list them all, as CPRD's list every code in use)."""
+    found: dict[tuple[str, str], str] = {}
+    paths = [*sorted(find_codelists_dir().glob("*.csv")), DATA_DIR / "noise_codes.csv"]
+    for path in paths:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("code") and row.get("system"):
+                    key = (row["system"].strip(), row["code"].strip())
+                    found.setdefault(key, (row.get("term") or "").strip())
+    return found
+
+
 def _na(ordinal: int | None) -> str:
     return uk_date(ordinal) if ordinal is not None else NA
 
@@ -221,17 +237,16 @@ class CprdAurum(Shape):
             path = folder / rel
             path.write_text("".join(rows), encoding="utf-8")
             written.append(path)
-        codelists = codelists_dir_of_run(folder)
         medical = [_line(MEDICAL)]
         product = [_line(PRODUCT)]
-        for (system, code), term in sorted(all_codes(codelists).items()):
+        for (system, code), term in sorted(dictionary_codes().items()):
             c = Code(code, system, term)
             label = f"{term} (synthetic dictionary)"
             if system == "dmd":
                 product.append(_line([prodcodeid(c), code, label, term] + [""] * 5 + [RELEASE]))
                 continue
             read = f"{code}00" if system == "readv2" else ""
-            snomed = as_snomed(c, codelists).code
+            snomed = snomed_twin(c).code
             medical.append(_line([medcodeid(c), label, read, read, snomed, "", RELEASE, ""]))
         dictionaries = folder / "dictionaries"
         dictionaries.mkdir(parents=True, exist_ok=True)

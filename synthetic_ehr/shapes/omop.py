@@ -8,7 +8,7 @@ the FHIR form's Observations (work status, fit notes, benefits, opt-outs) to obs
 There is no OMOP vocabulary here: every *_concept_id is 0 ("No matching concept") and the code
 the practice recorded is in *_source_value: SNOMED CT for clinical entries (entries the FHIR form
 shows in Read v2 or CTV3 are written as the SNOMED CT concept of the same codelists and
-categories: shapes/snomed_only.py) and dm+d in drug_source_value (real UK conversions map drugs
+categories: its twin, shapes/_crossmap.py) and dm+d in drug_source_value (real UK conversions map drugs
 to RxNorm Extension concepts in drug_concept_id, so dm+d survives only in the source value).
 Type concepts are 32817 (EHR). observation_period_end_date is never empty (the CDM requires it):
 the day the person left or died, else the extract date.
@@ -26,7 +26,7 @@ from ..people import Person, Practice
 from ..record import Record
 from ..util import iso
 from . import Shape, shape
-from .snomed_only import as_snomed, codelists_dir_in_use
+from ._crossmap import snomed_twin
 
 EHR = "32817"  # Type Concept: EHR
 GENDER = {"male": "8507", "female": "8532"}
@@ -163,7 +163,6 @@ class Omop(Shape):
         super().__init__(extract)
         self.bufs = {rel: io.StringIO() for rel in TABLES}
         self.out = {rel: csv.writer(buf, lineterminator="\n") for rel, buf in self.bufs.items()}
-        self.codelists = codelists_dir_in_use()
 
     @classmethod
     def headers(cls) -> dict[str, bytes]:
@@ -210,7 +209,7 @@ class Omop(Shape):
                 condition_concept_id=zero,
                 condition_start_date=iso(ev.date),
                 condition_type_concept_id=EHR,
-                condition_source_value=as_snomed(ev.code, self.codelists).code,
+                condition_source_value=snomed_twin(ev.code).code,
                 condition_source_concept_id=zero,
             )
         for i, ev in enumerate(rec.observations):
@@ -221,7 +220,7 @@ class Omop(Shape):
                 observation_concept_id=zero,
                 observation_date=iso(ev.date),
                 observation_type_concept_id=EHR,
-                observation_source_value=as_snomed(ev.code, self.codelists).code,
+                observation_source_value=snomed_twin(ev.code).code,
                 observation_source_concept_id=zero,
             )
         for i, iss in enumerate(rec.issues):

@@ -6,7 +6,7 @@ keys.pseudonym(person.index); practice_pseudo_id a made-up integer per practice 
 not its ODS code. The birth date is rounded to the first of its month, as the schema requires.
 
 clinical_events holds SNOMED CT only: entries the FHIR form shows in Read v2 or CTV3 are written
-as the SNOMED CT concept of the same codelists and categories (shapes/snomed_only.py).
+as the SNOMED CT concept of the same codelists and categories (its twin: shapes/_crossmap.py).
 ons_deaths holds the coded deaths from February 2019 (when ONS data in OpenSAFELY begins); a
 death the practice never coded is in neither table, as in the FHIR form.
 """
@@ -22,7 +22,7 @@ from ..people import Person, Practice
 from ..record import Record
 from ..util import iso
 from . import Shape, shape
-from .snomed_only import as_snomed, codelists_dir_in_use
+from ._crossmap import snomed_twin
 
 TABLES = {
     "patients.csv": ["patient_id", "date_of_birth", "sex", "date_of_death"],
@@ -51,7 +51,6 @@ class OpenSafely(Shape):
         super().__init__(extract)
         self.bufs = {rel: io.StringIO() for rel in TABLES}
         self.out = {rel: csv.writer(buf, lineterminator="\r\n") for rel, buf in self.bufs.items()}
-        self.codelists = codelists_dir_in_use()
 
     @classmethod
     def headers(cls) -> dict[str, bytes]:
@@ -72,7 +71,7 @@ class OpenSafely(Shape):
             self.out["ons_deaths.csv"].writerow([pid, iso(death)] + [""] * 16)
         events = self.out["clinical_events.csv"]
         for ev in [*rec.conditions, *rec.observations]:
-            events.writerow([pid, iso(ev.date), as_snomed(ev.code, self.codelists).code, ""])
+            events.writerow([pid, iso(ev.date), snomed_twin(ev.code).code, ""])
         meds = self.out["medications.csv"]
         for iss in rec.issues:
             meds.writerow([pid, iso(iss.date), iss.code.code])

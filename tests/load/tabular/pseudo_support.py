@@ -183,17 +183,13 @@ def birth_range(precision: str, birth: dt.date, extract: dt.date) -> tuple[dt.da
     return dt.date(birth.year, 1, 1), dt.date(birth.year, 12, 31)
 
 
-def rules_without_nhs_step(folder: Path) -> Path:
-    """InSTEP without its NHS number step (a copy), so the later steps can be compared on
-    pseudonymised patients while that step still leaves them all out."""
-    import yaml
-
-    data = yaml.safe_load(RULES.read_text())
-    data["steps"] = [step for step in data["steps"] if step["id"] != "nhs_number"]
-    data["codelist_directory"] = str(RULES.parent / "codelists")
-    path = folder / "instep-without-nhs-step.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+def _keys(out: Path) -> dict[str, str]:
+    """FHIR Patient.id -> the pseudonymised shapes' key, from truth.csv (checked against keys.py:
+    truth.csv lists people in index order)."""
+    with (out / "truth" / "truth.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert all(row["pseudonym"] == str(pseudonym(i)) for i, row in enumerate(rows))
+    return {row["patient_id"]: row["pseudonym"] for row in rows}
 
 
 def equivalence(
@@ -206,10 +202,9 @@ def equivalence(
     extra: Iterable[str] = (),
 ) -> dict[str, int]:
     """Load one synthetic population from FHIR and from the shape, search both with InSTEP and
-    check they differ only where the shape cannot know: the NHS number step (pseudonymised
-    patients have none, until that step passes them) and the age step for people whose age on the
-    index date the shape's birth-date precision cannot tell. The search is also run without the
-    NHS number step, where only the age step may differ. Returns counts for the record."""
+    check they differ only where the shape cannot know: people whose age on the index date the
+    shape's birth-date precision cannot tell are left out at the age step (a pseudonymised patient
+    passes the NHS number step). Returns counts for the record."""
     summary = generate(out, patients=size, practices=2, seed=seed, formats=("ndjson", shape), workers=1)
     manifest = json.loads((out / "fhir" / "manifest.json").read_text())
     extract = dt.date.fromisoformat(manifest["transactionTime"][:10])
@@ -218,51 +213,40 @@ def equivalence(
     upgrade(fhir_db)
     upgrade(shape_db)
     load_extract(fhir_db, [out / "fhir"], extract_date=extract)
-    load(shape_db, [out / shape, *(out / shape / e for e in extra)], mapping, extract_date=extract)
+    loaded = load(shape_db, [out / shape, *(out / shape / e for e in extra)], mapping, extract_date=extract)
+    assert loaded.quarantined == 0 and loaded.loaded == loaded.read
 
-    # FHIR Patient.id is person.id; truth.csv lists people in index order.
-    with (out / "truth" / "truth.csv").open(newline="") as fh:
-        people = [row["patient_id"] for row in csv.DictReader(fh)]
-    assert len(people) == summary.patients
-    key_of = {pid: str(pseudonym(i)) for i, pid in enumerate(people)}
+    key_of = _keys(out)  # FHIR Patient.id is person.id
+    assert len(key_of) == summary.patients
     births = {sid: s.birth[0] for sid, s in patients(fhir_db).items()}
-    stats: dict[str, int] = {}
-    for label, rules in (("instep", RULES), ("no_nhs_step", rules_without_nhs_step(out))):
-        fhir_run = run_search(fhir_db, rules, index_date=extract)
-        shape_run = run_search(shape_db, rules, index_date=extract)
-        fhir_flow = _flow(fhir_db, fhir_run)
-        steps = [s for s, *_ in fhir_flow]
-        fhir_by_person = _outcomes(fhir_db, fhir_run)
-        assert _flow_of(fhir_by_person, steps) == fhir_flow  # the per-person reading is right
-        shape_by_key = _outcomes(shape_db, shape_run)
-        assert set(shape_by_key) == set(key_of.values()), "every person loaded from the shape, by key"
+    fhir_run = run_search(fhir_db, RULES, index_date=extract)
+    shape_run = run_search(shape_db, RULES, index_date=extract)
+    fhir_flow = _flow(fhir_db, fhir_run)
+    steps = [s for s, *_ in fhir_flow]
+    fhir_by_person = _outcomes(fhir_db, fhir_run)
+    assert _flow_of(fhir_by_person, steps) == fhir_flow  # the per-person reading is right
+    shape_by_key = _outcomes(shape_db, shape_run)
+    assert set(shape_by_key) == set(key_of.values()), "every person loaded from the shape, by key"
 
-        nhs_step_passes = "nhs_number" not in shape_by_key.values()
-        order = {s: i for i, s in enumerate(steps)}
-        expected: dict[str, str] = {}
-        for pid, step in fhir_by_person.items():
-            got = step
-            left_at = order.get(step, len(steps))  # included people passed every step
-            if not nhs_step_passes and left_at > order["nhs_number"]:
-                got = "nhs_number"
-            elif left_at > order["working_age"]:
-                lo, hi = birth_range(precision, births[pid], extract)
-                if not (_age(hi, extract) >= 18 and _age(lo, extract) <= 64):
-                    got = "working_age"
-            expected[key_of[pid]] = got
-        differs = {k for k in expected if expected[k] != shape_by_key[k]}
-        assert not differs, (label, sorted((k, expected[k], shape_by_key[k]) for k in differs)[:10])
-        assert _flow(shape_db, shape_run) == _flow_of(expected, steps), label
-        moved = Counter(
-            expected[key_of[pid]] for pid, step in fhir_by_person.items() if expected[key_of[pid]] != step
-        )
-        if precision == "day" and nhs_step_passes:
-            assert not moved, label
-        stats[f"{label}:candidates"] = sum(1 for step in fhir_by_person.values() if step not in order)
-        stats.update({f"{label}:moved_to_{k}": v for k, v in moved.items()})
+    order = {s: i for i, s in enumerate(steps)}
+    expected: dict[str, str] = {}
+    for pid, step in fhir_by_person.items():
+        got = step
+        if order.get(step, len(steps)) > order["working_age"]:  # passed the age step (or every step)
+            lo, hi = birth_range(precision, births[pid], extract)
+            if not (_age(hi, extract) >= 18 and _age(lo, extract) <= 64):
+                got = "working_age"
+        expected[key_of[pid]] = got
+    differs = {k for k in expected if expected[k] != shape_by_key[k]}
+    assert not differs, sorted((k, expected[k], shape_by_key[k]) for k in differs)[:10]
+    assert _flow(shape_db, shape_run) == _flow_of(expected, steps)
+    moved = sum(1 for pid, step in fhir_by_person.items() if expected[key_of[pid]] != step)
+    if precision == "day":
+        assert moved == 0
     fhir_db.dispose()
     shape_db.dispose()
-    return stats
+    candidates = sum(1 for step in fhir_by_person.values() if step not in order)
+    return {"candidates": candidates, "age_unknown": moved}
 
 
 # --- what the writers wrote, read back without recruit's reader ------------------------------
@@ -288,8 +272,7 @@ class Person:
 
 def fhir_people(out: Path) -> dict[str, Person]:
     """The FHIR form's people, keyed by the pseudonymised shapes' key (keys.pseudonym)."""
-    with (out / "truth" / "truth.csv").open(newline="") as fh:
-        key_of = {row["patient_id"]: str(pseudonym(i)) for i, row in enumerate(csv.DictReader(fh))}
+    key_of = _keys(out)
 
     def ndjson(kind: str) -> list[dict]:
         path = out / "fhir" / f"{kind}.ndjson"
@@ -321,25 +304,3 @@ def fhir_people(out: Path) -> dict[str, Person]:
 def read_table(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh, delimiter=delimiter))
-
-
-def rule_uses(rules: Path = RULES) -> set[tuple[str, str | None]]:
-    """(codelist, category) pairs the rule set looks at; category None: the whole list."""
-    import yaml
-
-    found: set[tuple[str, str | None]] = set()
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("codelist"), str):
-                cats = node.get("categories")
-                for cat in cats if cats else [None]:
-                    found.add((node["codelist"], cat))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(yaml.safe_load(rules.read_text()))
-    return found

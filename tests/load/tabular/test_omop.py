@@ -17,7 +17,7 @@ import pytest
 
 from synthetic_ehr import generate
 from synthetic_ehr.codes import Code
-from synthetic_ehr.shapes.snomed_only import as_snomed
+from synthetic_ehr.shapes._crossmap import snomed_twin
 
 from .pseudo_support import (
     FIXTURES,
@@ -87,10 +87,9 @@ def test_fixture_is_stored_as_the_tables_say(engine) -> None:  # type: ignore[no
 
 @pytest.mark.slow
 def test_the_synthetic_population_finds_the_same_people_as_its_fhir_form(tmp_path: Path) -> None:
-    """OMOP keeps the whole birth date: nothing differs but the NHS number step (until
-    pseudonymised patients pass it)."""
+    """OMOP keeps the whole birth date: nothing differs."""
     stats = equivalence(tmp_path, "omop", "omop_cdm54.yaml", precision="day")
-    assert stats["no_nhs_step:candidates"] > 0  # the comparison reaches every step
+    assert stats["candidates"] > 0  # the comparison reaches every step
 
 
 def test_writer_writes_what_the_fhir_form_says(tmp_path: Path) -> None:
@@ -127,6 +126,6 @@ def test_writer_writes_what_the_fhir_form_says(tmp_path: Path) -> None:
         assert deaths.get(key) == p.death
         want = Counter()
         for (day, system, code), n in p.events.items():
-            want[(day, "snomedct", as_snomed(Code(code, system, "")).code)] += n
+            want[(day, "snomedct", snomed_twin(Code(code, system, "")).code)] += n
         assert coded.get(key, Counter()) == want
         assert issued.get(key, Counter()) == p.medications

@@ -8,7 +8,6 @@ id is made up.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from collections import Counter
 from pathlib import Path
@@ -17,12 +16,11 @@ import pytest
 
 from recruit.errors import RecruitError
 from synthetic_ehr import generate
-from synthetic_ehr.codes import Code, load_codes
-from synthetic_ehr.shapes.snomed_only import as_snomed
+from synthetic_ehr.codes import Code
+from synthetic_ehr.shapes._crossmap import snomed_twin
 
 from .pseudo_support import (
     FIXTURES,
-    ROOT,
     Stored,
     assert_every_row_accounted,
     equivalence,
@@ -33,7 +31,6 @@ from .pseudo_support import (
     patients,
     quarantined,
     read_table,
-    rule_uses,
 )
 
 EXTRACT = FIXTURES / "opensafely"
@@ -103,51 +100,7 @@ def test_the_synthetic_population_finds_the_same_people_as_its_fhir_form(tmp_pat
     """Birth dates known to the month: people whose 18th or 65th birthday could fall either side
     of the index date within that month are left out at the age step; nothing else differs."""
     stats = equivalence(tmp_path, "opensafely", "opensafely_core.yaml", precision="month")
-    assert stats["no_nhs_step:candidates"] > 0  # the comparison reaches every step
-
-
-def _written_codes() -> set[tuple[str, str]]:
-    """Every (system, code) the generator can write (its CodeSet)."""
-    found: set[tuple[str, str]] = set()
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                code = item if isinstance(item, Code) else item.code
-                found.add((code.system, code.code))
-
-    cs = load_codes()
-    for name, value in vars(cs).items():
-        if name != "source_dir":
-            walk(value)
-    return found
-
-
-def test_legacy_codes_are_carried_as_snomed_of_the_same_lists() -> None:
-    """SNOMED-only shapes carry a Read v2 / CTV3 entry the generator writes as a SNOMED CT code
-    on exactly the lists and categories the rule set looks at (shapes/snomed_only.py), so
-    searches agree."""
-    uses = rule_uses()
-    lists: dict[tuple[str, str], set[tuple[str, str]]] = {}
-    for path in sorted((ROOT / "rules" / "codelists").glob("*.csv")):
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            for row in csv.DictReader(fh):
-                entry = (path.stem, row.get("category") or "")
-                lists.setdefault((row["system"], row["code"]), set()).add(entry)
-    legacy = sorted(key for key in _written_codes() if key[0] in ("readv2", "ctv3"))
-    assert len(legacy) > 1000
-    exact = 0
-    for system, code in legacy:
-        target = as_snomed(Code(code, system, ""))
-        assert target.system == "snomedct"
-        differs = lists.get((system, code), set()) ^ lists.get(("snomedct", target.code), set())
-        exact += not differs
-        looked_at = {(name, cat) for name, cat in differs if (name, cat) in uses or (name, None) in uses}
-        assert not looked_at, (system, code, target.code, looked_at)
-    assert exact >= 0.99 * len(legacy)
+    assert stats["candidates"] > 0  # the comparison reaches every step
 
 
 def test_writer_writes_what_the_fhir_form_says(tmp_path: Path) -> None:
@@ -176,6 +129,6 @@ def test_writer_writes_what_the_fhir_form_says(tmp_path: Path) -> None:
         assert ons.get(key) == (p.death if p.death and p.death >= "2019-02-01" else None)
         want = Counter()
         for (day, system, code), n in p.events.items():
-            want[(day, "snomedct", as_snomed(Code(code, system, "")).code)] += n
+            want[(day, "snomedct", snomed_twin(Code(code, system, "")).code)] += n
         assert coded.get(key, Counter()) == want
         assert issued.get(key, Counter()) == p.medications
