@@ -111,17 +111,23 @@ def assert_every_row_accounted(
     delimiter: str = ",",
     not_used: dict[str, int] | None = None,
 ) -> None:
-    """Per file: rows = rows stored + rows quarantined + rows read but not used (an earlier
-    registration), and every quarantined row names its file, line and column."""
+    """Per file: the rows in it = stored + quarantined + read but not used (an earlier
+    registration), as the fixture says and as the load summary counts them file by file; every
+    quarantined row names its file, line and column."""
     not_used = not_used or {}
     q = quarantined(engine)
     for name, line, field in q:
         assert name and field and line is not None and line >= 2, (name, line, field)
     per_file = Counter(name for name, _, _ in q)
     assert set(per_file) <= set(stored_rows), "a quarantined row names a file the test does not know"
+    counted = {Path(path).name: c for path, c in summary.by_file.items()}
     for name, stored in stored_rows.items():
         rows = data_rows(folder / name, delimiter)
-        assert rows == stored + per_file[name] + not_used.get(name, 0), (name, rows, stored, per_file[name])
+        unused = not_used.get(name, 0)
+        assert rows == stored + per_file[name] + unused, (name, rows, stored, per_file[name])
+        c = counted[name]
+        assert (c.stored, c.quarantined, c.not_used) == (stored, per_file[name], unused), (name, c)
+        assert c.read == c.stored + c.quarantined
     assert summary.read == summary.loaded + summary.quarantined
     assert summary.quarantined == len(q)
     assert sum(summary.not_used.values()) == sum(not_used.values())
