@@ -264,7 +264,8 @@ def load_extract(
     """
     paths = [Path(p) for p in paths]
     practice = _ods_code(practice)
-    fmt = format or guess_format(paths)
+    # (a mapping names the tables, whatever their files are called: .csv, .txt, .tsv)
+    fmt = format or ("csv" if mapping is not None else guess_format(paths))
     source = None
     if fmt == "csv":
         from recruit.load.csv_extract import CsvSource

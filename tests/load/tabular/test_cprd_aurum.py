@@ -58,9 +58,9 @@ def test_fixture_is_stored_as_the_extract_says(engine) -> None:  # type: ignore[
         "6620920527": Stored(
             "20527", None, "female", (D(2015, 6, 1), D(2015, 6, 30)), (D(2015, 7, 1), None), None
         ),
-        # died: cprd_ddate (CPRD's derived date), not emis_ddate
+        # died: emis_ddate 11 Jan, cprd_ddate 12 Jan: the earlier of the two is kept
         "7712020527": Stored(
-            "20527", None, "male", _year(1950), (D(1990, 5, 5), D(2024, 1, 11)), D(2024, 1, 12)
+            "20527", None, "male", _year(1950), (D(1990, 5, 5), D(2024, 1, 11)), D(2024, 1, 11)
         ),
         # gender 3 (indeterminate); acceptable = 0 is a research-quality mark, not a reason to leave out
         "8810420527": Stored("20527", None, "other", _year(1990), (D(2020, 10, 20), D(2023, 3, 31)), None),
@@ -199,3 +199,24 @@ def test_writer_writes_what_the_fhir_form_says(tmp_path: Path) -> None:
             want[(day, snomed_twin(Code(code, system, "")).code, read)] += n
         assert coded.get(key, Counter()) == want
         assert issued.get(key, Counter()) == p.medications
+
+
+def test_the_readme_command_loads_cprd_without_naming_a_format(tmp_path: Path) -> None:
+    """`recruit load EXTRACT Dictionary.txt ... --mapping cprd_aurum.yaml`: .txt files, no --format."""
+    from tests.helpers import run_cli
+
+    db = tmp_path / "c.db"
+    result = run_cli(
+        "load",
+        "--create",
+        str(EXTRACT),
+        str(MEDICAL),
+        str(PRODUCT),
+        "--mapping",
+        "cprd_aurum.yaml",
+        "--db",
+        str(db),
+        cwd=Path(__file__).parents[3] / "rules" / "mappings",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pseudonymised" in result.stdout.lower()
