@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -358,13 +358,22 @@ class CsvSource:
             )
         return f"nhs:{nhs}", nhs
 
-    def _iter_table(
-        self, table: Table, files: list[Path]
-    ) -> Iterator[tuple[int, int, dict[str, str] | RowFilter | None, str | None]]:
+    def _each_row(
+        self, table: Table, files: list[Path], resource: Callable[[dict[str, str] | None], dict[str, Any]]
+    ) -> Iterator[tuple[Record, dict[str, str], Exception | None]]:
+        """Each row of a table's files as a Record, with what ends it early: a row the mapping
+        leaves out (not used, with its reason) or a line that cannot be read (quarantined)."""
         for path in files:
             file_no = self.file_no[path]
             for line, row, problem in self._rows(path, table.spec, _columns(table.spec.columns)):
-                yield file_no, line, row, problem
+                as_dict = row if isinstance(row, dict) else None
+                record = Record(file_no, line, resource(as_dict), raw=_snippet(row))
+                if isinstance(row, RowFilter):
+                    yield record, {}, NotUsed(f"{table.kind} row {row.reason}")
+                elif problem or as_dict is None:
+                    yield record, {}, Invalid("unreadable", problem or "the line cannot be read")
+                else:
+                    yield record, as_dict, None
 
     def _detail_rows(
         self, table: Table, files: list[Path], known: set[str], chosen: dict[str, _Detail]
@@ -373,13 +382,9 @@ class CsvSource:
         (yielded after the patients); the rest are counted as not used, or quarantined."""
         cols = table.cols
         resource = {"resourceType": table.kind}
-        for file_no, line, row, problem in self._iter_table(table, files):
-            record = Record(file_no, line, resource, raw=_snippet(row))
-            if isinstance(row, RowFilter):
-                yield record, NotUsed(f"{table.kind} row {row.reason}")
-                continue
-            if problem or row is None:
-                yield record, Invalid("unreadable", problem or "the line cannot be read")
+        for record, row, early in self._each_row(table, files, lambda _: resource):
+            if early is not None:
+                yield record, early
                 continue
             try:
                 ref, key = self._ref(row, cols)
@@ -397,7 +402,9 @@ class CsvSource:
             if rank is None:
                 yield record, NotUsed(value)
                 continue
-            detail = _Detail(rank, value, file_no, line, _snippet(row), table.kind, holds)
+            detail = _Detail(
+                rank, value, record.file_no, record.line or 0, record.raw or b"", table.kind, holds
+            )
             old = chosen.get(key)
             if old is None or rank > old.rank:
                 chosen[key] = detail
@@ -455,23 +462,22 @@ class CsvSource:
     ) -> Iterator[tuple[Record, Parsed | Exception]]:
         cols = table.cols
         assert isinstance(cols, PatientColumns)
-        for file_no, line, row, problem in self._iter_table(table, files):
-            resource: dict[str, Any] = {"resourceType": "Patient"}
-            if isinstance(row, dict):
-                key = self._key_value(row, cols.patient or cols.nhs_number or "")
+        key_column = cols.patient or cols.nhs_number or ""
+
+        def resource(row: dict[str, str] | None) -> dict[str, Any]:
+            out: dict[str, Any] = {"resourceType": "Patient"}
+            if row is not None:
+                key = self._key_value(row, key_column)
                 if key:
-                    resource["id"] = key
+                    out["id"] = key
                 if cols.nhs_number:
                     # Only so a quarantined patient's key can be staged (recruit.load.chunks).
-                    resource["identifier"] = [
-                        {"system": NHS_NUMBER_SYSTEM, "value": row.get(cols.nhs_number)}
-                    ]
-            record = Record(file_no, line, resource, raw=_snippet(row))
-            if isinstance(row, RowFilter):
-                yield record, NotUsed(f"Patient row {row.reason}")
-                continue
-            if problem or row is None:
-                yield record, Invalid("unreadable", problem or "the line cannot be read")
+                    out["identifier"] = [{"system": NHS_NUMBER_SYSTEM, "value": row.get(cols.nhs_number)}]
+            return out
+
+        for record, row, early in self._each_row(table, files, resource):
+            if early is not None:
+                yield record, early
                 continue
             try:
                 yield record, self._patient(row, cols, details)
@@ -597,17 +603,15 @@ class CsvSource:
         cols = table.cols
         resource: dict[str, Any] = {"resourceType": table.kind}
         read = self._event if isinstance(cols, EventColumns) else self._medication
-        for file_no, line, row, problem in self._iter_table(table, files):
-            res = resource
-            if isinstance(row, dict) and getattr(cols, "id", None):
-                rid = row[cols.id].strip()  # type: ignore[union-attr]
-                res = {**resource, "id": rid} if rid else resource
-            record = Record(file_no, line, res, raw=_snippet(row))
-            if isinstance(row, RowFilter):
-                yield record, NotUsed(f"{table.kind} row {row.reason}")
-                continue
-            if problem or row is None:
-                yield record, Invalid("unreadable", problem or "the line cannot be read")
+        id_column = getattr(cols, "id", None)
+
+        def with_id(row: dict[str, str] | None) -> dict[str, Any]:
+            rid = row[id_column].strip() if row is not None and id_column else ""
+            return {**resource, "id": rid} if rid else resource
+
+        for record, row, early in self._each_row(table, files, with_id):
+            if early is not None:
+                yield record, early
                 continue
             try:
                 yield record, read(row, cols)  # type: ignore[arg-type]
