@@ -264,8 +264,7 @@ def load_extract(
     """
     paths = [Path(p) for p in paths]
     practice = _ods_code(practice)
-    # (a mapping names the tables, whatever their files are called: .csv, .txt, .tsv)
-    fmt = format or ("csv" if mapping is not None else guess_format(paths))
+    fmt = format or guess_format(paths, mapping is not None)
     source = None
     if fmt == "csv":
         from recruit.load.csv_extract import CsvSource
@@ -334,10 +333,16 @@ def _ods_code(value: str | None) -> str | None:
     return code
 
 
-def guess_format(paths: list[Path]) -> str:
-    """CSV when the inputs are .csv files (or a folder holding only those), else FHIR."""
+def guess_format(paths: list[Path], mapped: bool = False) -> str:
+    """CSV when the inputs are .csv files (or a folder holding only those), or when a mapping is
+    given and no input is a FHIR file (a mapping names its tables whatever their files are
+    called: CPRD's .txt); else FHIR."""
     suffixes = {p.suffix.lower() for p in input_files(paths)}  # refuses FIFOs and links at once
-    return "csv" if suffixes and suffixes <= {".csv"} else "fhir"
+    if suffixes and suffixes <= {".csv"}:
+        return "csv"
+    if mapped and suffixes and not suffixes & set(FHIR_SUFFIXES):
+        return "csv"
+    return "fhir"
 
 
 def _not_in_the_future(when: dt.date, date_source: str) -> None:
