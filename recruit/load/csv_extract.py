@@ -157,8 +157,6 @@ class CsvSource:
         self.files: list[Path] = [f for fs in self.lookup_files.values() for f in fs]
         self.files += [f for _, fs in self.table_files for f in fs]
         self.file_no = {f: i for i, f in enumerate(self.files)}
-        # (kept for callers that name the parts: patients, events, medications)
-        self.parts: dict[str, Path] = {t.name: fs[0] for t, fs in self.table_files}
         self.date_file: Path | None = None
         if self.mapping.extract_date is not None:
             pattern = self.mapping.extract_date.file
