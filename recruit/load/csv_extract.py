@@ -21,6 +21,7 @@ import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,24 @@ SYSTEM_NAMES = {SNOMED: "SNOMED CT", READV2: "Read v2", CTV3: "CTV3", DMD: "dm+d
 CONCEPT_PARTITIONS = ("00", "10")
 
 
+@lru_cache(maxsize=65536)
+def _parse_date(raw: str, formats: tuple[str, ...]) -> str | None:
+    """ISO text of a date written in one of the formats (an extract repeats few dates)."""
+    for fmt in formats:
+        try:
+            return dt.datetime.strptime(raw, fmt).date().isoformat()
+        except ValueError:
+            continue
+    return None
+
+
+@lru_cache(maxsize=65536)
+def valid_nhs_number(digits: str) -> bool:
+    """nhs_number_is_valid, remembered: every row of a report joined by NHS number asks again."""
+    return nhs_number_is_valid(digits)
+
+
+@lru_cache(maxsize=65536)
 def valid_sctid(code: str) -> bool:
     """A SNOMED CT (or dm+d) concept id: digits, 6 to 18 long, no leading zero, a concept
     partition, and a correct Verhoeff check digit. A local code id (EMIS CodeId, CPRD
@@ -242,7 +261,9 @@ class CsvSource:
         patient_table, patient_files = self.table_files[0]
         by_key = isinstance(patient_table.cols, PatientColumns) and patient_table.cols.patient is not None
         self.by_key = by_key
-        known = self._patient_keys(patient_table, patient_files)
+        # (the first pass over the patients is needed only to judge rows of detail tables)
+        has_details = any(t.part in ("registrations", "addresses", "deaths") for t, _ in self.table_files)
+        known = self._patient_keys(patient_table, patient_files) if has_details else set()
         details: dict[str, dict[str, _Detail]] = {"registrations": {}, "addresses": {}, "deaths": {}}
         later: list[tuple[Table, list[Path]]] = []
         for table, files in self.table_files[1:]:
@@ -252,7 +273,7 @@ class CsvSource:
                 later.append((table, files))
         outcome: dict[str, bool] = {}  # patient key -> stored (True) or quarantined (False)
         for record, parsed in self._patient_rows(patient_table, patient_files, details):
-            key = self._row_key(record)
+            key = self._row_key(record) if has_details else None
             if key is not None:
                 outcome[key] = outcome.get(key, False) or isinstance(parsed, Parsed)
             yield record, parsed
@@ -348,7 +369,7 @@ class CsvSource:
                 raise Invalid("patient_missing", "the patient id is missing", cols.patient)
             return f"Patient/{key}", key
         nhs = digits_of(row[cols.nhs_number])
-        if not nhs_number_is_valid(nhs):
+        if not valid_nhs_number(nhs):
             raise Invalid(
                 "nhs_number_invalid",
                 "the NHS number fails its check digit (Modulus 11) or is not 10 digits",
@@ -488,7 +509,7 @@ class CsvSource:
     ) -> Parsed:
         m = self.mapping
         nhs = digits_of(row[c.nhs_number]) if c.nhs_number else ""
-        nhs_ok = nhs_number_is_valid(nhs)
+        nhs_ok = valid_nhs_number(nhs)
         if self.by_key:
             key = row[c.patient].strip()  # type: ignore[index]
             if not key:
@@ -513,7 +534,7 @@ class CsvSource:
         sex = m.sex_values.get(sex_raw) or (
             sex_raw.lower() if sex_raw.lower() in ("male", "female") else "unknown"
         )
-        out = Parsed(fields=_fields(c))
+        out = Parsed(fields=_fields_of(c))
         gp_name = self._text(row, c.usual_gp)
         gp_key = None
         if gp_name and ods:
@@ -578,7 +599,7 @@ class CsvSource:
         that cannot be read)."""
         key = self._key_value(row, c.patient or c.nhs_number or "")
         nhs = digits_of(row.get(c.nhs_number or "", "")) if c.nhs_number else ""
-        nhs = nhs if nhs_number_is_valid(nhs) else None
+        nhs = nhs if valid_nhs_number(nhs) else None
         source_id = key if self.by_key else ((row.get(c.source_id or "", "") or "").strip() or nhs)
         if not (nhs or source_id):
             return []
@@ -711,7 +732,7 @@ class CsvSource:
                 EventRow(ref, date, system, code, term or lookup_term, value, unit, rid, RECORDED)
                 for system, code, lookup_term in codes
             ],
-            fields=_fields(c),
+            fields=_fields_of(c),
         )
 
     def _medication(self, row: dict[str, str], c: MedicationColumns) -> Parsed:
@@ -731,7 +752,7 @@ class CsvSource:
         term = (row[c.term].strip()[:255] or None) if c.term else None
         rid = (row[c.id].strip() or None) if c.id else None
         return Parsed(
-            fields=_fields(c),
+            fields=_fields_of(c),
             medications=[
                 MedicationRow(ref, date, DMD, code, term or lookup_term, quantity, course, rid, None, ISSUED)
             ],
@@ -807,13 +828,10 @@ class CsvSource:
             if required:
                 raise Invalid("date_missing", "the date is missing", column)
             return None
-        for fmt in self.mapping.date_formats:
-            try:
-                value = dt.datetime.strptime(raw, fmt).date()
-            except ValueError:
-                continue
-            return self.dates.read(value.isoformat(), column)
-        raise Invalid("date_invalid", "the value is not a date in the form the mapping expects", column)
+        iso = _parse_date(raw, tuple(self.mapping.date_formats))
+        if iso is None:
+            raise Invalid("date_invalid", "the value is not a date in the form the mapping expects", column)
+        return self.dates.read(iso, column)
 
     # --- files -----------------------------------------------------------------------------
 
@@ -931,6 +949,18 @@ def _superseded(table: Table) -> str:
         "addresses": "Address superseded by a later one (the current address was used)",
         "deaths": "Death record repeated (the earliest date was used)",
     }[table.part]
+
+
+_FIELDS: dict[int, tuple[Any, dict[str, str]]] = {}
+
+
+def _fields_of(c: Any) -> dict[str, str]:
+    """_fields of a table's columns, worked out once per table (the same dict for every row:
+    the loader only reads it)."""
+    found = _FIELDS.get(id(c))
+    if found is None or found[0] is not c:
+        found = _FIELDS[id(c)] = (c, _fields(c))
+    return found[1]
 
 
 def _fields(c: Any) -> dict[str, str]:
