@@ -18,6 +18,7 @@ from recruit.errors import RecruitError
 from recruit.load.csv_extract import valid_sctid
 from recruit.load.loader import load_extract
 from recruit.migrate import upgrade
+from tests.generative.conftest import clear_database
 
 EXTRACT_DATE = dt.date(2026, 11, 1)
 GOOD = ["22298006", "1082551000000105", "1047321000000104"]
@@ -66,11 +67,26 @@ def _date_ok(value: str) -> bool:
         return False
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.fixture(scope="module")
+def one_database(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """One SQLite database, migrated once and emptied before each example."""
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('tabular')}/r.db")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(patient_rows, obs_rows, local_rows, st.integers(1, 3), st.integers(1, 2))
 def test_every_row_is_accounted_for_and_the_right_entries_stored(
-    patients, obs, local, obs_files, local_files
+    one_database, patients, obs, local, obs_files, local_files
 ):
+    engine = one_database
+    clear_database(engine)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "extract"
         folder.mkdir()
@@ -89,13 +105,10 @@ def test_every_row_is_accounted_for_and_the_right_entries_stored(
             files[name] = part
         mapping = Path(tmp) / "m.yaml"
         mapping.write_text(MAPPING)
-        engine = make_engine(f"sqlite:///{tmp}/r.db")
-        upgrade(engine)
         rows = sum(1 for body in files.values() for row in body if any(v for v in row))
         if rows == 0:  # no rows at all: refused as holding no records
             with pytest.raises(RecruitError, match="holds no records"):
                 load_extract(engine, [folder], format="csv", mapping=mapping, extract_date=EXTRACT_DATE)
-            engine.dispose()
             return
         summary = load_extract(engine, [folder], format="csv", mapping=mapping, extract_date=EXTRACT_DATE)
         with engine.connect() as conn:
@@ -103,7 +116,6 @@ def test_every_row_is_accounted_for_and_the_right_entries_stored(
             stored = conn.execute(
                 text("SELECT p.source_id, e.code FROM clinical_event e JOIN patient p ON p.id = e.patient_id")
             ).all()
-        engine.dispose()
 
     # Every row (blank lines aside) is read and stored or quarantined, or counted as not used.
     assert summary.read == summary.loaded + summary.quarantined
@@ -115,15 +127,18 @@ def test_every_row_is_accounted_for_and_the_right_entries_stored(
 
     # Reference reading: a patient is stored when a row of its key is not left out and has a
     # usable birth date (of several such rows, the first is stored and the rest quarantined as
-    # repeats); an entry is stored when its patient is, its date is usable, and its code is
-    # valid (directly or through the lookup).
-    ok_patients = {k for k, b, d in patients if d == "0" and _blank(k) and _date_ok(b)}
+    # repeats); an entry is stored when its patient is, its date is usable and not before the
+    # birth, and its code is valid (directly or through the lookup).
+    born: dict[str, str] = {}
+    for k, b, d in patients:
+        if d == "0" and _blank(k) and _date_ok(b):
+            born.setdefault(k, b)
+
+    def kept(k: str, d: str) -> bool:
+        return k in born and _date_ok(d) and d >= born[k]
+
     expected = sorted(
-        [(k, c) for k, d, c in obs if k in ok_patients and _date_ok(d) and valid_sctid(c)]
-        + [
-            (k, LOOKUP[c])
-            for k, d, c in local
-            if k in ok_patients and _date_ok(d) and LOOKUP.get(c) and valid_sctid(LOOKUP[c])
-        ]
+        [(k, c) for k, d, c in obs if kept(k, d) and valid_sctid(c)]
+        + [(k, LOOKUP[c]) for k, d, c in local if kept(k, d) and LOOKUP.get(c) and valid_sctid(LOOKUP[c])]
     )
     assert sorted(stored) == expected
