@@ -267,9 +267,7 @@ def load_extract(
     fmt = format or guess_format(paths, mapping is not None)
     source = None
     if fmt == "csv":
-        from recruit.load.csv_extract import CsvSource
-
-        source = CsvSource(paths, mapping or default_mapping())
+        source = _csv_source(paths, mapping)
         files, print_ = source.files, source.fingerprint
         kinds = {table.kind for table in source.tables}
         if extract_date is not None:
@@ -356,6 +354,53 @@ def _not_in_the_future(when: dt.date, date_source: str) -> None:
             f"({today.isoformat()}). Nothing was loaded: check the files, or give the date the "
             "extract was taken with --extract-date YYYY-MM-DD."
         )
+
+
+def _csv_source(paths: list[Path], mapping: Path | None) -> Any:
+    """The tabular reader for the mapping given (a bare name such as emis_extract.yaml, not a
+    file here, is one of rules/mappings/); with none given, the synthetic CSV's, and if the
+    files are not that shape, a refusal that names the shipped mappings whose files they have."""
+    from recruit.load.csv_extract import CsvSource
+
+    if mapping is not None:
+        return CsvSource(paths, _mapping_file(mapping))
+    try:
+        return CsvSource(paths, default_mapping())
+    except RecruitError as exc:
+        fits = mappings_for(paths)
+        if not fits:
+            raise
+        names = " or ".join(f"--mapping {name}" for name in fits)
+        raise RecruitError(f"{exc} These files look like another extract: try {names}.") from None
+
+
+def _mapping_file(given: Path) -> Path:
+    if given.exists() or len(given.parts) > 1:
+        return given
+    try:
+        return rules_file(f"mappings/{given.name}")
+    except RecruitError:
+        return given  # (refused as not found, naming what was given)
+
+
+def mappings_for(paths: list[Path]) -> list[str]:
+    """Names of the shipped (or ./rules/) mappings whose patients file is among these files."""
+    from recruit.load.mapping import load_mapping
+    from recruit.resources import rules_dirs
+
+    found = [f for p in paths for f in input_files([p])]
+    names: list[str] = []
+    for base in rules_dirs():
+        for path in sorted((base / "mappings").glob("*.yaml")):
+            if path.name in names or path.name == "synthetic_ehr.yaml":
+                continue
+            try:
+                pattern = load_mapping(path)[0].patients.file
+            except RecruitError:
+                continue
+            if any(f.match(pattern) for f in found):
+                names.append(path.name)
+    return names
 
 
 def default_mapping() -> Path:

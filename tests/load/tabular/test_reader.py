@@ -323,3 +323,15 @@ def test_the_readme_worked_example_loads(sqlite_engine, tmp_path):
     with sqlite_engine.connect() as conn:
         codes = conn.execute(text("SELECT code_system, code FROM clinical_event ORDER BY event_date")).all()
     assert codes == [("readv2", "N245."), ("snomedct", "22298006")]
+
+
+def test_a_shipped_mapping_is_found_by_its_name_and_suggested_when_none_is_given(sqlite_engine, tmp_path):
+    """A practice's staff type `--mapping emis_extract.yaml`; with no mapping, the refusal names
+    the shipped mapping whose files these are."""
+    emis = Path(__file__).parent / "fixtures" / "emis"
+    with pytest.raises(RecruitError, match="try --mapping emis_extract.yaml"):
+        load_extract(sqlite_engine, [emis], extract_date=EXTRACT_DATE)
+    summary = load_extract(
+        sqlite_engine, [emis], format="csv", mapping=Path("emis_extract.yaml"), extract_date=EXTRACT_DATE
+    )
+    assert summary.read == summary.loaded + summary.quarantined and summary.loaded > 0
