@@ -4,7 +4,8 @@ The rule file's score weights are a judgement. Once reply slips come back, each 
 answers "Are you in paid work at the moment?" (or ticks "I am now in paid work") says whether the
 evidence items that applied to that person pointed the right way. `fit_weights` fits a
 regularised (L2) logistic regression of "not in paid work" on those items (0/1 each, kept per
-candidate by the search in search_result.score_items), with scikit-learn, and keeps the result as
+candidate by the search in search_result.score_items), with scikit-learn, starting from the rule
+file's judgement (the penalty holds back each item's change from it), and keeps the result as
 a new version for the run; the run's next `recruit letters` wave is put in order by the newest
 version (`order_wave`).
 
@@ -39,14 +40,16 @@ from recruit.tables import INVITATION, RESULT, RUN, WEIGHTS
 MIN_ANSWERED = 30
 MIN_EACH = 5
 # An item held by fewer than MIN_ITEM answered replies (or lacking in fewer) is not learned: it
-# keeps its rule-file weight, put on the fitted scale.
+# keeps (about) its rule-file weight, put on the fitted scale, and has no interval.
 MIN_ITEM = 5
 # Strength of the penalty (scikit-learn's C: smaller pulls weights harder towards 0).
 PENALTY_C = 1.0
+# The rule score's column is scaled up by this so the penalty barely touches its coefficient.
+SCORE_COLUMN = 10.0
 BOOTSTRAP_FITS = 200
 METHOD = (
-    f"scikit-learn LogisticRegression, L2 penalty C={PENALTY_C}; 95% intervals from "
-    f"{BOOTSTRAP_FITS} bootstrap refits"
+    f"scikit-learn LogisticRegression: the rule score (scaled freely) plus each item's change, "
+    f"L2 penalty C={PENALTY_C} on the changes; 95% intervals from {BOOTSTRAP_FITS} bootstrap refits"
 )
 
 
@@ -141,42 +144,46 @@ def check_enough(n_in_work: int, n_out: int) -> None:
         )
 
 
+def _fit_once(x: np.ndarray, y: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """One penalised fit; the weights on the log-odds scale.
+
+    The model is logit P(not in paid work) = b + s * (rule score) + sum of d_j * item_j: the rule
+    file's order scaled by s, plus a penalised change d_j for each item. The rule score's column is
+    multiplied by SCORE_COLUMN so that the penalty barely touches s, which is then learned freely,
+    while each d_j is pulled towards 0. So an item few replies had keeps (about) its rule weight on
+    the fitted scale, s * rule weight, and the replies move an item only as far as they show."""
+    from sklearn.linear_model import LogisticRegression  # only here: a second to import
+
+    design = np.column_stack([x @ old * SCORE_COLUMN, x])
+    coef = LogisticRegression(C=PENALTY_C, max_iter=2000).fit(design, y).coef_[0]
+    scale = coef[0] * SCORE_COLUMN
+    return scale * old + coef[1:]
+
+
 def fit_items(
     x: np.ndarray, y: np.ndarray, rule_weights: Sequence[float], seed: int = 0
 ) -> list[tuple[float, float | None, float | None, bool]]:
     """(weight, low, high, learned) per item: the penalised fit of y (1 = not in paid work) on the
-    0/1 items x, with bootstrap 95% intervals. Items too rare (or too common) among the replies
-    to learn keep their rule weight times the scale that best matches the learned ones."""
-    from sklearn.linear_model import LogisticRegression  # only here: a second to import
-
+    0/1 items x (see _fit_once), with bootstrap 95% intervals. An item fewer than MIN_ITEM
+    replies had (or lacked) is not learned: it has no interval, and its weight is essentially its
+    rule weight on the fitted scale."""
     n, k = x.shape
+    old = np.array([float(w) for w in rule_weights])
     held = x.sum(axis=0)
     learn = [j for j in range(k) if MIN_ITEM <= held[j] <= n - MIN_ITEM]
-    weights = np.zeros(k)
+    weights = _fit_once(x, y, old)
     low: list[float | None] = [None] * k
     high: list[float | None] = [None] * k
-    if learn:
-        xs = x[:, learn]
-        model = LogisticRegression(C=PENALTY_C, max_iter=1000).fit(xs, y)
-        weights[learn] = model.coef_[0]
-        rng = np.random.default_rng(seed)
-        draws = []
-        for _ in range(BOOTSTRAP_FITS):
-            idx = rng.integers(0, n, n)
-            if y[idx].min() == y[idx].max():
-                continue
-            draws.append(LogisticRegression(C=PENALTY_C, max_iter=1000).fit(xs[idx], y[idx]).coef_[0])
-        if draws:
-            lo, hi = np.percentile(np.array(draws), [2.5, 97.5], axis=0)
-            for i, j in enumerate(learn):
-                low[j], high[j] = float(lo[i]), float(hi[i])
-    old = np.array([float(w) for w in rule_weights])
-    learned_old = old[learn]
-    scale = float(weights[learn] @ learned_old / (learned_old @ learned_old)) if learn else 1.0
-    scale = max(scale, 0.0) if math.isfinite(scale) else 0.0
-    for j in range(k):
-        if j not in learn:
-            weights[j] = old[j] * scale
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(BOOTSTRAP_FITS):
+        idx = rng.integers(0, n, n)
+        if y[idx].min() != y[idx].max():
+            draws.append(_fit_once(x[idx], y[idx], old))
+    if draws:
+        lo, hi = np.percentile(np.array(draws), [2.5, 97.5], axis=0)
+        for j in learn:
+            low[j], high[j] = float(lo[j]), float(hi[j])
     return [(float(weights[j]), low[j], high[j], j in learn) for j in range(k)]
 
 
@@ -327,12 +334,14 @@ def _has_weights(conn: Connection, run_id: int) -> bool:
 # --- words for people ---------------------------------------------------------------------------
 
 
-def _interval_words(w: ItemWeight) -> str:
+def _interval_words(w: ItemWeight, replies: int) -> str:
     if not w.learned:
-        return (
-            f"not learned: only {w.replies_with} answered repl(ies) had this item "
-            f"(or nearly all did); the rule file's weight, on the new scale"
+        how_many = (
+            f"only {w.replies_with} of the {replies} replies had this item"
+            if w.replies_with < MIN_ITEM
+            else f"all but {replies - w.replies_with} of the {replies} replies had this item"
         )
+        return f"not learned ({how_many}): the rule file's weight, on the new scale"
     assert w.low is not None and w.high is not None
     span = f"{w.low:+.2f} to {w.high:+.2f}"
     if w.low > 0:
@@ -362,9 +371,8 @@ def format_fit(before: FittedWeights | None, new: FittedWeights) -> str:
     old = {w.item: w.weight for w in before.items} if before else {}
     for w in new.items:
         was = old.get(w.item, w.rule_weight)
-        lines.append(
-            f"{w.item.replace('_', ' ').ljust(width)}{was:>12.2f}{w.weight:>8.2f}   {_interval_words(w)}"
-        )
+        words = _interval_words(w, new.replies_used)
+        lines.append(f"{w.item.replace('_', ' ').ljust(width)}{was:>12.2f}{w.weight:>8.2f}   {words}")
     lines += [
         "",
         "The next `recruit letters` wave for this run is put in this new order. Who may be written to "
