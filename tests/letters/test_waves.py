@@ -5,10 +5,14 @@ whatever the fit, too few replies are refused, and the audit says which weights 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from sqlalchemy import select, update
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import insert, select, update
 
 from recruit.audit.report import build_report, render_html, wave_rankings
 from recruit.audit.suppress import Rule
@@ -205,3 +209,48 @@ def test_wave_two_is_ordered_by_the_fit_and_writes_to_nobody_new(engine, tmp_pat
         assert p.nhs_number not in html
     assert "Example" not in html  # every test patient's family name
     assert report.data()["runs"][0]["wave_rankings"][2]["weights"]
+
+
+# --- whatever the weights, the order is a permutation: nobody added, nobody dropped --------------------
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    masks=st.lists(st.integers(0, 63), min_size=1, max_size=25),
+    weights=st.lists(st.floats(-5, 5, allow_nan=False), min_size=6, max_size=6),
+)
+def test_any_fitted_weights_only_reorder_the_people_given(sqlite_engine, masks, weights):
+    world = build(sqlite_engine, [Person(i + 1) for i in range(len(masks))])
+    with sqlite_engine.begin() as conn:
+        conn.execute(
+            update(SearchRun.__table__).where(SearchRun.id == world.run_id).values(rule_set_text=INSTEP)
+        )
+        for pid, mask in enumerate(masks, start=1):
+            conn.execute(
+                update(SearchResult.__table__)
+                .where(SearchResult.run_id == world.run_id, SearchResult.patient_id == pid)
+                .values(score_items=mask)
+            )
+        items = [c["id"] for c in yaml.safe_load(INSTEP)["score"]]
+        conn.execute(
+            insert(WEIGHTS).values(
+                run_id=world.run_id,
+                version=1,
+                weights={item: {"weight": w} for item, w in zip(items, weights, strict=True)},
+                replies_used=30,
+                in_work=15,
+                out_of_work=15,
+                fitted_at=dt.datetime.now(dt.UTC),
+            )
+        )
+        people = [Candidate(pid) for pid in range(1, len(masks) + 1)]
+        ordered, ranking = order_wave(conn, world.run_id, people)
+    assert sorted(c.patient_id for c in ordered) == [c.patient_id for c in people]
+    learned = [sum(w for j, w in enumerate(weights) if masks[c.patient_id - 1] >> j & 1) for c in ordered]
+    assert learned == sorted(learned, reverse=True)
+    assert ranking["by"] == "fitted" and ranking["version"] == 1
+
+
+@dataclass(frozen=True)
+class Candidate:
+    patient_id: int
