@@ -589,7 +589,12 @@ def review_import(
 
 @replies_app.command("import")
 def replies_import(
-    file: Annotated[Path, typer.Argument(help="CSV or .xlsx with columns: study number, reply, date.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV or .xlsx with columns: study number, reply, date (and, if asked, in paid work)."
+        ),
+    ],
     db: DbOption = None,
 ) -> None:
     """Record reply slips: interested, not interested, do not contact, now in paid work."""
@@ -597,6 +602,42 @@ def replies_import(
 
     summary = import_replies(_ready_engine(db), file)
     out.print(format_replies_summary(summary, file.name), highlight=False, markup=False, soft_wrap=True)
+
+
+# --- waves that learn (recruit waves fit/show) -----------------------------------------------------
+
+waves_app = typer.Typer(
+    help="Learn the out-of-work evidence weights from the replies, to order the next wave of letters.",
+    no_args_is_help=True,
+)
+app.add_typer(waves_app, name="waves")
+
+
+@waves_app.command("fit")
+def waves_fit(
+    run: Annotated[int, typer.Argument(help="The search run whose replies to learn from.")],
+    by: Annotated[str | None, typer.Option("--by", help="Who is fitting (default: your login name).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Fit the evidence weights to the replies (in paid work or not) and order the next wave by them.
+    Never changes who may be written to; refuses when there are too few replies."""
+    from recruit.waves import fit_weights, format_fit
+
+    before, new = fit_weights(_ready_engine(db), run, fitted_by=by)
+    out.print(format_fit(before, new), highlight=False, markup=False, soft_wrap=True)
+
+
+@waves_app.command("show")
+def waves_show(
+    run: Annotated[int, typer.Argument(help="The search run.")],
+    db: DbOption = None,
+) -> None:
+    """Show the weights that will order the run's next wave of letters."""
+    from recruit.waves import format_weights
+
+    with _ready_engine(db).connect() as conn:
+        text = format_weights(conn, run)
+    out.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 # --- recruit audit ------------------------------------------------------------------------------

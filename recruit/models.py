@@ -402,6 +402,11 @@ class SearchResult(Base):
     )
     score: Mapped[float | None] = mapped_column(Float, doc="Out-of-work evidence score.")
     rank: Mapped[int | None] = mapped_column(Integer)
+    score_items: Mapped[int | None] = mapped_column(
+        BigInteger,
+        doc="Bit i set when score item i applied (NULL: searched before 0009), so fitted weights "
+        "can order a wave without searching again.",
+    )
 
 
 # --- review, letters and replies ------------------------------------------------------------
@@ -461,6 +466,9 @@ class LetterBatch(Base):
     not_posted_at: Mapped[dt.datetime | None] = mapped_column(
         DateTime(timezone=True), doc="When the batch was recorded as never posted (destroyed)."
     )
+    ranking: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONText, doc="Which weights put the wave in order (score items and weights; no identifiers)."
+    )
 
 
 class Invitation(Base):
@@ -492,6 +500,30 @@ class Invitation(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     replied_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    in_work: Mapped[bool | None] = mapped_column(
+        Boolean, doc="The slip's 'Are you in paid work at the moment?' (NULL: not answered)."
+    )
+
+
+class ScoreWeights(Base):
+    """Weights fitted to a run's replies (`recruit waves fit RUN`, recruit.waves): each fit is a
+    new version, kept with who made it and when; the newest orders the run's next wave."""
+
+    __tablename__ = "score_weights"
+    __table_args__ = (UniqueConstraint("run_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("search_run.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    weights: Mapped[dict[str, Any]] = mapped_column(
+        JSONText, doc="Score item id -> rule weight, fitted weight and its 95% interval."
+    )
+    replies_used: Mapped[int] = mapped_column(Integer)
+    in_work: Mapped[int] = mapped_column(Integer)
+    out_of_work: Mapped[int] = mapped_column(Integer)
+    method: Mapped[str | None] = mapped_column(Text)
+    fitted_by: Mapped[str | None] = mapped_column(String(200))
+    fitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class StudyNumber(Base):

@@ -5,7 +5,11 @@ research team types the slips into a CSV or Excel table with three columns: stud
 and date. Headers are read forgivingly (any case, punctuation or a small misspelling); values
 strictly, because a misread reply could mean writing to someone who said no.
 
-Each reply is recorded on its invitation (reply, replied_at, status). Nobody with an invitation
+Each reply is recorded on its invitation (reply, replied_at, status). An optional fourth column,
+"in paid work", holds the slip's question "Are you in paid work at the moment?" (yes, no, or
+blank when not answered; "now in paid work" as the reply means yes). It is stored as
+invitation.in_work, which `recruit waves fit` learns from; the answer of someone who asked not
+to be contacted is not kept. Nobody with an invitation
 to a study is invited to it again: the search's already_invited step excludes them whatever their
 reply, and its do_not_contact step keeps anyone who asked not to be contacted out of every
 study's searches. So a decline, "do not contact" and "now in paid work" all stop further letters.
@@ -32,7 +36,7 @@ from sqlalchemy import Engine, bindparam, func, select, update
 
 from recruit.errors import RecruitError
 from recruit.tables import INVITATION
-from recruit.workbook import match_headers, parse_day, read_table
+from recruit.workbook import match_headers, normalise_header, parse_day, read_table
 
 MAX_LISTED = 40
 
@@ -80,6 +84,43 @@ HEADERS = {
     ],
 }
 
+# The optional column for the slip's question "Are you in paid work at the moment?".
+IN_WORK_HEADERS = (
+    "in paid work",
+    "in work",
+    "paid work",
+    "working",
+    "in paid work now",
+    "are you in paid work",
+    "are you in paid work at the moment",
+)
+_IN_WORK_WORDS: Mapping[str, bool | None] = MappingProxyType(
+    {
+        "yes": True,
+        "y": True,
+        "in paid work": True,
+        "in work": True,
+        "no": False,
+        "n": False,
+        "not in paid work": False,
+        "not in work": False,
+        "": None,
+        "not answered": None,
+        "prefer not to say": None,
+        "rather not say": None,
+    }
+)
+
+
+def _in_work_column(header: list[Any]) -> int | None:
+    """The in-paid-work column, if the file has one (matched exactly: it is optional, so a near
+    miss must not capture another column)."""
+    names = {normalise_header(h) for h in IN_WORK_HEADERS}
+    hits = [i for i, h in enumerate(header) if normalise_header(h) in names]
+    if len(hits) > 1:
+        raise RecruitError("More than one column could be the 'in paid work' column.")
+    return hits[0] if hits else None
+
 
 class RepliesFileError(RecruitError):
     """The replies file has rows recruit cannot record; nothing was recorded."""
@@ -91,6 +132,7 @@ class _Reply:
     study_number: str
     reply: str
     day: dt.date
+    in_work: bool | None = None
 
 
 @dataclass
@@ -99,6 +141,8 @@ class RepliesSummary:
     recorded: Counter[str] = field(default_factory=Counter)  # reply -> newly recorded
     changed: int = 0
     unchanged: int = 0
+    in_work_answers: Counter[bool] = field(default_factory=Counter)  # newly recorded answers
+    in_work_set_aside: int = 0  # answers of people who asked not to be contacted: not kept
 
 
 def _study_number(value: Any) -> str:
@@ -123,6 +167,7 @@ def read_replies(path: Path, today: dt.date) -> tuple[list[_Reply], list[tuple[i
     """The file's replies and the problems found without the database (row number, problem)."""
     header, rows = read_table(path)
     cols = match_headers(header, HEADERS, path.name)
+    in_work_col = _in_work_column(header)
     replies: list[_Reply] = []
     problems: list[tuple[int, str]] = []
     first: dict[str, _Reply] = {}
@@ -137,6 +182,19 @@ def read_replies(path: Path, today: dt.date) -> tuple[list[_Reply], list[tuple[i
         reply = _reply_code(value("reply"))
         day = parse_day(value("date"))
         wrong = []
+        in_work: bool | None = None
+        if in_work_col is not None:
+            cell = row.values[in_work_col] if in_work_col < len(row.values) else None
+            answer = " ".join(str(cell if cell is not None else "").replace("_", " ").split()).lower()
+            if answer not in _IN_WORK_WORDS:
+                wrong.append(f"'in paid work' must be yes, no or blank (not {answer!r})")
+            in_work = _IN_WORK_WORDS.get(answer)
+        if reply == "now_in_work":
+            if in_work is False:
+                wrong.append("the reply says now in paid work but 'in paid work' says no")
+            in_work = True
+        if reply == "do_not_contact":
+            in_work = None  # not kept: they asked to be left alone
         if not number:
             wrong.append("no study number")
         if reply is None:
@@ -153,10 +211,10 @@ def read_replies(path: Path, today: dt.date) -> tuple[list[_Reply], list[tuple[i
             problems += [(row.number, w) for w in wrong]
             continue
         assert reply is not None and day is not None
-        parsed = _Reply(row.number, number, reply, day)
+        parsed = _Reply(row.number, number, reply, day, in_work)
         earlier = first.get(match_key(number))
         if earlier is not None:
-            if earlier.reply != reply:
+            if (earlier.reply, earlier.in_work) != (reply, in_work):
                 problems.append(
                     (row.number, f"study number {number} is also on row {earlier.number} with another reply")
                 )
@@ -183,6 +241,7 @@ def import_replies(engine: Engine, path: Path | str, today: dt.date | None = Non
                 INVITATION.c.reply,
                 INVITATION.c.replied_at,
                 INVITATION.c.created_at,
+                INVITATION.c.in_work,
             ).where(stored_key.in_(wanted[i : i + 500]))
             for row in conn.execute(query):
                 invitations.setdefault(match_key(row.study_number), []).append(row)
@@ -202,17 +261,27 @@ def import_replies(engine: Engine, path: Path | str, today: dt.date | None = Non
             if problem:
                 problems.append((r.number, problem))
                 continue
-            if inv.reply == r.reply:
+            # A blank answer keeps one recorded before; "do not contact" clears it.
+            in_work = (
+                None if r.reply == "do_not_contact" else (r.in_work if r.in_work is not None else inv.in_work)
+            )
+            if inv.reply == r.reply and inv.in_work == in_work:
                 summary.unchanged += 1
                 continue
-            summary.changed += inv.reply is not None
-            summary.recorded[r.reply] += 1
+            if r.reply == "do_not_contact" and inv.in_work is not None:
+                summary.in_work_set_aside += 1
+            if inv.reply != r.reply:
+                summary.changed += inv.reply is not None
+                summary.recorded[r.reply] += 1
+            if in_work is not None and in_work != inv.in_work:
+                summary.in_work_answers[in_work] += 1
             changes.append(
                 {
                     "b_id": inv.id,
                     "b_reply": r.reply,
                     "b_status": STATUS_AFTER[r.reply],
                     "b_at": dt.datetime.combine(r.day, dt.time(), tzinfo=dt.UTC),
+                    "b_in_work": in_work,
                 }
             )
         if problems:
@@ -229,7 +298,10 @@ def import_replies(engine: Engine, path: Path | str, today: dt.date | None = Non
                 update(INVITATION)
                 .where(INVITATION.c.id == bindparam("b_id"))
                 .values(
-                    reply=bindparam("b_reply"), status=bindparam("b_status"), replied_at=bindparam("b_at")
+                    reply=bindparam("b_reply"),
+                    status=bindparam("b_status"),
+                    replied_at=bindparam("b_at"),
+                    in_work=bindparam("b_in_work"),
                 ),
                 changes,
             )
@@ -273,6 +345,15 @@ def format_replies_summary(s: RepliesSummary, source: str) -> str:
     if s.recorded:
         lines.append(f"Recorded {sum(s.recorded.values())} (of which {s.changed} replaced an earlier reply):")
         lines += [f"  {REPLIES[code]}: {n}" for code, n in sorted(s.recorded.items())]
+    if s.in_work_answers:
+        lines.append(
+            f"'In paid work' answers recorded: {s.in_work_answers[True]} yes, {s.in_work_answers[False]} no."
+        )
+    if s.in_work_set_aside:
+        lines.append(
+            f"{s.in_work_set_aside} earlier 'in paid work' answer(s) removed: "
+            "the person asked not to be contacted."
+        )
     if s.unchanged:
         lines.append(f"{s.unchanged} were already recorded; nothing changed for them.")
     lines.append(

@@ -15,6 +15,7 @@ from recruit.models import (
     Quarantine,
     ReviewDecision,
     ReviewSheet,
+    ScoreWeights,
     SearchResult,
     SearchRun,
     StepCount,
@@ -44,3 +45,4 @@ REVIEW_SHEET = ReviewSheet.__table__
 STUDY = Study.__table__
 STUDY_NUMBER = StudyNumber.__table__
 WORK_FOLDER = WorkFolder.__table__
+WEIGHTS = ScoreWeights.__table__

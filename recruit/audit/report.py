@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from recruit import __version__
 from recruit.errors import RecruitError
 from recruit.models import SearchRun
 from recruit.safe_text import spreadsheet_safe
+from recruit.tables import BATCH
 
 from .diagram import Diagram, flow_diagram
 from .figures import ALL, REPLY_ITEMS, RunFigures, gather
@@ -51,6 +52,9 @@ class RunReport:
     figures: RunFigures
     protected: Protected
     rules_file: str | None
+    # Which weights put each wave of letters in order (issue 19): batch, date, the rule file's or
+    # a fitted version, and the score items with their weights. No counts, no identifiers.
+    rankings: list[dict[str, Any]] = field(default_factory=list)
 
     def shown(self, column: str, item: str) -> Shown:
         return self.protected.shown[self.figures.key(column, item)]
@@ -278,6 +282,7 @@ class Report:
                         for e in r.figures.extracts
                     ],
                     "figures": r.records(),
+                    "wave_rankings": r.rankings,
                 }
                 for r in self.runs
             ],
@@ -317,8 +322,36 @@ def build_report(engine: Engine, run_ids: Sequence[int], rule: Rule, today: dt.d
         for run_id in run_ids:
             figures = gather(conn, run_id)
             rules_file = f"run-{run_id}-rules.yaml" if figures.rule_set_text is not None else None
-            runs.append(RunReport(figures, protect(figures.table, rule), rules_file))
+            runs.append(
+                RunReport(figures, protect(figures.table, rule), rules_file, wave_rankings(conn, run_id))
+            )
     return Report(runs, rule, today or dt.date.today())
+
+
+def wave_rankings(conn: Any, run_id: int) -> list[dict[str, Any]]:
+    """Each letter batch of the run, oldest first, with the weights that ordered it."""
+    rows = conn.execute(
+        select(BATCH.c.id, BATCH.c.created_at, BATCH.c.ranking)
+        .where(BATCH.c.run_id == run_id)
+        .order_by(BATCH.c.id)
+    ).all()
+    waves = []
+    for number, row in enumerate(rows, start=1):
+        ranking = row.ranking or {"by": "rule file (recorded before recruit kept the ranking)", "weights": {}}
+        created = row.created_at
+        by = ranking.get("by", "rule file")
+        if by == "fitted":
+            by = f"weights fitted to replies, version {ranking.get('version')}"
+        waves.append(
+            {
+                "wave": number,
+                "batch": row.id,
+                "written_on": (created if isinstance(created, str) else created.isoformat())[:10],
+                "ranked_by": by,
+                "weights": dict(ranking.get("weights", {})),
+            }
+        )
+    return waves
 
 
 def _environment() -> Environment:

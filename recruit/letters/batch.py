@@ -78,6 +78,7 @@ from recruit.nhs_numbers import for_people
 from recruit.private_files import make_private_tree, open_private, owner_only
 from recruit.query.run import store_codelists
 from recruit.tables import BATCH, CODELIST, DECISION, INVITATION, PATIENT, RESULT, RUN, STUDY
+from recruit.waves import order_wave
 
 CHUNK = 25  # letters per document of patient details (WeasyPrint slows as documents grow)
 PRACTICE_CONTACT_FORMATS = ("braille", "interpreter", "language")
@@ -267,7 +268,10 @@ def _write(
         with owner_only(), _connect(engine) as conn, conn.begin():
             found = classify(conn, run_id, study_id, opt_out_ids, [stored["accessible"]])
             refusals = Counter(found.refusals)
-            wave = found.eligible if limit is None else found.eligible[:limit]
+            # Who may be written to is decided above; weights fitted to replies (recruit.waves)
+            # only change the order in which they are written to.
+            ordered, ranking = order_wave(conn, run_id, found.eligible)
+            wave = ordered if limit is None else ordered[:limit]
             left_for_later = len(found.eligible) - len(wave)
             numbers = study_numbers_for(
                 engine, study_id, settings.number_prefix, [c.nhs_number for c in wave]
@@ -295,6 +299,7 @@ def _write(
                     output_dir=str(out.resolve()),
                     letters_written=len(mailed),
                     refusals=dict(sorted(refusals.items())),
+                    ranking=ranking,
                 )
                 .returning(BATCH.c.id)
             ).scalar_one()

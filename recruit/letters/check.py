@@ -55,6 +55,7 @@ PACK_ELEMENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "reply_not_interested": ("the reply slip's 'not interested' box", ()),
     "reply_do_not_contact": ("the reply slip's 'do not contact me again' box", ()),
     "reply_now_in_work": ("the reply slip's 'I am now in paid work' box", ()),
+    "reply_in_work_question": ("the reply slip's question 'Are you in paid work at the moment?'", ()),
 }
 # Empty boxes, filled in by recruit: present, not necessarily with text.
 PLACE_ELEMENTS = {"study_number_place": ("the boxes where the study number is printed", 2)}

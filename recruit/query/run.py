@@ -409,8 +409,21 @@ def _pass_table(compiler: Compiler) -> Any:
         )
     else:
         score = null()
+    # Which score items applied (bit i: item i), so weights fitted to replies can order a wave
+    # later (recruit.waves) without searching again.
+    items: ColumnElement[Any] = (
+        reduce(
+            lambda a, b: a + b,
+            (
+                case((compiler.condition(c.criterion), literal_column(str(1 << i))), else_=zero)
+                for i, c in enumerate(rule_set.score)
+            ),
+        )
+        if rule_set.score
+        else null()
+    )
     query = (
-        select(PATIENT.c.id, PATIENT.c.practice_id, first_fail, mask, score)
+        select(PATIENT.c.id, PATIENT.c.practice_id, first_fail, mask, score, items)
         .select_from(compiler.patients_from())
         .where(*compiler.patients_where())
     )
@@ -420,8 +433,9 @@ def _pass_table(compiler: Compiler) -> Any:
         Column("first_fail", Integer),
         Column("mask", BigInteger),
         Column("score", Float),
+        Column("score_items", BigInteger),
     )
-    compiler.fill(table, ["patient_id", "practice_id", "first_fail", "mask", "score"], query)
+    compiler.fill(table, ["patient_id", "practice_id", "first_fail", "mask", "score", "score_items"], query)
     return table
 
 
@@ -461,7 +475,7 @@ def _write_results(conn: Connection, run_id: int, rule_set: RuleSet, compiler: C
         i for i, s in enumerate(steps) if s.kind == "exclude" and compiler.can_have_evidence(s.criterion)
     ]
     columns = ["run_id", "patient_id", "practice_id", "outcome", "excluding_step", "reason", "evidence"]
-    columns += ["step_mask", "score", "rank"]
+    columns += ["step_mask", "score", "rank", "score_items"]
     run = literal_column(str(int(run_id)))
     failed = passes.c.first_fail
 
@@ -482,6 +496,7 @@ def _write_results(conn: Connection, run_id: int, rule_set: RuleSet, compiler: C
         passes.c.mask,
         passes.c.score,
         null(),
+        passes.c.score_items,
     ).where(failed.is_not(None))
     if with_evidence:
         plain = plain.where(failed.not_in(with_evidence))
@@ -515,6 +530,7 @@ def _write_results(conn: Connection, run_id: int, rule_set: RuleSet, compiler: C
                 passes.c.mask,
                 passes.c.score,
                 null(),
+                passes.c.score_items,
             )
             .select_from(among.join(passes, passes.c.patient_id == among.c.patient_id))
             .outerjoin(ev, ev.c.patient_id == among.c.patient_id)
@@ -532,5 +548,6 @@ def _write_results(conn: Connection, run_id: int, rule_set: RuleSet, compiler: C
         passes.c.mask,
         passes.c.score,
         func.rank().over(order_by=passes.c.score.desc()),
+        passes.c.score_items,
     ).where(failed.is_(None))
     conn.execute(RESULT.insert().from_select(columns, candidates))

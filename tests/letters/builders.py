@@ -40,6 +40,7 @@ TABLES = [
     "letter_batch",
     "review_decision",
     "review_sheet",
+    "score_weights",
     "search_result",
     "step_count",
     "search_run",
