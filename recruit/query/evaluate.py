@@ -107,7 +107,6 @@ class WaveEvaluation:
     recall: float | None  # eligible / all truly eligible
     lowest_score: float | None
     ceiling: float | None = None  # the best precision a ranking by recorded features could reach
-    ceiling_in_sample: float | None = None  # the same, each group at its own share (flatters)
 
 
 @dataclass
@@ -138,6 +137,9 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
     ceiling_features: list[str] = field(default_factory=list)  # what the oracle ranking may use
     ceiling_groups: int = 0  # candidates with identical features form one group
+    ceiling_small_groups: int = 0  # candidates in groups of fewer than SMALL_GROUP people
+    # (people, eligible, features) per group: counts only, for pooling runs (bench/score_ceiling.py)
+    ceiling_by_features: list[tuple[int, int, tuple[Any, ...]]] = field(default_factory=list)
 
     @property
     def precision(self) -> float | None:
@@ -201,14 +203,14 @@ class Evaluation:
                     "precision": _round(w.precision),
                     "recall": _round(w.recall),
                     "ceiling": _round(w.ceiling),
-                    "ceiling_in_sample": _round(w.ceiling_in_sample),
                 }
                 for w in self.waves
             ],
             "ceiling": {
                 "features": list(self.ceiling_features),
                 "groups": self.ceiling_groups,
-                "prior_people": CEILING_PRIOR,
+                "people_in_small_groups": self.ceiling_small_groups,
+                "by_features": [list(g) for g in self.ceiling_by_features],
             },
             "notes": list(self.notes),
         }
@@ -365,7 +367,7 @@ def _bulk_insert(conn: Connection, table: Table, rows: Iterator[Sequence[Any]], 
 # --- the ceiling: the best ranking the records allow ------------------------------------------
 
 CEILING_FEATURES_FILE = "ceiling_features.yaml"
-_last_groups: list[tuple[Any, ...]] = []
+SMALL_GROUP = 10  # fewer people than this with the same records: their share eligible is mostly chance
 
 
 @dataclass(frozen=True)
@@ -391,28 +393,22 @@ def load_ceiling_features(path: str | Path | None = None) -> CeilingFeatures:
     return CeilingFeatures(rule_set, codelists)
 
 
-CEILING_PRIOR = 10.0  # people's worth of weight on the overall rate when judging a group's rate
-
-
 def ceiling_by_wave(
-    groups: Sequence[tuple[int, int]], sizes: Sequence[int], prior: float = CEILING_PRIOR
+    groups: Sequence[tuple[int, int]], sizes: Sequence[int], prior: float = 0.0
 ) -> list[float | None]:
     """The best precision of the first `size` letters for each size, ranking groups of people.
 
     `groups` are (people, truly eligible) for each group of candidates whose recorded features are
     identical: no ranking that uses only those features can tell them apart, so the oracle ranks
-    whole groups by their eligible rate, best first, and a wave that ends inside a group takes its
-    people at the group's rate (a random draw from the group, on average).
+    whole groups by their share eligible, best first, and a wave that ends inside a group takes
+    its people at the group's share (a random draw from the group, on average). No score built
+    from those features can do better on these people (ties broken at random).
 
-    With `prior` 0 groups are ranked by their share eligible: the most any ranking by those
-    features could reach on these very people. But that flatters: a group of one person is 0% or
-    100% eligible by chance, and with many small groups the "best" ranking is luck that no score
-    could repeat on the next practice's records. So by default groups are ranked by their share
-    shrunk towards the share among all candidates, as if `prior` more people at that share were
-    in them, (eligible + prior x overall) / (people + prior) (a beta-binomial estimate of the
-    rate of people with those features): big groups keep their place, a lucky group of one
-    moves most of the way to the average. The precision is then counted with each group's
-    actual share eligible, so the whole list's ceiling is the run's own figure.
+    It flatters when groups are small: a group of one person is 0% or 100% eligible by chance,
+    and no score could repeat that luck on the next practice's records. `prior` > 0 ranks the
+    groups instead by their share shrunk towards the share among all candidates, as if `prior`
+    more people at that share were in each, (eligible + prior x overall) / (people + prior),
+    while still counting each group's real share (so the whole list's figure is unchanged).
     """
     people = sum(n for n, _ in groups)
     overall = sum(e for _, e in groups) / people if people else 0.0
@@ -433,8 +429,9 @@ def ceiling_by_wave(
 
 def _ceiling_groups(
     conn: Connection, run: Any, people: Any, truth: Table, features: CeilingFeatures
-) -> list[tuple[int, int]]:
-    """(people, truly eligible) for each group of candidates with identical recorded features.
+) -> list[tuple[int, int, tuple[Any, ...]]]:
+    """(people, truly eligible, features) for each group of candidates with identical recorded
+    features (the run's score, then 1 or 0 for each criterion of `features`).
 
     The features are the run's score and each criterion of `features`, worked out by the search's
     own compiler for the candidates only (their codelists are stored as a search stores them).
@@ -469,8 +466,7 @@ def _ceiling_groups(
     keys = [per_person.c.score, *(per_person.c[f"x{i}"] for i in range(len(criteria)))]
     rows = conn.execute(select(func.count(), func.sum(per_person.c.eligible), *keys).group_by(*keys)).all()
     compiler.drop()
-    _last_groups[:] = [tuple(r) for r in rows]  # for bench/score_ceiling.py --groups
-    return [(int(n), int(e or 0)) for n, e, *_ in rows]
+    return [(int(n), int(e or 0), tuple(key)) for n, e, *key in rows]
 
 
 # --- evaluating ----------------------------------------------------------------------------------
@@ -716,11 +712,11 @@ def _evaluate(
     by_state = Counter(c.state if c.state is not None else "no truth row" for c in candidates)
 
     sizes = [min(invited, math.ceil(fraction * invited - 1e-9)) for _, fraction in WAVES]
-    groups = _ceiling_groups(conn, run, people, truth, ceiling) if ceiling is not None and invited else []
+    found = _ceiling_groups(conn, run, people, truth, ceiling) if ceiling is not None and invited else []
+    groups = [(n, e) for n, e, _ in found]
     best = ceiling_by_wave(groups, sizes) if groups else [None] * len(sizes)
-    lucky = ceiling_by_wave(groups, sizes, prior=0) if groups else [None] * len(sizes)
     waves = []
-    for (label, fraction), size, best_here, lucky_here in zip(WAVES, sizes, best, lucky, strict=True):
+    for (label, fraction), size, best_here in zip(WAVES, sizes, best, strict=True):
         part = candidates[:size]
         eligible = sum(1 for c in part if c.eligible == 1)
         in_work = sum(1 for c in part if c.in_work == 1)
@@ -736,7 +732,6 @@ def _evaluate(
                 recall=_ratio(eligible, eligible_total),
                 lowest_score=part[-1].score if part else None,
                 ceiling=best_here,
-                ceiling_in_sample=lucky_here,
             )
         )
 
@@ -756,6 +751,13 @@ def _evaluate(
         notes.append(f"{without_truth:,} people in the run are not in the truth file (counted as unknown).")
     if no_nhs:
         notes.append(f"{no_nhs:,} records in the run have no NHS number and cannot be matched.")
+    small = sum(n for n, _ in groups if n < SMALL_GROUP)
+    if small:
+        notes.append(
+            f"{small:,} of the {invited:,} people invited are in groups of fewer than {SMALL_GROUP} with the "
+            "same records: for them chance decides the share eligible, so 'best possible' flatters "
+            "(the more such people, the more it does)."
+        )
     if run.practice_ods_code:
         notes.append(
             f"Only the truth for practice {run.practice_ods_code} is used, as the run searched it alone."
@@ -788,6 +790,8 @@ def _evaluate(
         notes=notes,
         ceiling_features=["the run's score", *ceiling.names] if ceiling is not None else [],
         ceiling_groups=len(groups),
+        ceiling_small_groups=sum(n for n, _ in groups if n < SMALL_GROUP),
+        ceiling_by_features=found,
     )
 
 
@@ -907,8 +911,7 @@ def render(ev: Evaluation) -> list[Any]:
         "eligible people who get a letter. Within tied scores letters are as good as drawn at random. "
         "best possible: the precision of the best ranking of the same people using only what their "
         "records hold (" + ", ".join(ev.ceiling_features) + f"; {ev.ceiling_groups:,} groups of people "
-        "with the same records, each ranked by its real share eligible, a small group's share "
-        "pulled towards the average so that luck does not count): how much better the score could do."
+        "with the same records, ranked by their share eligible): how much better the score could do."
     )
     out.append(Text(legend))
     out.extend(Text(f"Note: {note}") for note in ev.notes)

@@ -237,8 +237,7 @@ def test_the_ceiling_on_ten_candidates_in_three_groups_is_known_by_hand(engine, 
     C: neither (score 0), 5 people, 1 eligible (rate 1/5).
     The run ranks A first (the score knows nothing of fit notes), then B and C tied, by NHS
     number: A's ineligible person first. The best ranking is B, A, C: waves of 1, 3, 5 and 10
-    letters reach 1/1, 3/3, (3 + 2 x 1/2)/5 = 0.8 and 5/10 eligible people. With the default
-    shrinkage (10 people at the overall 1/2) the rates are A 6/12, B 8/13, C 6/15: same order."""
+    letters reach 1/1, 3/3, (3 + 2 x 1/2)/5 = 0.8 and 5/10 eligible people."""
     pop = Population()
     eligible = {
         1: False,
@@ -271,22 +270,23 @@ def test_the_ceiling_on_ten_candidates_in_three_groups_is_known_by_hand(engine, 
     # The run: 1 (A, not eligible), then 2 (A), then 3, 4, 5 (B), 6 (C), ... by NHS number.
     assert [w.precision for w in ev.waves] == [0.0, pytest.approx(2 / 3), 0.8, 0.5]
     assert [w.ceiling for w in ev.waves] == [1.0, 1.0, pytest.approx(0.8), pytest.approx(0.5)]
-    assert [w.ceiling_in_sample for w in ev.waves] == [1.0, 1.0, pytest.approx(0.8), pytest.approx(0.5)]
     assert ev.ceiling_groups == 3
     assert ev.ceiling_features == ["the run's score", "unemployed_code", "fit_note"]
     data = ev.to_json()
     assert [w["ceiling"] for w in data["waves"]] == [1.0, 1.0, 0.8, 0.5]
-    assert data["ceiling"]["groups"] == 3
+    assert data["ceiling"]["groups"] == 3 and data["ceiling"]["people_in_small_groups"] == 10
+    assert sorted((n, e) for n, e, _ in ev.ceiling_by_features) == [(2, 1), (3, 3), (5, 1)]
+    assert any("10 of the 10 people invited are in groups of fewer than 10" in n for n in ev.notes)
     assert "best possible" in "\n".join(summary_lines(ev))
 
 
-def test_the_ceiling_ranks_groups_by_their_shrunk_rate_and_counts_their_real_one():
+def test_the_ceiling_can_rank_groups_by_a_shrunk_rate_and_counts_their_real_one():
     """Groups (people, eligible): a lucky group of one, 8 of 10, 0 of 10; overall 9/21.
-    By raw share the group of one comes first; shrunk by 10 people at 9/21 it scores
+    By raw share (the default) the group of one comes first; shrunk by 10 people at 9/21 it scores
     (1 + 90/21)/11 = 0.48, below (8 + 90/21)/20 = 0.61, so the 8-of-10 group leads."""
     groups = [(1, 1), (10, 8), (10, 0)]
-    assert ceiling_by_wave(groups, [1, 2, 11, 21], prior=0) == [1.0, 0.9, pytest.approx(9 / 11), 9 / 21]
-    assert ceiling_by_wave(groups, [1, 2, 11, 21]) == [0.8, 0.8, pytest.approx(9 / 11), 9 / 21]
+    assert ceiling_by_wave(groups, [1, 2, 11, 21]) == [1.0, 0.9, pytest.approx(9 / 11), 9 / 21]
+    assert ceiling_by_wave(groups, [1, 2, 11, 21], prior=10) == [0.8, 0.8, pytest.approx(9 / 11), 9 / 21]
     assert ceiling_by_wave([], [0]) == [None]
 
 
@@ -327,7 +327,8 @@ def test_instep_on_a_synthetic_population_adds_up_and_agrees_with_the_truth(db_u
     candidates = [nhs for nhs, outcome in rows if outcome == "candidate"]
 
     # Against the truth file read directly.
-    assert ev.notes == [] and ev.people == len(truth) == len(rows)
+    assert [n for n in ev.notes if "best possible" not in n] == []  # only the note on small groups
+    assert ev.people == len(truth) == len(rows)
     assert ev.invited == len(candidates) > 0
     assert ev.invited_in_work == sum(truth[n]["in_work_at_extract"] == "true" for n in candidates)
     assert ev.invited_eligible == sum(truth[n]["eligible_ips"] == "true" for n in candidates)
@@ -353,6 +354,12 @@ def test_instep_on_a_synthetic_population_adds_up_and_agrees_with_the_truth(db_u
         ev.invited_eligible,
     )
     assert last.precision == ev.precision and last.recall == ev.recall
+    # The ceiling re-orders the same people: the whole list's is the run's own precision, and
+    # it never falls as waves shrink (the best groups come first).
+    assert last.ceiling == pytest.approx(ev.precision)
+    ceilings = [w.ceiling for w in ev.waves]
+    assert all(a >= b - 1e-9 for a, b in zip(ceilings, ceilings[1:], strict=False))
+    assert sum(n for n, _, _ in ev.ceiling_by_features) == ev.invited
     engine.dispose()
 
 
