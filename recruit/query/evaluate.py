@@ -8,7 +8,10 @@ manager's questions about a run on that extract:
   wasted on people the trial cannot help) and how many are truly eligible (precision);
 * of the truly eligible, how many the search misses (recall) and at which step each was lost;
 * for every step, how many eligible and how many in-work people it left out;
-* by wave: the top 10%, 25% and 50% of the ranked list, and all of it.
+* by wave: the top 10%, 25% and 50% of the ranked list, and all of it;
+* the ceiling: for each wave, the best precision any ranking of the same candidates could reach
+  using only what their records hold (see `ceiling_by_wave`), so anyone can see how much better
+  the out-of-work score could do.
 
 People are matched by NHS number, never by the database's internal ids; patients from a
 pseudonymised extract (no NHS number) by their pseudonym, the patient id the extract gives them
@@ -50,7 +53,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 
+from recruit.codelists import Codelist
 from recruit.errors import RecruitError
+from recruit.rules.model import RuleSet
 from recruit.tables import PATIENT, RESULT, RUN, STEP_COUNT
 
 WAVES: tuple[tuple[str, float], ...] = (("top 10%", 0.10), ("top 25%", 0.25), ("top 50%", 0.50), ("all", 1.0))
@@ -101,6 +106,7 @@ class WaveEvaluation:
     precision: float | None  # eligible / invited
     recall: float | None  # eligible / all truly eligible
     lowest_score: float | None
+    ceiling: float | None = None  # the best precision a ranking by recorded features could reach
 
 
 @dataclass
@@ -129,6 +135,11 @@ class Evaluation:
     steps: list[StepEvaluation] = field(default_factory=list)
     waves: list[WaveEvaluation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    ceiling_features: list[str] = field(default_factory=list)  # what the oracle ranking may use
+    ceiling_groups: int = 0  # candidates with identical features form one group
+    ceiling_small_groups: int = 0  # candidates in groups of fewer than SMALL_GROUP people
+    # (people, eligible, features) per group: counts only, for pooling runs (bench/score_ceiling.py)
+    ceiling_by_features: list[tuple[int, int, tuple[Any, ...]]] = field(default_factory=list)
 
     @property
     def precision(self) -> float | None:
@@ -187,9 +198,20 @@ class Evaluation:
             },
             "steps": [asdict(s) for s in self.steps],
             "waves": [
-                {**asdict(w), "precision": _round(w.precision), "recall": _round(w.recall)}
+                {
+                    **asdict(w),
+                    "precision": _round(w.precision),
+                    "recall": _round(w.recall),
+                    "ceiling": _round(w.ceiling),
+                }
                 for w in self.waves
             ],
+            "ceiling": {
+                "features": list(self.ceiling_features),
+                "groups": self.ceiling_groups,
+                "people_in_small_groups": self.ceiling_small_groups,
+                "by_features": [list(g) for g in self.ceiling_by_features],
+            },
             "notes": list(self.notes),
         }
 
@@ -342,6 +364,111 @@ def _bulk_insert(conn: Connection, table: Table, rows: Iterator[Sequence[Any]], 
     flush()
 
 
+# --- the ceiling: the best ranking the records allow ------------------------------------------
+
+CEILING_FEATURES_FILE = "ceiling_features.yaml"
+SMALL_GROUP = 10  # fewer people than this with the same records: their share eligible is mostly chance
+
+
+@dataclass(frozen=True)
+class CeilingFeatures:
+    """What the oracle ranking may know about each candidate: named yes/no criteria about their
+    record (a rule file's `score:` items; their weights are not used), besides the run's own score.
+    """
+
+    rule_set: RuleSet
+    codelists: dict[str, Codelist]
+
+    @property
+    def names(self) -> list[str]:
+        return [item.id for item in self.rule_set.score]
+
+
+def load_ceiling_features(path: str | Path | None = None) -> CeilingFeatures:
+    """The features file (default: rules/ceiling_features.yaml, ./rules/ first) and its codelists."""
+    from recruit.query.run import load_search
+    from recruit.resources import rules_file
+
+    rule_set, codelists, _ = load_search(rules_file(CEILING_FEATURES_FILE) if path is None else path)
+    return CeilingFeatures(rule_set, codelists)
+
+
+def ceiling_by_wave(
+    groups: Sequence[tuple[int, int]], sizes: Sequence[int], prior: float = 0.0
+) -> list[float | None]:
+    """The best precision of the first `size` letters for each size, ranking groups of people.
+
+    `groups` are (people, truly eligible) for each group of candidates whose recorded features are
+    identical: no ranking that uses only those features can tell them apart, so the oracle ranks
+    whole groups by their share eligible, best first, and a wave that ends inside a group takes
+    its people at the group's share (a random draw from the group, on average). No score built
+    from those features can do better on these people (ties broken at random).
+
+    It flatters when groups are small: a group of one person is 0% or 100% eligible by chance,
+    and no score could repeat that luck on the next practice's records. `prior` > 0 ranks the
+    groups instead by their share shrunk towards the share among all candidates, as if `prior`
+    more people at that share were in each, (eligible + prior x overall) / (people + prior),
+    while still counting each group's real share (so the whole list's figure is unchanged).
+    """
+    people = sum(n for n, _ in groups)
+    overall = sum(e for _, e in groups) / people if people else 0.0
+    ranked = sorted(((e + prior * overall) / (n + prior), e / n, n) for n, e in groups if n)
+    ranked.reverse()
+    out: list[float | None] = []
+    for size in sizes:
+        left, eligible = size, 0.0
+        for _, rate, n in ranked:
+            if left <= 0:
+                break
+            take = min(n, left)
+            eligible += take * rate
+            left -= take
+        out.append(eligible / size if size else None)
+    return out
+
+
+def _ceiling_groups(
+    conn: Connection, run: Any, people: Any, truth: Table, features: CeilingFeatures
+) -> list[tuple[int, int, tuple[Any, ...]]]:
+    """(people, truly eligible, features) for each group of candidates with identical recorded
+    features (the run's score, then 1 or 0 for each criterion of `features`).
+
+    The features are the run's score and each criterion of `features`, worked out by the search's
+    own compiler for the candidates only (their codelists are stored as a search stores them).
+    """
+    from recruit.query.compiler import Compiler
+    from recruit.query.run import store_codelists
+
+    rule_set = features.rule_set
+    compiler = Compiler(
+        conn, rule_set, run.index_date, store_codelists(conn, features.codelists), features.codelists
+    )
+    candidates = select(people.c.patient_id).where(people.c.outcome == "candidate")
+    compiler.population = compiler.patient_set(candidates)
+    criteria = [item.criterion for item in rule_set.score]
+    compiler.prepare(criteria)
+    one, zero = literal_column("1"), literal_column("0")
+    flags = [case((compiler.condition(c), one), else_=zero).label(f"x{i}") for i, c in enumerate(criteria)]
+    per_person = (
+        select(
+            people.c.score,
+            *flags,
+            func.coalesce(truth.c.eligible, zero).label("eligible"),
+        )
+        .select_from(
+            compiler.patients_from()
+            .join(people, people.c.patient_id == PATIENT.c.id)
+            .outerjoin(truth, truth.c.nhs_number == people.c.nhs_number)
+        )
+        .where(people.c.outcome == "candidate")
+        .subquery("features")
+    )
+    keys = [per_person.c.score, *(per_person.c[f"x{i}"] for i in range(len(criteria)))]
+    rows = conn.execute(select(func.count(), func.sum(per_person.c.eligible), *keys).group_by(*keys)).all()
+    compiler.drop()
+    return [(int(n), int(e or 0), tuple(key)) for n, e, *key in rows]
+
+
 # --- evaluating ----------------------------------------------------------------------------------
 
 
@@ -350,13 +477,19 @@ def evaluate_run(
     run_id: int,
     truth: str | Path,
     eligibility: str = "eligible_ips",
+    ceiling: CeilingFeatures | None = None,
 ) -> Evaluation:
-    """Compare run `run_id` with the truth file (or folder) that came with the made-up extract."""
+    """Compare run `run_id` with the truth file (or folder) that came with the made-up extract.
+
+    `ceiling`: the recorded features the best possible ranking may use (default: those of
+    rules/ceiling_features.yaml; see `ceiling_by_wave`)."""
     if eligibility not in ELIGIBILITY:
         raise RecruitError(
             f"Unknown eligibility column {eligibility!r}; use one of {', '.join(ELIGIBILITY)}."
         )
     truth_file = truth_csv(truth)
+    if ceiling is None:
+        ceiling = load_ceiling_features()
     with engine.begin() as conn:
         run: Any = conn.execute(select(RUN).where(RUN.c.id == run_id)).one_or_none()
         if run is None:
@@ -387,7 +520,7 @@ def evaluate_run(
             _index_one_row_per_person(conn, table, truth_file, "pseudonym")
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"ANALYZE {table.name}")
-        evaluation = _evaluate(conn, run, steps, table, eligibility, truth_file, stats, pseudonyms)
+        evaluation = _evaluate(conn, run, steps, table, eligibility, truth_file, stats, pseudonyms, ceiling)
         # Not in a `finally`: after a database error the transaction is aborted (PostgreSQL
         # refuses any further statement) and its rollback removes the table anyway.
         table.drop(conn)
@@ -456,6 +589,7 @@ def _people(conn: Connection, run_id: int, step_ids: Sequence[str], truth: Table
     ranked = (
         select(
             key.label("nhs_number"),
+            RESULT.c.patient_id,
             RESULT.c.step_mask,
             RESULT.c.outcome,
             RESULT.c.rank,
@@ -472,7 +606,14 @@ def _people(conn: Connection, run_id: int, step_ids: Sequence[str], truth: Table
         .subquery("ranked")
     )
     return (
-        select(ranked.c.nhs_number, ranked.c.step_mask, ranked.c.outcome, ranked.c.rank, ranked.c.score)
+        select(
+            ranked.c.nhs_number,
+            ranked.c.patient_id,
+            ranked.c.step_mask,
+            ranked.c.outcome,
+            ranked.c.rank,
+            ranked.c.score,
+        )
         .where(ranked.c.nth == 1)
         .subquery("people")
     )
@@ -487,6 +628,7 @@ def _evaluate(
     truth_file: Path,
     stats: _TruthStats,
     pseudonyms: bool = False,
+    ceiling: CeilingFeatures | None = None,
 ) -> Evaluation:
     run_id = run.id
     n = len(steps)
@@ -569,9 +711,12 @@ def _evaluate(
     eligible_total = eligible_in_run + not_in_records
     by_state = Counter(c.state if c.state is not None else "no truth row" for c in candidates)
 
+    sizes = [min(invited, math.ceil(fraction * invited - 1e-9)) for _, fraction in WAVES]
+    found = _ceiling_groups(conn, run, people, truth, ceiling) if ceiling is not None and invited else []
+    groups = [(n, e) for n, e, _ in found]
+    best = ceiling_by_wave(groups, sizes) if groups else [None] * len(sizes)
     waves = []
-    for label, fraction in WAVES:
-        size = min(invited, math.ceil(fraction * invited - 1e-9))
+    for (label, fraction), size, best_here in zip(WAVES, sizes, best, strict=True):
         part = candidates[:size]
         eligible = sum(1 for c in part if c.eligible == 1)
         in_work = sum(1 for c in part if c.in_work == 1)
@@ -586,6 +731,7 @@ def _evaluate(
                 precision=_ratio(eligible, size),
                 recall=_ratio(eligible, eligible_total),
                 lowest_score=part[-1].score if part else None,
+                ceiling=best_here,
             )
         )
 
@@ -605,6 +751,13 @@ def _evaluate(
         notes.append(f"{without_truth:,} people in the run are not in the truth file (counted as unknown).")
     if no_nhs:
         notes.append(f"{no_nhs:,} records in the run have no NHS number and cannot be matched.")
+    small = sum(n for n, _ in groups if n < SMALL_GROUP)
+    if small:
+        notes.append(
+            f"{small:,} of the {invited:,} people invited are in groups of fewer than {SMALL_GROUP} with the "
+            "same records: for them chance decides the share eligible, so 'best possible' flatters "
+            "(the more such people, the more it does)."
+        )
     if run.practice_ods_code:
         notes.append(
             f"Only the truth for practice {run.practice_ods_code} is used, as the run searched it alone."
@@ -635,6 +788,10 @@ def _evaluate(
         steps=step_rows,
         waves=waves,
         notes=notes,
+        ceiling_features=["the run's score", *ceiling.names] if ceiling is not None else [],
+        ceiling_groups=len(groups),
+        ceiling_small_groups=sum(n for n, _ in groups if n < SMALL_GROUP),
+        ceiling_by_features=found,
     )
 
 
@@ -676,6 +833,13 @@ def summary_lines(ev: Evaluation) -> list[str]:
             for step, k in missed.items()
         )
         lines.append(f"  Lost: {where_lost}.")
+    first = ev.waves[0] if ev.waves else None
+    if first is not None and first.ceiling is not None:
+        lines.append(
+            f"First wave ({first.label}, {first.invited:,} letters): {_pct(first.precision)} reach truly "
+            f"eligible people; the best possible ranking by what the records hold would reach "
+            f"{_pct(first.ceiling)} (see 'best possible' below)."
+        )
     if ev.invited_by_state:
         states = ", ".join(f"{state.replace('_', ' ')} {k:,}" for state, k in ev.invited_by_state.items())
         lines.append(f"Invited people by their real work situation: {states}.")
@@ -726,6 +890,7 @@ def render(ev: Evaluation) -> list[Any]:
         "precision",
         "recall",
         "lowest score",
+        "best possible",
     ):
         waves.add_column(name, justify="left" if name == "wave" else "right")
     for w in ev.waves:
@@ -738,11 +903,15 @@ def render(ev: Evaluation) -> list[Any]:
             _pct(w.precision),
             _pct(w.recall),
             "-" if w.lowest_score is None else f"{w.lowest_score:g}",
+            _pct(w.ceiling),
         )
     out.append(waves)
     legend = (
         "precision: share of letters that reach a truly eligible person; recall: share of all truly "
-        "eligible people who get a letter. Within tied scores letters are as good as drawn at random."
+        "eligible people who get a letter. Within tied scores letters are as good as drawn at random. "
+        "best possible: the precision of the best ranking of the same people using only what their "
+        "records hold (" + ", ".join(ev.ceiling_features) + f"; {ev.ceiling_groups:,} groups of people "
+        "with the same records, ranked by their share eligible): how much better the score could do."
     )
     out.append(Text(legend))
     out.extend(Text(f"Note: {note}") for note in ev.notes)

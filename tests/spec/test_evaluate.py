@@ -18,7 +18,16 @@ import synthetic_ehr
 from recruit.errors import RecruitError
 from recruit.load import load_extract
 from recruit.models import Patient, SearchResult
-from recruit.query.evaluate import NOT_IN_RECORDS, evaluate_run, render, summary_lines, write_json
+from recruit.query.evaluate import (
+    NOT_IN_RECORDS,
+    CeilingFeatures,
+    ceiling_by_wave,
+    evaluate_run,
+    load_ceiling_features,
+    render,
+    summary_lines,
+    write_json,
+)
 from recruit.query.run import run_search
 from synthetic_ehr.truth_out import TRUTH_HEADER
 from tests.search_helpers import (
@@ -196,6 +205,97 @@ def test_a_wrong_truth_file_or_run_is_one_plain_message(engine, tmp_path):
     assert evaluate_run(engine, run.run_id, write_truth(tmp_path / "good", truth)).invited == 3
 
 
+# --- the ceiling: the best ranking the records allow, on a case worked out by hand -------------
+
+FIT_NOTE = make_codelist("fit", [("snomedct", "1331000000103", "not_fit_for_work")])
+CEILING = CeilingFeatures(
+    rule_set(
+        [{"id": "everyone", "kind": "include", "reason": "everyone", "criterion": {"alive": None}}],
+        score=[
+            {
+                "id": "unemployed_code",
+                "weight": 1,
+                "why": "same as the run's score",
+                "criterion": {"has_code": {"codelist": "work", "categories": ["unemployed"]}},
+            },
+            {
+                "id": "fit_note",
+                "weight": 1,
+                "why": "a fit note",
+                "criterion": {"has_code": {"codelist": "fit"}},
+            },
+        ],
+    ),
+    {"work": CODELISTS["work"], "fit": FIT_NOTE},
+)
+
+
+def test_the_ceiling_on_ten_candidates_in_three_groups_is_known_by_hand(engine, tmp_path):
+    """10 candidates, 5 truly eligible, in 3 groups by their records:
+    A: an unemployed code (the run's score 2), 2 people, 1 eligible (rate 1/2);
+    B: a fit note (score 0), 3 people, 3 eligible (rate 1);
+    C: neither (score 0), 5 people, 1 eligible (rate 1/5).
+    The run ranks A first (the score knows nothing of fit notes), then B and C tied, by NHS
+    number: A's ineligible person first. The best ranking is B, A, C: waves of 1, 3, 5 and 10
+    letters reach 1/1, 3/3, (3 + 2 x 1/2)/5 = 0.8 and 5/10 eligible people."""
+    pop = Population()
+    eligible = {
+        1: False,
+        2: True,
+        3: True,
+        4: True,
+        5: True,
+        6: True,
+        7: False,
+        8: False,
+        9: False,
+        10: False,
+    }
+    nhs = {pid: f"95000000{pid:02d}" for pid in eligible}
+    for pid in eligible:
+        pop.add_patient(pid, nhs_number=nhs[pid])
+        pop.add_event(pid, D(2024, 1, 1), "snomedct", "82423001")  # pain: everyone is a candidate
+    for pid in (1, 2):  # A
+        pop.add_event(pid, D(2025, 1, 1), "snomedct", "73438004")
+    for pid in (3, 4, 5):  # B
+        pop.add_event(pid, D(2025, 2, 1), "snomedct", "1331000000103")
+    truth = [person(nhs[pid], eligible=e, in_work=not e) for pid, e in eligible.items()]
+    run = run_engine(engine, pop, RULES, {**CODELISTS, "fit": FIT_NOTE}, INDEX)
+    path = write_truth(tmp_path / "truth", truth, extract_date=INDEX)
+
+    ev = evaluate_run(engine, run.run_id, path, ceiling=CEILING)
+
+    assert ev.invited == 10 and ev.invited_eligible == 5
+    assert [w.invited for w in ev.waves] == [1, 3, 5, 10]
+    # The run: 1 (A, not eligible), then 2 (A), then 3, 4, 5 (B), 6 (C), ... by NHS number.
+    assert [w.precision for w in ev.waves] == [0.0, pytest.approx(2 / 3), 0.8, 0.5]
+    assert [w.ceiling for w in ev.waves] == [1.0, 1.0, pytest.approx(0.8), pytest.approx(0.5)]
+    assert ev.ceiling_groups == 3
+    assert ev.ceiling_features == ["the run's score", "unemployed_code", "fit_note"]
+    data = ev.to_json()
+    assert [w["ceiling"] for w in data["waves"]] == [1.0, 1.0, 0.8, 0.5]
+    assert data["ceiling"]["groups"] == 3 and data["ceiling"]["people_in_small_groups"] == 10
+    assert sorted((n, e) for n, e, _ in ev.ceiling_by_features) == [(2, 1), (3, 3), (5, 1)]
+    assert any("10 of the 10 people invited are in groups of fewer than 10" in n for n in ev.notes)
+    assert "best possible" in "\n".join(summary_lines(ev))
+
+
+def test_the_ceiling_can_rank_groups_by_a_shrunk_rate_and_counts_their_real_one():
+    """Groups (people, eligible): a lucky group of one, 8 of 10, 0 of 10; overall 9/21.
+    By raw share (the default) the group of one comes first; shrunk by 10 people at 9/21 it scores
+    (1 + 90/21)/11 = 0.48, below (8 + 90/21)/20 = 0.61, so the 8-of-10 group leads."""
+    groups = [(1, 1), (10, 8), (10, 0)]
+    assert ceiling_by_wave(groups, [1, 2, 11, 21]) == [1.0, 0.9, pytest.approx(9 / 11), 9 / 21]
+    assert ceiling_by_wave(groups, [1, 2, 11, 21], prior=10) == [0.8, 0.8, pytest.approx(9 / 11), 9 / 21]
+    assert ceiling_by_wave([], [0]) == [None]
+
+
+def test_the_default_ceiling_features_load_with_their_codelists():
+    features = load_ceiling_features()
+    assert "latest_status_out_of_work_12_months" in features.names and "chronic_pain_coded" in features.names
+    assert {"employment_status", "fit_note", "benefits", "opioids", "chronic_pain"} <= set(features.codelists)
+
+
 # --- a small synthetic population through the InSTEP rules ------------------------------------
 
 
@@ -227,7 +327,8 @@ def test_instep_on_a_synthetic_population_adds_up_and_agrees_with_the_truth(db_u
     candidates = [nhs for nhs, outcome in rows if outcome == "candidate"]
 
     # Against the truth file read directly.
-    assert ev.notes == [] and ev.people == len(truth) == len(rows)
+    assert [n for n in ev.notes if "best possible" not in n] == []  # only the note on small groups
+    assert ev.people == len(truth) == len(rows)
     assert ev.invited == len(candidates) > 0
     assert ev.invited_in_work == sum(truth[n]["in_work_at_extract"] == "true" for n in candidates)
     assert ev.invited_eligible == sum(truth[n]["eligible_ips"] == "true" for n in candidates)
@@ -253,6 +354,12 @@ def test_instep_on_a_synthetic_population_adds_up_and_agrees_with_the_truth(db_u
         ev.invited_eligible,
     )
     assert last.precision == ev.precision and last.recall == ev.recall
+    # The ceiling re-orders the same people: the whole list's is the run's own precision, and
+    # it never falls as waves shrink (the best groups come first).
+    assert last.ceiling == pytest.approx(ev.precision)
+    ceilings = [w.ceiling for w in ev.waves]
+    assert all(a >= b - 1e-9 for a, b in zip(ceilings, ceilings[1:], strict=False))
+    assert sum(n for n, _, _ in ev.ceiling_by_features) == ev.invited
     engine.dispose()
 
 

@@ -124,11 +124,12 @@ def test_instep_search_on_made_up_patients(db_url, instep):
     }
     assert results[4].evidence["code"] == employed[1]
     assert employed[2] in results[4].reason
-    # Ranked by out-of-work evidence: 5 (an unemployed status code this year), then 6 (a recent
-    # not-fit note: weak, most notes go to people with a job), then 1 and 3 together (no evidence).
+    # Ranked by out-of-work evidence: 5 (an unemployed status code this year: 3 + 1 for the last 2
+    # years + 2 for the latest code of any age), then 6 (a recent not-fit note: weak, most notes go
+    # to people with a job), then 3 (no evidence, but repeat opioids: 0.5 + 0.25), then 1 (none).
     ranks = {pid: r.rank for pid, r in results.items() if r.outcome == "candidate"}
-    assert ranks == {5: 1, 6: 2, 1: 3, 3: 3}
-    assert (results[5].score, results[6].score, results[1].score) == (4.0, 1.0, 0.5)
+    assert ranks == {5: 1, 6: 2, 3: 3, 1: 4}
+    assert [results[pid].score for pid in (5, 6, 3, 1)] == [6.0, 1.0, 0.75, 0.5]
     assert [f.kept for f in flow][-1] == 4
     assert "likely_in_work" in table and "Candidates: 4" in table
     with pytest.raises(RecruitError, match="No practice with ODS code Z99999"):
