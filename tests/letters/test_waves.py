@@ -36,8 +36,10 @@ from recruit.waves import (
 from tests.letters.builders import ROOT, STUDY_FILE, Person, build, invited
 
 INSTEP = (ROOT / "rules" / "instep.yaml").read_text(encoding="utf-8")
-# Bits of search_result.score_items, in the order of rules/instep.yaml's score.
-FIT_NOTE, NO_STATUS = 1 << 3, 1 << 5
+# Bits of search_result.score_items, in the order of rules/instep.yaml's score (by item id, so
+# the test follows the rule file when items are added).
+SCORE_IDS = [item["id"] for item in yaml.safe_load(INSTEP)["score"]]
+FIT_NOTE, NO_STATUS = 1 << SCORE_IDS.index("not_fit_note_3_months"), 1 << SCORE_IDS.index("no_recent_status")
 
 
 # --- the fit on simulated replies whose true weights are known ---------------------------------------
@@ -216,8 +218,8 @@ def test_wave_two_is_ordered_by_the_fit_and_writes_to_nobody_new(engine, tmp_pat
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    masks=st.lists(st.integers(0, 63), min_size=1, max_size=25),
-    weights=st.lists(st.floats(-5, 5, allow_nan=False), min_size=6, max_size=6),
+    masks=st.lists(st.integers(0, (1 << len(SCORE_IDS)) - 1), min_size=1, max_size=25),
+    weights=st.lists(st.floats(-5, 5, allow_nan=False), min_size=len(SCORE_IDS), max_size=len(SCORE_IDS)),
 )
 def test_any_fitted_weights_only_reorder_the_people_given(sqlite_engine, masks, weights):
     world = build(sqlite_engine, [Person(i + 1) for i in range(len(masks))])
