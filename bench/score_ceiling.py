@@ -75,6 +75,8 @@ def evaluate(folder: Path, rules: Path, eligibility: str = "eligible_ips") -> An
 
 def pooled_ceiling(ev: Any, others: list[Any]) -> float:
     """The first wave's precision when groups are ranked by their rate in the other populations."""
+    from recruit.query.evaluate import top_precision
+
     pooled: dict[tuple[Any, ...], list[int]] = {}
     for other in others:
         for n, e, key in other.ceiling_by_features:
@@ -88,15 +90,7 @@ def pooled_ceiling(ev: Any, others: list[Any]) -> float:
         pn, pe = pooled.get(tuple(key), (0, 0))
         ranked.append(((pe + PRIOR * overall) / (pn + PRIOR), e / n, n))
     ranked.sort(reverse=True)
-    size = ev.waves[0].invited
-    left, eligible = float(size), 0.0
-    for _, share, n in ranked:
-        if left <= 0:
-            break
-        take = min(n, left)
-        eligible += take * share
-        left -= take
-    return eligible / size
+    return top_precision([(share, n) for _, share, n in ranked], ev.waves[0].invited)
 
 
 def describe(values: list[float]) -> str:

@@ -50,6 +50,7 @@ from sqlalchemy import (
 
 from recruit.codelists import Code, Codelist, CodeSystem
 from recruit.errors import RecruitError
+from recruit.load.codes import SYSTEM_NAMES
 from recruit.models import (
     utcnow,
 )
@@ -108,7 +109,6 @@ FORMAT = "recruit review sheet 2"
 OLD_FORMATS = ("recruit review sheet 1",)
 MAX_LISTED = 40  # problems listed in a refusal before "and N more"
 
-SYSTEM_NAMES = {"snomedct": "SNOMED CT", "readv2": "Read v2", "ctv3": "CTV3", "dmd": "dm+d"}
 STATUS_WORDS = {"out_of_work": "Out of work", "in_work": "In work", "not_in_paid_work": "Not in paid work"}
 
 

@@ -13,6 +13,9 @@ SNOMED = "snomedct"
 READV2 = "readv2"
 CTV3 = "ctv3"
 DMD = "dmd"
+CODE_SYSTEMS: tuple[str, ...] = (SNOMED, READV2, CTV3, DMD)
+# How each system is named to practice staff.
+SYSTEM_NAMES = {SNOMED: "SNOMED CT", READV2: "Read v2", CTV3: "CTV3", DMD: "dm+d"}
 
 _SYSTEM_URIS = {
     "http://snomed.info/sct": SNOMED,

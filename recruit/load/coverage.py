@@ -13,13 +13,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from recruit.errors import RecruitError
-
-# How each code system is named to practice staff.
-SYSTEM_WORDS = {"snomedct": "SNOMED CT", "readv2": "Read v2", "ctv3": "CTV3", "dmd": "dm+d"}
+from recruit.load.codes import SYSTEM_NAMES
 
 
 def system_words(system: str) -> str:
-    return SYSTEM_WORDS.get(system, system)
+    return SYSTEM_NAMES.get(system, system)
 
 
 def rule_set_systems(rules_path: Path | None = None) -> tuple[str, frozenset[str]] | None:

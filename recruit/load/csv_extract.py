@@ -28,7 +28,7 @@ from typing import Any
 from stdnum import verhoeff
 
 from recruit.errors import RecruitError
-from recruit.load.codes import CTV3, DMD, READV2, SNOMED, normalise_code
+from recruit.load.codes import DMD, SNOMED, SYSTEM_NAMES, normalise_code
 from recruit.load.fhir import NHS_NUMBER_SYSTEM, NotUsed, Parsed
 from recruit.load.files import Record, fingerprint, input_files
 from recruit.load.mapping import (
@@ -58,7 +58,6 @@ from recruit.nhs_numbers import digits_of
 csv.field_size_limit(64 * 1024 * 1024)
 
 SYSTEMS = CODE_SYSTEMS
-SYSTEM_NAMES = {SNOMED: "SNOMED CT", READV2: "Read v2", CTV3: "CTV3", DMD: "dm+d"}
 # SNOMED CT identifiers: the partition (second and third digits from the right) of a concept.
 CONCEPT_PARTITIONS = ("00", "10")
 

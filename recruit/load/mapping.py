@@ -23,10 +23,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recruit.errors import RecruitError
+from recruit.load.codes import CODE_SYSTEMS
 from recruit.load.files import regular_file
 
 CodeSystem = Literal["snomedct", "readv2", "ctv3", "dmd"]
-CODE_SYSTEMS: tuple[str, ...] = ("snomedct", "readv2", "ctv3", "dmd")
 
 
 class _Strict(BaseModel):

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, exists, func, or_, select
 
+from recruit.load.codes import CODE_SYSTEMS
 from recruit.load.coverage import system_words
 from recruit.rules.model import Criterion, RuleSet, parse_rule_set, walk
 from recruit.tables import CODELIST, CODES, EVENT, MEDICATION, PATIENT, RESULT, RUN, STEP_COUNT
@@ -133,9 +134,6 @@ def _records_absent(
         "extract includes them (some extracts carry only demographics) and load it again."
     )
     return SearchWarning(step_id, fields, counts.entering, counts.excluded, message)
-
-
-CODE_SYSTEMS = ("snomedct", "readv2", "ctv3", "dmd")
 
 
 class _Systems:

@@ -414,17 +414,21 @@ def ceiling_by_wave(
     overall = sum(e for _, e in groups) / people if people else 0.0
     ranked = sorted(((e + prior * overall) / (n + prior), e / n, n) for n, e in groups if n)
     ranked.reverse()
-    out: list[float | None] = []
-    for size in sizes:
-        left, eligible = size, 0.0
-        for _, rate, n in ranked:
-            if left <= 0:
-                break
-            take = min(n, left)
-            eligible += take * rate
-            left -= take
-        out.append(eligible / size if size else None)
-    return out
+    shares = [(rate, n) for _, rate, n in ranked]
+    return [top_precision(shares, size) if size else None for size in sizes]
+
+
+def top_precision(shares: Sequence[tuple[float, int]], size: float) -> float:
+    """Precision of the first `size` letters taken from groups in the order given, as (share
+    eligible, people) each: a wave ending inside a group takes its people at the group's share."""
+    left, eligible = float(size), 0.0
+    for rate, n in shares:
+        if left <= 0:
+            break
+        take = min(n, left)
+        eligible += take * rate
+        left -= take
+    return eligible / size
 
 
 def _ceiling_groups(
