@@ -14,42 +14,9 @@ from .keys import pseudonym
 from .people import Person, Practice
 from .record import Record
 from .truth import IN_WORK, Truth, eligible_ips
+from .truth_columns import TRUTH_HEADER
 from .util import iso
 
-TRUTH_HEADER = [
-    "patient_id",
-    "nhs_number",
-    "pseudonym",
-    "practice_ods",
-    "deprivation_quintile",
-    "sex",
-    "birth_date",
-    "age_at_extract",
-    "alive",
-    "death_date",
-    "death_coded",
-    "registered",
-    "registration_start",
-    "deregistration_date",
-    "ghost_since",
-    "chronic_pain",
-    "pain_onset",
-    "pain_severity",
-    "pain_coded",
-    "employment_at_extract",
-    "employment_since",
-    "in_work_at_extract",
-    "employment_coded",
-    "cancer",
-    "dementia",
-    "palliative_care",
-    "research_opt_out",
-    "accessible_need",
-    "opioid_long_term",
-    "opioid_issue_last_12m",
-    "eligible_ips",
-    "eligible_ips_strict",
-]
 SPELL_HEADER = ["patient_id", "start", "end", "state"]
 
 
