@@ -438,10 +438,14 @@ def search(
     db: DbOption = None,
 ) -> None:
     """Run a rule set over the loaded records, store the run and print how many each step kept."""
+    from sqlalchemy import select
+
+    from recruit.cli_render import format_flow
     from recruit.query.absent import search_warnings
-    from recruit.query.flow import format_flow
+    from recruit.query.flow import run_flow
     from recruit.query.run import IndexDate, default_index_date, run_search
     from recruit.resources import default_rules
+    from recruit.tables import RUN
 
     when = _date_option(index_date, "--index-date")
     engine = _ready_engine(db)
@@ -451,7 +455,9 @@ def search(
     if when is None:
         out.print("To search as on another date, give --index-date YYYY-MM-DD.", highlight=False)
     with engine.connect() as conn:
-        out.print(format_flow(conn, run_id), highlight=False, soft_wrap=True)
+        flows = run_flow(conn, run_id)
+        run = conn.execute(select(RUN).where(RUN.c.id == run_id)).one()
+        out.print(format_flow(run, flows), highlight=False, soft_wrap=True)
         for warning in search_warnings(conn, run_id):
             out.print(f"Warning: {warning}", highlight=False, soft_wrap=True)
 

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from recruit.query.flow import StepFlow, flow_table
+from recruit.cli_render import flow_table
+from recruit.query.flow import StepFlow
 from tests.helpers import run_cli
 
 PYTHON_TYPES = re.compile(r"<(bool|str|int|path|list\[[^\]]*\])>")

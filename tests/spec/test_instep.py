@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from recruit.cli_render import format_flow
 from recruit.errors import RecruitError
 from recruit.models import SearchResult, SearchRun
-from recruit.query.flow import format_flow, run_flow
+from recruit.query.flow import run_flow
 from recruit.query.run import load_search, run_search
 from recruit.rules.model import RuleSetError
 from tests.search_helpers import Population, clear, fresh_engine, load_population
@@ -108,7 +109,7 @@ def test_instep_search_on_made_up_patients(db_url, instep):
             for r in conn.execute(select(SearchResult.__table__).where(SearchResult.run_id == run_id))
         }
         flow = run_flow(conn, run_id)
-        table = format_flow(conn, run_id)
+        table = format_flow(run, flow)
     assert run.status == "finished" and run.rule_set_name == "instep" and run.index_date == INDEX
     assert set(run.codelist_fingerprints) >= {"chronic_pain", "opioids"}
     assert {pid: r.excluding_step for pid, r in results.items()} == {

@@ -7,9 +7,10 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
+from recruit.cli_render import format_flow
 from recruit.errors import RecruitError
 from recruit.models import Codelist, CodelistCode, SearchResult, SearchRun
-from recruit.query.flow import flow_for_order, format_flow, mask_histogram, practice_histograms
+from recruit.query.flow import flow_for_order, mask_histogram, practice_histograms, run_flow
 from recruit.query.run import run_search
 from tests.search_helpers import Population, clear, fresh_engine, load_population
 
@@ -79,7 +80,8 @@ def test_run_search_from_files(db_url, tmp_path):
         )
         stored = conn.execute(select(func.count()).select_from(Codelist)).scalar()
         prefix_rows = conn.execute(select(CodelistCode.code).where(CodelistCode.match_prefix.is_(True))).all()
-        text = format_flow(conn, first)
+        run = conn.execute(select(SearchRun.__table__).where(SearchRun.id == first)).one()
+        text = format_flow(run, run_flow(conn, first))
         histogram = mask_histogram(conn, first)
         by_practice = practice_histograms(conn, first)
     assert outcomes == {1: "candidate", 2: "excluded", 3: "excluded", 4: "excluded"}
