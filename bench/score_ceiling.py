@@ -56,9 +56,9 @@ def make_extract(folder: Path, patients: int, seed: int, rate: float) -> None:
 
 def evaluate(folder: Path, rules: Path, eligibility: str = "eligible_ips") -> Any:
     from recruit.db import make_engine
+    from recruit.evaluation import evaluate_run
     from recruit.load import load_extract
     from recruit.migrate import upgrade
-    from recruit.query.evaluate import evaluate_run
     from recruit.query.run import run_search
 
     db = folder / "bench.db"
@@ -75,7 +75,7 @@ def evaluate(folder: Path, rules: Path, eligibility: str = "eligible_ips") -> An
 
 def pooled_ceiling(ev: Any, others: list[Any]) -> float:
     """The first wave's precision when groups are ranked by their rate in the other populations."""
-    from recruit.query.evaluate import top_precision
+    from recruit.evaluation.ceiling import top_precision
 
     pooled: dict[tuple[Any, ...], list[int]] = {}
     for other in others:

@@ -711,12 +711,13 @@ def evaluate(
 ) -> None:
     """Check a search on made-up records against their hidden truth: letters to people in work,
     eligible people missed, per step and per wave."""
-    from recruit.query.evaluate import evaluate_run, render, write_json
+    from recruit.cli_render import render_evaluation
+    from recruit.evaluation import evaluate_run, write_json
 
     evaluation = evaluate_run(
         _ready_engine(db), run, truth, eligibility="eligible_ips_strict" if strict else "eligible_ips"
     )
-    for part in render(evaluation):
+    for part in render_evaluation(evaluation):
         out.print(part, highlight=False)
     if json_out is not None:
         write_json(evaluation, json_out)

@@ -15,21 +15,14 @@ import pytest
 from sqlalchemy import select
 
 import synthetic_ehr
+from recruit.cli_render import evaluation_summary, render_evaluation
 from recruit.errors import RecruitError
+from recruit.evaluation.ceiling import CeilingFeatures, ceiling_by_wave, load_ceiling_features
+from recruit.evaluation.judge import NOT_IN_RECORDS, evaluate_run, write_json
 from recruit.load import load_extract
 from recruit.models import Patient, SearchResult
-from recruit.query.evaluate import (
-    NOT_IN_RECORDS,
-    CeilingFeatures,
-    ceiling_by_wave,
-    evaluate_run,
-    load_ceiling_features,
-    render,
-    summary_lines,
-    write_json,
-)
 from recruit.query.run import run_search
-from synthetic_ehr.truth_out import TRUTH_HEADER
+from synthetic_ehr.truth_columns import TRUTH_HEADER
 from tests.search_helpers import (
     Population,
     fresh_engine,
@@ -174,11 +167,11 @@ def test_figures_are_written_as_json_and_said_in_words(sqlite_url, tmp_path):
     assert [w["label"] for w in data["waves"]] == ["top 10%", "top 25%", "top 50%", "all"]
     assert data["truth"]["extract_date"] == "2025-07-31"
     assert str(path) == data["truth"]["file"]
-    text = "\n".join(summary_lines(ev))
+    text = "\n".join(evaluation_summary(ev))
     assert "3 people would be invited" in text and "1 of them are in paid work (33%)" in text
     assert "misses 4" in text and "2 not in the loaded records" in text
     assert any("describes people on 2025-07-31" in n for n in ev.notes)
-    assert len(render(ev)) >= 3
+    assert len(render_evaluation(ev)) >= 3
     engine.dispose()
 
 
@@ -277,7 +270,7 @@ def test_the_ceiling_on_ten_candidates_in_three_groups_is_known_by_hand(engine, 
     assert data["ceiling"]["groups"] == 3 and data["ceiling"]["people_in_small_groups"] == 10
     assert sorted((n, e) for n, e, _ in ev.ceiling_by_features) == [(2, 1), (3, 3), (5, 1)]
     assert any("10 of the 10 people invited are in groups of fewer than 10" in n for n in ev.notes)
-    assert "best possible" in "\n".join(summary_lines(ev))
+    assert "best possible" in "\n".join(evaluation_summary(ev))
 
 
 def test_the_ceiling_can_rank_groups_by_a_shrunk_rate_and_counts_their_real_one():

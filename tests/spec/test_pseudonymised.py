@@ -11,7 +11,7 @@ import datetime as dt
 import pytest
 
 from recruit.errors import RecruitError
-from recruit.query.evaluate import NOT_IN_RECORDS, evaluate_run
+from recruit.evaluation.judge import NOT_IN_RECORDS, evaluate_run
 from synthetic_ehr.keys import pseudonym
 from tests.search_helpers import INDEX, Population, check, make_codelist, one_step, rule_set
 from tests.spec.test_evaluate import CODELISTS as EV_CODELISTS

@@ -10,19 +10,19 @@ manager's questions about a run on that extract:
 * for every step, how many eligible and how many in-work people it left out;
 * by wave: the top 10%, 25% and 50% of the ranked list, and all of it;
 * the ceiling: for each wave, the best precision any ranking of the same candidates could reach
-  using only what their records hold (see `ceiling_by_wave`), so anyone can see how much better
-  the out-of-work score could do.
+  using only what their records hold (ceiling.py), so anyone can see how much better the
+  out-of-work score could do.
 
 People are matched by NHS number, never by the database's internal ids; patients from a
 pseudonymised extract (no NHS number) by their pseudonym, the patient id the extract gives them
 (patient.source_id), which truth.csv gives beside each NHS number. The truth file is
 streamed into a temporary table (it may hold a million rows) and every count is one set-based
-query; only the candidates (a small set) come back to Python, for the waves.
+query; only the candidates (a small set) come back to Python, for the waves. The answer is an
+`Evaluation` (plain data); the CLI prints it (recruit/cli_render.py).
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import math
@@ -53,22 +53,27 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 
-from recruit.codelists import Codelist
 from recruit.errors import RecruitError
-from recruit.rules.model import RuleSet
+from recruit.evaluation.ceiling import (
+    SMALL_GROUP,
+    CeilingFeatures,
+    ceiling_by_wave,
+    ceiling_groups,
+    load_ceiling_features,
+)
+from recruit.evaluation.truth import (
+    ELIGIBILITY,
+    PSEUDONYM_PREFIX,
+    TruthStats,
+    truth_csv,
+    truth_extract_date,
+    truth_rows,
+)
 from recruit.tables import PATIENT, RESULT, RUN, STEP_COUNT
+from synthetic_ehr.truth_columns import ELIGIBLE_IPS
 
 WAVES: tuple[tuple[str, float], ...] = (("top 10%", 0.10), ("top 25%", 0.25), ("top 50%", 0.50), ("all", 1.0))
 
-# Which truth column says "truly eligible", and what that means in words.
-ELIGIBILITY = {
-    "eligible_ips": "aged 18 to 64, chronic pain, not in paid work, registered and alive",
-    "eligible_ips_strict": (
-        "aged 18 to 64, chronic pain, out of work for 3 months or more as unemployed, long-term sick "
-        "or caring (not retired or a student), really living in the area, and no cancer, dementia, "
-        "palliative care or research opt-out"
-    ),
-}
 NOT_IN_RECORDS = "not_in_records"
 
 _temp_names = count(1)
@@ -224,115 +229,6 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
-# --- reading the truth ---------------------------------------------------------------------------
-
-
-def truth_csv(path: str | Path) -> Path:
-    """The truth.csv for a path: the file itself, or inside a folder (DIR/truth or DIR)."""
-    p = Path(path)
-    for candidate in (p, p / "truth.csv", p / "truth" / "truth.csv"):
-        if candidate.is_file():
-            return candidate
-    raise RecruitError(
-        f"No truth file at {p}. Give the truth.csv that `recruit synth` wrote (in its truth folder)."
-    )
-
-
-def truth_extract_date(truth_file: Path) -> dt.date | None:
-    """The date the truth describes, from the params.json `recruit synth` writes beside it."""
-    params = truth_file.parent / "params.json"
-    try:
-        data = json.loads(params.read_text(encoding="utf-8"))
-        return dt.date.fromisoformat(data["params"]["extract_date"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-_TRUE = frozenset({"true", "True", "TRUE", "1", "yes", "Yes", "y", "t"})
-
-
-def _date(value: str) -> dt.date | None:
-    try:
-        return dt.date.fromisoformat(value.strip()) if value.strip() else None
-    except ValueError:
-        return None
-
-
-@dataclass
-class _TruthStats:
-    rows: int = 0
-    in_scope: int = 0
-    eligible_flagged: int = 0
-    eligible_not_on_index_date: int = 0  # eligible on the extract date, not on the list on the index date
-
-
-PSEUDONYM_PREFIX = "pseudonym "  # the person key of a truth row with a pseudonym but no NHS number
-
-
-def _truth_rows(
-    path: Path,
-    eligibility: str,
-    index_date: dt.date,
-    practice: str | None,
-    stats: _TruthStats,
-    pseudonyms: bool = False,
-) -> Iterator[tuple[str, str | None, int, int, str]]:
-    """(person key, pseudonym, eligible for this run, in work, employment state) for each
-    in-scope person. The key is the NHS number; pseudonyms (a run on a pseudonymised extract):
-    also the pseudonym, and a person with a pseudonym but no NHS number is keyed by it.
-
-    A person flagged eligible in the truth is eligible for this run only if the truth also has
-    them registered (and alive) on the run's index date: the search cannot be blamed for people
-    who joined the practice after it, or had left or died before it. Rows are read with plain
-    csv.reader and column positions (a million rows: DictReader would double the time).
-    """
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, [])
-        needed = ["nhs_number", eligibility, "in_work_at_extract"]
-        missing = [name for name in needed if name not in header]
-        if missing:
-            raise RecruitError(
-                f"{path} is not a truth file from `recruit synth`: it has no column {', '.join(missing)}."
-            )
-        col = {name: i for i, name in enumerate(header)}
-        i_nhs, i_eligible, i_work = (col[name] for name in needed)
-        i_pseudonym = col.get("pseudonym") if pseudonyms else None
-        if pseudonyms and i_pseudonym is None:
-            raise RecruitError(
-                f"{path} has no pseudonym column, so the people of a pseudonymised extract cannot be "
-                "matched to it: make the extract and its truth again with this version of `recruit synth`."
-            )
-        i_state = col.get("employment_at_extract")
-        i_practice = col.get("practice_ods") if practice is not None else None
-        dates = [col.get(name) for name in ("registration_start", "deregistration_date", "death_date")]
-        width = len(header)
-        for row in reader:
-            stats.rows += 1
-            if len(row) < width:
-                row += [""] * (width - len(row))
-            nhs = row[i_nhs].replace(" ", "")
-            pseudonym = row[i_pseudonym].strip() or None if i_pseudonym is not None else None
-            key = nhs or (PSEUDONYM_PREFIX + pseudonym if pseudonym else "")
-            if not key or (i_practice is not None and row[i_practice] not in ("", practice)):
-                continue
-            stats.in_scope += 1
-            eligible = row[i_eligible] in _TRUE
-            if eligible:
-                stats.eligible_flagged += 1
-                start, left, died = (None if i is None else _date(row[i]) for i in dates)
-                on_index = (
-                    (start is None or start <= index_date)
-                    and (left is None or left > index_date)
-                    and (died is None or died > index_date)
-                )
-                if not on_index:
-                    stats.eligible_not_on_index_date += 1
-                    eligible = False
-            state = (row[i_state].strip() if i_state is not None else "") or "unknown"
-            yield key, pseudonym, int(eligible), int(row[i_work] in _TRUE), state[:40]
-
-
 def _bulk_insert(conn: Connection, table: Table, rows: Iterator[Sequence[Any]], batch: int = 20_000) -> None:
     """Rows as plain tuples, in batches (COPY on PostgreSQL): a million rows stay cheap."""
     names = [c.name for c in table.columns]
@@ -364,115 +260,6 @@ def _bulk_insert(conn: Connection, table: Table, rows: Iterator[Sequence[Any]], 
     flush()
 
 
-# --- the ceiling: the best ranking the records allow ------------------------------------------
-
-CEILING_FEATURES_FILE = "ceiling_features.yaml"
-SMALL_GROUP = 10  # fewer people than this with the same records: their share eligible is mostly chance
-
-
-@dataclass(frozen=True)
-class CeilingFeatures:
-    """What the oracle ranking may know about each candidate: named yes/no criteria about their
-    record (a rule file's `score:` items; their weights are not used), besides the run's own score.
-    """
-
-    rule_set: RuleSet
-    codelists: dict[str, Codelist]
-
-    @property
-    def names(self) -> list[str]:
-        return [item.id for item in self.rule_set.score]
-
-
-def load_ceiling_features(path: str | Path | None = None) -> CeilingFeatures:
-    """The features file (default: rules/ceiling_features.yaml, ./rules/ first) and its codelists."""
-    from recruit.query.run import load_search
-    from recruit.resources import rules_file
-
-    rule_set, codelists, _ = load_search(rules_file(CEILING_FEATURES_FILE) if path is None else path)
-    return CeilingFeatures(rule_set, codelists)
-
-
-def ceiling_by_wave(
-    groups: Sequence[tuple[int, int]], sizes: Sequence[int], prior: float = 0.0
-) -> list[float | None]:
-    """The best precision of the first `size` letters for each size, ranking groups of people.
-
-    `groups` are (people, truly eligible) for each group of candidates whose recorded features are
-    identical: no ranking that uses only those features can tell them apart, so the oracle ranks
-    whole groups by their share eligible, best first, and a wave that ends inside a group takes
-    its people at the group's share (a random draw from the group, on average). No score built
-    from those features can do better on these people (ties broken at random).
-
-    It flatters when groups are small: a group of one person is 0% or 100% eligible by chance,
-    and no score could repeat that luck on the next practice's records. `prior` > 0 ranks the
-    groups instead by their share shrunk towards the share among all candidates, as if `prior`
-    more people at that share were in each, (eligible + prior x overall) / (people + prior),
-    while still counting each group's real share (so the whole list's figure is unchanged).
-    """
-    people = sum(n for n, _ in groups)
-    overall = sum(e for _, e in groups) / people if people else 0.0
-    ranked = sorted(((e + prior * overall) / (n + prior), e / n, n) for n, e in groups if n)
-    ranked.reverse()
-    shares = [(rate, n) for _, rate, n in ranked]
-    return [top_precision(shares, size) if size else None for size in sizes]
-
-
-def top_precision(shares: Sequence[tuple[float, int]], size: float) -> float:
-    """Precision of the first `size` letters taken from groups in the order given, as (share
-    eligible, people) each: a wave ending inside a group takes its people at the group's share."""
-    left, eligible = float(size), 0.0
-    for rate, n in shares:
-        if left <= 0:
-            break
-        take = min(n, left)
-        eligible += take * rate
-        left -= take
-    return eligible / size
-
-
-def _ceiling_groups(
-    conn: Connection, run: Any, people: Any, truth: Table, features: CeilingFeatures
-) -> list[tuple[int, int, tuple[Any, ...]]]:
-    """(people, truly eligible, features) for each group of candidates with identical recorded
-    features (the run's score, then 1 or 0 for each criterion of `features`).
-
-    The features are the run's score and each criterion of `features`, worked out by the search's
-    own compiler for the candidates only (their codelists are stored as a search stores them).
-    """
-    from recruit.query.compiler import Compiler
-    from recruit.query.run import store_codelists
-
-    rule_set = features.rule_set
-    compiler = Compiler(
-        conn, rule_set, run.index_date, store_codelists(conn, features.codelists), features.codelists
-    )
-    candidates = select(people.c.patient_id).where(people.c.outcome == "candidate")
-    compiler.population = compiler.patient_set(candidates)
-    criteria = [item.criterion for item in rule_set.score]
-    compiler.prepare(criteria)
-    one, zero = literal_column("1"), literal_column("0")
-    flags = [case((compiler.condition(c), one), else_=zero).label(f"x{i}") for i, c in enumerate(criteria)]
-    per_person = (
-        select(
-            people.c.score,
-            *flags,
-            func.coalesce(truth.c.eligible, zero).label("eligible"),
-        )
-        .select_from(
-            compiler.patients_from()
-            .join(people, people.c.patient_id == PATIENT.c.id)
-            .outerjoin(truth, truth.c.nhs_number == people.c.nhs_number)
-        )
-        .where(people.c.outcome == "candidate")
-        .subquery("features")
-    )
-    keys = [per_person.c.score, *(per_person.c[f"x{i}"] for i in range(len(criteria)))]
-    rows = conn.execute(select(func.count(), func.sum(per_person.c.eligible), *keys).group_by(*keys)).all()
-    compiler.drop()
-    return [(int(n), int(e or 0), tuple(key)) for n, e, *key in rows]
-
-
 # --- evaluating ----------------------------------------------------------------------------------
 
 
@@ -480,13 +267,13 @@ def evaluate_run(
     engine: Engine,
     run_id: int,
     truth: str | Path,
-    eligibility: str = "eligible_ips",
+    eligibility: str = ELIGIBLE_IPS,
     ceiling: CeilingFeatures | None = None,
 ) -> Evaluation:
     """Compare run `run_id` with the truth file (or folder) that came with the made-up extract.
 
     `ceiling`: the recorded features the best possible ranking may use (default: those of
-    rules/ceiling_features.yaml; see `ceiling_by_wave`)."""
+    rules/ceiling_features.yaml; see ceiling.py's `ceiling_by_wave`)."""
     if eligibility not in ELIGIBILITY:
         raise RecruitError(
             f"Unknown eligibility column {eligibility!r}; use one of {', '.join(ELIGIBILITY)}."
@@ -516,8 +303,8 @@ def evaluate_run(
             prefixes=["TEMPORARY"],
         )
         table.create(conn)
-        stats = _TruthStats()
-        rows = _truth_rows(truth_file, eligibility, run.index_date, run.practice_ods_code, stats, pseudonyms)
+        stats = TruthStats()
+        rows = truth_rows(truth_file, eligibility, run.index_date, run.practice_ods_code, stats, pseudonyms)
         _bulk_insert(conn, table, rows)
         _index_one_row_per_person(conn, table, truth_file)
         if pseudonyms:
@@ -630,7 +417,7 @@ def _evaluate(
     truth: Table,
     eligibility: str,
     truth_file: Path,
-    stats: _TruthStats,
+    stats: TruthStats,
     pseudonyms: bool = False,
     ceiling: CeilingFeatures | None = None,
 ) -> Evaluation:
@@ -716,7 +503,7 @@ def _evaluate(
     by_state = Counter(c.state if c.state is not None else "no truth row" for c in candidates)
 
     sizes = [min(invited, math.ceil(fraction * invited - 1e-9)) for _, fraction in WAVES]
-    found = _ceiling_groups(conn, run, people, truth, ceiling) if ceiling is not None and invited else []
+    found = ceiling_groups(conn, run, people, truth, ceiling) if ceiling is not None and invited else []
     groups = [(n, e) for n, e, _ in found]
     best = ceiling_by_wave(groups, sizes) if groups else [None] * len(sizes)
     waves = []
@@ -801,122 +588,3 @@ def _evaluate(
 
 def write_json(evaluation: Evaluation, path: str | Path) -> None:
     Path(path).write_text(json.dumps(evaluation.to_json(), indent=2) + "\n", encoding="utf-8")
-
-
-# --- showing it ------------------------------------------------------------------------------------
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.0f}%"
-
-
-def summary_lines(ev: Evaluation) -> list[str]:
-    """The figures in sentences a trial manager can read without the tables."""
-    where = f" at practice {ev.practice}" if ev.practice else ""
-    lines = [
-        f"Search run {ev.run_id} ({ev.rule_set} {ev.rule_set_version}, index date {ev.index_date}{where}) "
-        f"checked against the made-up truth in {ev.truth_file}.",
-        f"Truly eligible means: {ev.eligibility_words} (truth column {ev.eligibility}).",
-        "",
-        f"Letters: {ev.invited:,} people would be invited.",
-        f"  {ev.invited_in_work:,} of them are in paid work ({_pct(ev.in_work_share)}): letters the trial "
-        "cannot use.",
-        f"  {ev.invited_not_in_work:,} are not in paid work; {ev.invited_eligible:,} of the "
-        f"{ev.invited:,} are truly eligible (precision {_pct(ev.precision)}).",
-    ]
-    if ev.invited_unknown:
-        lines.append(f"  {ev.invited_unknown:,} are not in the truth file.")
-    lines.append(
-        f"Eligible people: {ev.eligible_total:,} are truly eligible; the search finds "
-        f"{ev.invited_eligible:,} (recall {_pct(ev.recall)}) and misses {ev.eligible_missed:,}."
-    )
-    missed = ev.missed_by_step()
-    if missed:
-        where_lost = ", ".join(
-            f"{k:,} {'not in the loaded records' if step == NOT_IN_RECORDS else 'at ' + step}"
-            for step, k in missed.items()
-        )
-        lines.append(f"  Lost: {where_lost}.")
-    first = ev.waves[0] if ev.waves else None
-    if first is not None and first.ceiling is not None:
-        lines.append(
-            f"First wave ({first.label}, {first.invited:,} letters): {_pct(first.precision)} reach truly "
-            f"eligible people; the best possible ranking by what the records hold would reach "
-            f"{_pct(first.ceiling)} (see 'best possible' below)."
-        )
-    if ev.invited_by_state:
-        states = ", ".join(f"{state.replace('_', ' ')} {k:,}" for state, k in ev.invited_by_state.items())
-        lines.append(f"Invited people by their real work situation: {states}.")
-    return lines
-
-
-def render(ev: Evaluation) -> list[Any]:
-    """Rich renderables: the summary, then a table per step and a table per wave."""
-    from rich.table import Table as RichTable
-    from rich.text import Text
-
-    out: list[Any] = [Text("\n".join(summary_lines(ev)))]
-    steps = RichTable(title="Each step against the truth (in the run's order)", title_justify="left")
-    for name, justify in (
-        ("#", "right"),
-        ("step", "left"),
-        ("left out", "right"),
-        ("eligible left out", "right"),
-        ("in work left out", "right"),
-        ("eligible failing it alone", "right"),
-        ("eligible gained if dropped", "right"),
-        ("in work gained if dropped", "right"),
-    ):
-        steps.add_column(name, justify=justify)  # type: ignore[arg-type]
-    if ev.eligible_not_in_records:
-        steps.add_row(
-            "", "(not in the loaded records)", "", f"{ev.eligible_not_in_records:,}", "", "", "", ""
-        )
-    for s in ev.steps:
-        steps.add_row(
-            str(s.index + 1),
-            s.step_id,
-            f"{s.excluded:,}",
-            f"{s.eligible_excluded:,}",
-            f"{s.in_work_excluded:,}",
-            f"{s.eligible_failing_alone:,}",
-            f"{s.eligible_cost:,}",
-            f"{s.in_work_cost:,}",
-        )
-    out.append(steps)
-    waves = RichTable(title="Letters in waves, strongest out-of-work evidence first", title_justify="left")
-    for name in (
-        "wave",
-        "letters",
-        "in work",
-        "not in work",
-        "eligible",
-        "precision",
-        "recall",
-        "lowest score",
-        "best possible",
-    ):
-        waves.add_column(name, justify="left" if name == "wave" else "right")
-    for w in ev.waves:
-        waves.add_row(
-            w.label,
-            f"{w.invited:,}",
-            f"{w.in_work:,}",
-            f"{w.not_in_work:,}",
-            f"{w.eligible:,}",
-            _pct(w.precision),
-            _pct(w.recall),
-            "-" if w.lowest_score is None else f"{w.lowest_score:g}",
-            _pct(w.ceiling),
-        )
-    out.append(waves)
-    legend = (
-        "precision: share of letters that reach a truly eligible person; recall: share of all truly "
-        "eligible people who get a letter. Within tied scores letters are as good as drawn at random. "
-        "best possible: the precision of the best ranking of the same people using only what their "
-        "records hold (" + ", ".join(ev.ceiling_features) + f"; {ev.ceiling_groups:,} groups of people "
-        "with the same records, ranked by their share eligible): how much better the score could do."
-    )
-    out.append(Text(legend))
-    out.extend(Text(f"Note: {note}") for note in ev.notes)
-    return out
