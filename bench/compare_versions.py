@@ -246,12 +246,18 @@ def differing_results(before_db: Path, after_db: Path) -> tuple[int, int, list[s
         conn.execute("ATTACH DATABASE ? AS after", (f"file:{after_db}?mode=ro",))
         before = RESULT_ROWS.format(s="main", run=latest_run(conn, "main"))
         after = RESULT_ROWS.format(s="after", run=latest_run(conn, "after"))
-        only_before = f"{before} EXCEPT {after}"
-        only_after = f"{after} EXCEPT {before}"
-        n_before = conn.execute(f"SELECT count(*) FROM ({only_before})").fetchone()[0]
-        n_after = conn.execute(f"SELECT count(*) FROM ({only_after})").fetchone()[0]
-        shown = [f"  before: {row}" for row in conn.execute(f"{only_before} ORDER BY 1, 2 LIMIT {SHOWN}")]
-        shown += [f"  after:  {row}" for row in conn.execute(f"{only_after} ORDER BY 1, 2 LIMIT {SHOWN}")]
+        conn.execute(f"CREATE TEMP TABLE only_before AS {before} EXCEPT {after}")
+        conn.execute(f"CREATE TEMP TABLE only_after AS {after} EXCEPT {before}")
+        n_before = conn.execute("SELECT count(*) FROM only_before").fetchone()[0]
+        n_after = conn.execute("SELECT count(*) FROM only_after").fetchone()[0]
+        shown = [
+            f"  before: {row}"
+            for row in conn.execute(f"SELECT * FROM only_before ORDER BY 1, 2 LIMIT {SHOWN}")
+        ]
+        shown += [
+            f"  after:  {row}"
+            for row in conn.execute(f"SELECT * FROM only_after ORDER BY 1, 2 LIMIT {SHOWN}")
+        ]
         return n_before, n_after, shown
     finally:
         conn.close()
@@ -382,15 +388,17 @@ def timing_commands(
     return commands
 
 
-def summarise(after_log: Path, before_log: Path) -> int:
+def summarise(after_log: Path, before_log: Path, warmups: int) -> int:
     """In-process seconds of each version's timed runs, and the ratio after/before run by run."""
     runs = {}
     for label, path in (("after", after_log), ("before", before_log)):
         lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = lines[warmups:]
+        if not lines:
+            sys.exit(f"{path}: no runs after the {warmups} warm-up run(s)")
         runs[label] = [r["seconds"] for r in lines]
-        steps = {r["step"] for r in lines}
-        what = ", ".join(sorted(steps))
-        log(f"{label:6} ({path}, {len(lines)} runs of {what}, the first a warm-up if any):")
+        what = ", ".join(sorted({r["step"] for r in lines}))
+        log(f"{label:6} ({path}: {len(lines)} runs of {what}, not counting {warmups} warm-up run(s)):")
         for key in ("seconds", "cpu", "peak_rss_mib"):
             values = [r[key] for r in lines]
             log(
@@ -417,9 +425,10 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=Path("/work/benchdata/compare"))
     ap.add_argument("--commands", action="store_true", help="and the bench population's timing commands")
     ap.add_argument("--summarise", nargs=2, type=Path, metavar=("AFTER_LOG", "BEFORE_LOG"))
+    ap.add_argument("--warmups", type=int, default=1, help="--summarise: first runs in each log not counted")
     args = ap.parse_args()
     if args.summarise:
-        return summarise(*args.summarise)
+        return summarise(*args.summarise, args.warmups)
 
     before, after = Version("before", args.before.resolve()), Version("after", args.after.resolve())
     workdir = args.workdir.resolve()
@@ -460,11 +469,12 @@ def main() -> int:
         logs = workdir / f"timing-{bench.tag}"
         for stale in workdir.glob(f"timing-{bench.tag}-*.jsonl"):
             stale.unlink()  # a new sitting: the logs start empty
-        log(
-            "In-process seconds of every run are appended to the --log files (emptied now); then:\n"
-            f"  python3 {Path(__file__).resolve()} --summarise {logs}-after-search.jsonl "
-            f"{logs}-before-search.jsonl"
-        )
+        log("In-process seconds of every run are appended to the --log files (emptied now); then:")
+        for step in commands:
+            log(
+                f"  python3 {Path(__file__).resolve()} --summarise {logs}-after-{step}.jsonl "
+                f"{logs}-before-{step}.jsonl"
+            )
     return 0 if identical else 1
 
 
