@@ -438,14 +438,12 @@ def search(
     db: DbOption = None,
 ) -> None:
     """Run a rule set over the loaded records, store the run and print how many each step kept."""
-    from sqlalchemy import select
-
     from recruit.cli_render import format_flow
     from recruit.query.absent import search_warnings
-    from recruit.query.flow import run_flow
+    from recruit.query.flow import flow_of
     from recruit.query.run import IndexDate, default_index_date, run_search
     from recruit.resources import default_rules
-    from recruit.tables import RUN
+    from recruit.search_run import SearchRun
 
     when = _date_option(index_date, "--index-date")
     engine = _ready_engine(db)
@@ -455,9 +453,8 @@ def search(
     if when is None:
         out.print("To search as on another date, give --index-date YYYY-MM-DD.", highlight=False)
     with engine.connect() as conn:
-        flows = run_flow(conn, run_id)
-        run = conn.execute(select(RUN).where(RUN.c.id == run_id)).one()
-        out.print(format_flow(run, flows), highlight=False, soft_wrap=True)
+        run = SearchRun.load(conn, run_id)
+        out.print(format_flow(run, flow_of(conn, run)), highlight=False, soft_wrap=True)
         for warning in search_warnings(conn, run_id):
             out.print(f"Warning: {warning}", highlight=False, soft_wrap=True)
 

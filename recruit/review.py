@@ -67,6 +67,7 @@ from recruit.rules.model import (
     StatusSource,
     Step,
 )
+from recruit.search_run import NoSuchRun, SearchRun
 from recruit.tables import (
     CODELIST,
     CODES,
@@ -76,7 +77,6 @@ from recruit.tables import (
     PRACTICE,
     RESULT,
     REVIEW_SHEET,
-    RUN,
     STUDY,
 )
 from recruit.work_folders import clean_leftovers, discard, open_folder, staging_path
@@ -144,14 +144,9 @@ def day_words(day: dt.date | None) -> str:
     return "" if day is None else f"{day.day} {day:%b %Y}"
 
 
-def _run(conn: Connection, run_id: int) -> Any:
-    run = conn.execute(select(RUN).where(RUN.c.id == run_id)).one_or_none()
-    if run is None:
-        raise RecruitError(f"There is no search run {run_id}. `recruit search` prints each run's number.")
-    if run.status != "finished":
-        what = "failed" if run.status == "failed" else "has not finished"
-        raise RecruitError(f"Search run {run_id} {what}, so it has no list to review. Run the search again.")
-    return run
+def _run(conn: Connection, run_id: int) -> SearchRun:
+    """The run, if it finished: a failed or unfinished run has no list to review."""
+    return SearchRun.load(conn, run_id).require_finished("no list to review")
 
 
 def _candidate_query(run_id: int, practice_id: int | None) -> Any:
@@ -281,7 +276,7 @@ class _CandidateCompiler(Compiler):
         return table
 
 
-def _explain(conn: Connection, run: Any, practice_id: int | None = None) -> _Explained:
+def _explain(conn: Connection, run: SearchRun, practice_id: int | None = None) -> _Explained:
     """Each candidate's evidence (of one practice's candidates, when given, so a region's export
     holds one practice's evidence at a time), from the rule file and codelists stored with the run."""
     explained = _Explained()
@@ -384,7 +379,7 @@ def _not_counted(rule_set: RuleSet) -> list[tuple[Step, Criterion]]:
     return out
 
 
-def _rules_of_run(run: Any) -> RuleSet | None:
+def _rules_of_run(run: SearchRun) -> RuleSet | None:
     """The rule set stored with the run. It was checked when the run was made, so this only
     needs the fast YAML reader, not parse_rule_set's line-by-line error reporting."""
     if not run.rule_set_text:
@@ -701,7 +696,7 @@ def _export_one(
 
 def _write_workbook(
     path: Path,
-    run: Any,
+    run: SearchRun,
     study: str | None,
     practice: _Practice | None,
     meta: Mapping[str, str],
@@ -729,7 +724,7 @@ def _write_workbook(
 def _fill_workbook(
     wb: Any,
     path: Path,
-    run: Any,
+    run: SearchRun,
     study: str | None,
     practice: _Practice | None,
     meta: Mapping[str, str],
@@ -882,7 +877,9 @@ def _fill_workbook(
     return n
 
 
-def _instructions(run: Any, study: str | None, practice: _Practice | None, n: int) -> list[tuple[str, bool]]:
+def _instructions(
+    run: SearchRun, study: str | None, practice: _Practice | None, n: int
+) -> list[tuple[str, bool]]:
     what = study or run.rule_set_name
     where = f" at {practice.name} ({practice.ods_code})" if practice is not None else ""
     return [
@@ -1156,12 +1153,13 @@ def import_review(
             f"{path.name} is the review sheet for search run {meta.run_id}, not run {run_id}."
         )
     with engine.begin() as conn:
-        run = conn.execute(select(RUN).where(RUN.c.id == meta.run_id)).one_or_none()
-        if run is None:
+        try:
+            run = SearchRun.load(conn, meta.run_id)
+        except NoSuchRun:
             raise ReviewSheetError(
                 f"{path.name} is for search run {meta.run_id}, which is not in this database "
                 "(is this the right database?)."
-            )
+            ) from None
         sheet = conn.execute(select(REVIEW_SHEET).where(REVIEW_SHEET.c.token == meta.token)).one_or_none()
         if sheet is not None and sheet.run_id != run.id:
             raise ReviewSheetError(
@@ -1262,7 +1260,7 @@ def _decision_words(d: Any) -> str:
     return words
 
 
-def _match_rows(conn: Connection, run: Any, sheet: Any, rows: Sequence[_SheetRow]) -> _Checked:
+def _match_rows(conn: Connection, run: SearchRun, sheet: Any, rows: Sequence[_SheetRow]) -> _Checked:
     """Sort the rows into: problems that refuse the sheet (it does not belong to this run's
     candidate list, or a letter makes a decision final), rows not recorded (not the person shown,
     another practice's patient, older than a decision made since), and rows to record."""
@@ -1402,7 +1400,7 @@ def _existing(conn: Connection, run_id: int) -> dict[int, Any]:
     }
 
 
-def _invited(conn: Connection, run: Any, patients: Iterable[Any]) -> set[int]:
+def _invited(conn: Connection, run: SearchRun, patients: Iterable[Any]) -> set[int]:
     """Which of these patients already have an invitation for the run's study (or from the run),
     matched by patient or by NHS number like the search's already_invited."""
     patients = list(patients)
@@ -1430,7 +1428,7 @@ def _invited(conn: Connection, run: Any, patients: Iterable[Any]) -> set[int]:
 
 def _record(
     conn: Connection,
-    run: Any,
+    run: SearchRun,
     sheet: Any,
     rows: Sequence[_SheetRow],
     reviewer: str,

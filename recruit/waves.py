@@ -33,7 +33,8 @@ from sqlalchemy import Connection, Engine, and_, exists, func, insert, or_, sele
 from recruit.errors import RecruitError
 from recruit.models import utcnow
 from recruit.rules.model import RuleSet
-from recruit.tables import INVITATION, RESULT, RUN, WEIGHTS
+from recruit.search_run import SearchRun
+from recruit.tables import INVITATION, RESULT, WEIGHTS
 
 # The refusal rule: at least MIN_ANSWERED answered replies, and at least MIN_EACH saying in paid
 # work and MIN_EACH saying not. Fewer cannot tell a real difference from chance for several items.
@@ -96,12 +97,7 @@ class FittedWeights:
 
 def run_score_items(conn: Connection, run_id: int) -> RuleSet:
     """The rule set stored with the run (its score items, in the order of the bits)."""
-    from recruit.review import _rules_of_run
-
-    run = conn.execute(select(RUN).where(RUN.c.id == run_id)).first()
-    if run is None:
-        raise RecruitError(f"There is no search run {run_id}.")
-    rule_set = _rules_of_run(run)
+    rule_set = SearchRun.load(conn, run_id).rule_set
     if rule_set is None or not rule_set.score:
         raise RecruitError(f"Search run {run_id} has no out-of-work evidence score to learn weights for.")
     return rule_set

@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, select
 
-from recruit.errors import RecruitError
 from recruit.letters.select import EARLIER_REFUSALS, REFUSALS
 from recruit.query.flow import flow_for_order, practice_histograms, step_costs
-from recruit.tables import BATCH, DECISION, EXTRACT, INVITATION, PRACTICE, QUARANTINE, RESULT, RUN
+from recruit.search_run import SearchRun
+from recruit.tables import BATCH, DECISION, EXTRACT, INVITATION, PRACTICE, QUARANTINE, RESULT
 
 from .suppress import Table
 
@@ -165,12 +165,8 @@ class RunFigures:
 
 def gather(conn: Connection, run_id: int) -> RunFigures:
     """Count everything the audit shows for one finished run."""
-    run: Any = conn.execute(select(RUN).where(RUN.c.id == run_id)).one_or_none()
-    if run is None:
-        raise RecruitError(f"There is no search run {run_id}. See the run numbers `recruit search` printed.")
-    if run.status != "finished":
-        raise RecruitError(f"Search run {run_id} did not finish ({run.status}); run the search again.")
-    steps = [Step(s["index"], s["id"], s["kind"], s["reason"]) for s in (run.steps or [])]
+    run = SearchRun.load(conn, run_id).require_finished()
+    steps = [Step(s.index, s.id, s.kind, s.reason) for s in run.steps]
     histograms = practice_histograms(conn, run_id)
     practices = {
         r.id: r
@@ -208,8 +204,8 @@ def gather(conn: Connection, run_id: int) -> RunFigures:
             "rule_set_name": run.rule_set_name,
             "rule_set_version": run.rule_set_version,
             "rule_set_fingerprint": run.rule_set_fingerprint,
-            "codelist_fingerprints": dict(sorted((run.codelist_fingerprints or {}).items())),
-            "extract_fingerprints": list(run.extract_fingerprints or []),
+            "codelist_fingerprints": dict(sorted(run.codelist_fingerprints.items())),
+            "extract_fingerprints": list(run.extract_fingerprints),
             "index_date": run.index_date.isoformat(),
             "practice_ods_code": run.practice_ods_code,
             "recruit_version": run.recruit_version,
@@ -223,7 +219,7 @@ def gather(conn: Connection, run_id: int) -> RunFigures:
         refusal_reasons=[],
         extracts=[],
     )
-    fill(figures, counts, refusals, _extracts(conn, run.extract_fingerprints or []))
+    fill(figures, counts, refusals, _extracts(conn, list(run.extract_fingerprints)))
     return figures
 
 

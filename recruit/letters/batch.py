@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, insert, select, true
+from sqlalchemy import Connection, Engine, and_, case, func, insert, select, true
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from recruit.codelists import default_directory, load_codelist
@@ -77,7 +77,8 @@ from recruit.models import utcnow
 from recruit.nhs_numbers import for_people
 from recruit.private_files import make_private_tree, open_private, owner_only
 from recruit.query.run import store_codelists
-from recruit.tables import BATCH, CODELIST, DECISION, INVITATION, PATIENT, RESULT, RUN, STUDY
+from recruit.search_run import SearchRun
+from recruit.tables import BATCH, CODELIST, DECISION, INVITATION, PATIENT, RESULT, STUDY
 from recruit.waves import order_wave
 
 CHUNK = 25  # letters per document of patient details (WeasyPrint slows as documents grow)
@@ -141,16 +142,11 @@ def write_letters(
     _check_output_folder(out)
     templates = LetterTemplates(templates_dir)
     with engine.connect() as conn:
-        run = conn.execute(select(RUN).where(RUN.c.id == run_id)).first()
+        run = SearchRun.load(conn, run_id)
         run_study = None
-        if run is not None and run.study_id is not None:
+        if run.study_id is not None:
             run_study = conn.execute(select(STUDY.c.code).where(STUDY.c.id == run.study_id)).scalar()
-    if run is None:
-        raise RecruitError(
-            f"There is no search run {run_id}. `recruit search` prints the number of each run."
-        )
-    if run.status != "finished":
-        raise RecruitError(f"Search run {run_id} did not finish ({run.status}); run the search again.")
+    run.require_finished()
     _check_not_pseudonymised(engine, run_id)
     _check_someone_approved(engine, run_id)
     study_path = Path(study_file) if study_file else default_study_file(run_study or "instep")
@@ -226,7 +222,7 @@ def _check_someone_approved(engine: Engine, run_id: int) -> None:
 
 def _write(
     engine: Engine,
-    run: Any,
+    run: SearchRun,
     out: Path,
     limit: int | None,
     settings: StudySettings,
@@ -406,9 +402,9 @@ def _letter_codelists(settings: StudySettings, study_path: Path) -> tuple[Any, A
     return opt_out, accessible
 
 
-def _run_codelist_ids(conn: Any, run: Any, name: str) -> list[int]:
+def _run_codelist_ids(conn: Connection, run: SearchRun, name: str) -> list[int]:
     """The research opt-out list the search itself used, if it used one (checked as well)."""
-    fingerprint = (run.codelist_fingerprints or {}).get(name)
+    fingerprint = run.codelist_fingerprints.get(name)
     if not fingerprint:
         return []
     found = conn.execute(

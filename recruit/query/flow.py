@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, select
 
-from recruit.errors import RecruitError
-from recruit.tables import RESULT, RUN, STEP_COUNT
+from recruit.search_run import SearchRun
+from recruit.tables import RESULT
 
 
 @dataclass(frozen=True)
@@ -70,12 +70,13 @@ def step_costs(histogram: Mapping[int, int], n_steps: int) -> list[int]:
 
 def run_flow(conn: Connection, run_id: int) -> list[StepFlow]:
     """The stored flow table of a run, with each step's cost."""
-    if conn.execute(select(RUN.c.id).where(RUN.c.id == run_id)).scalar() is None:
-        raise RecruitError(f"There is no search run {run_id}.")
-    rows = conn.execute(
-        select(STEP_COUNT).where(STEP_COUNT.c.run_id == run_id).order_by(STEP_COUNT.c.step_index)
-    ).all()
-    costs = step_costs(mask_histogram(conn, run_id), len(rows))
+    return flow_of(conn, SearchRun.load(conn, run_id))
+
+
+def flow_of(conn: Connection, run: SearchRun) -> list[StepFlow]:
+    """The stored flow table of a run already loaded, with each step's cost."""
+    rows = run.counts(conn)
+    costs = step_costs(mask_histogram(conn, run.id), len(rows))
     return [
         StepFlow(
             index=r.step_index,
