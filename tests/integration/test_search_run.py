@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy import Engine, insert, select
 
 from recruit.audit.figures import gather
+from recruit.cli_render import format_flow
 from recruit.errors import RecruitError
 from recruit.letters.batch import write_letters
-from recruit.query.flow import format_flow, run_flow
+from recruit.query.flow import flow_of, run_flow
 from recruit.query.run import load_search
 from recruit.review import candidate_rows, export_review
 from recruit.search_run import NoSuchRun, RunStep, SearchRun, StepTally
@@ -83,7 +84,6 @@ ENTRY_POINTS: dict[str, Callable[[Engine, Any], object]] = {
     "letters": lambda engine, tmp: write_letters(engine, MISSING, tmp / "letters"),
     "audit": lambda engine, tmp: _in_conn(engine, lambda c: gather(c, MISSING)),
     "flow": lambda engine, tmp: _in_conn(engine, lambda c: run_flow(c, MISSING)),
-    "flow text": lambda engine, tmp: _in_conn(engine, lambda c: format_flow(c, MISSING)),
     "waves": lambda engine, tmp: _in_conn(engine, lambda c: run_score_items(c, MISSING)),
 }
 
@@ -124,6 +124,11 @@ def test_counts_are_the_stored_step_counts_in_order(searched):
     for before, after in zip(counts, counts[1:], strict=False):
         assert after.entering == before.kept
     assert counts[0].entering == len(practice().patients)
+    with engine.connect() as conn:
+        assert flow_of(conn, run) == flows
+        heading = format_flow(run, flows).splitlines()[0]
+    named = f"{run.rule_set_name} {run.rule_set_version}, index date {INDEX} at practice A81001"
+    assert heading == f"Search run {run_id}: {named}"
     assert [(f.entering, f.kept, f.excluded) for f in flows] == [
         (c.entering, c.kept, c.excluded) for c in counts
     ]
