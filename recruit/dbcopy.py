@@ -15,36 +15,26 @@ write to those people again. Folders still being written (work_folder) belong to
 whose command made them: they are neither copied nor deleted, so a killed run's leftovers are
 still cleaned by the next command on that database.
 
-Rows travel in batches by each engine's bulk path: COPY on PostgreSQL, a JSON batch file read
-by DuckDB itself (its parameter binding manages a few thousand rows a second), executemany
-elsewhere. Plain indexes are dropped during the copy and built again afterwards (one sort instead
-of millions of index updates), then the planner's statistics are refreshed.
+Rows travel in batches by each engine's bulk path (recruit.bulk_write: COPY on PostgreSQL, a
+JSON batch file read by DuckDB itself, executemany elsewhere). Plain indexes are dropped during
+the copy and built again afterwards (one sort instead of millions of index updates), then the
+planner's statistics are refreshed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
     Connection,
-    Date,
     DateTime,
     Engine,
-    Float,
     Index,
     Integer,
-    MetaData,
     Table,
     delete,
     func,
@@ -57,6 +47,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, DropIndex
 from sqlalchemy.types import TypeDecorator
 
+from recruit.bulk_write import insert_rows
 from recruit.db import describe, unavailable
 from recruit.errors import RecruitError
 from recruit.migrate import current_revision, head_revision, upgrade
@@ -314,80 +305,11 @@ def _copy_table(src: Connection, dst: Connection, table: Table, progress: Progre
     for rows in _batches(src, table):
         if zoned:
             rows = [tuple(_as_utc(v) if i in zoned else v for i, v in enumerate(row)) for row in rows]
-        insert_rows(dst, table, names, rows)
+        insert_rows(dst, table, names, rows, typed=True)
         n += len(rows)
         if progress is not None:
             progress(table.name, len(rows))
     return n
-
-
-def _stored(table: Table) -> Table:
-    """The table with JSON columns as the plain text they are stored as (copied, not re-encoded)."""
-    columns = [
-        Column(c.name, c.type.impl if isinstance(c.type, TypeDecorator) else c.type) for c in table.columns
-    ]
-    return Table(table.name, MetaData(), *columns)
-
-
-def insert_rows(dst: Connection, table: Table, names: list[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Many rows (tuples in the order of `names`, values as stored) by the engine's bulk path."""
-    writer = {"postgresql": _write_postgres, "duckdb": _write_duckdb}.get(dst.dialect.name, _write_rows)
-    writer(dst, table, names, rows)
-
-
-def _write_rows(dst: Connection, table: Table, names: list[str], rows: Sequence[Any]) -> None:
-    dst.execute(_stored(table).insert(), [dict(zip(names, row, strict=True)) for row in rows])
-
-
-def _write_postgres(dst: Connection, table: Table, names: list[str], rows: Sequence[Any]) -> None:
-    if dst.dialect.driver != "psycopg":
-        _write_rows(dst, table, names, rows)
-        return
-    cursor = dst.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
-def _duckdb_type(column: Any) -> str:
-    kind = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
-    if isinstance(kind, Boolean):
-        return "BOOLEAN"
-    if isinstance(kind, BigInteger):
-        return "BIGINT"
-    if isinstance(kind, Integer):
-        return "INTEGER"
-    if isinstance(kind, Float):
-        return "DOUBLE"
-    if isinstance(kind, DateTime):
-        return "TIMESTAMPTZ" if kind.timezone else "TIMESTAMP"
-    if isinstance(kind, Date):
-        return "DATE"
-    return "VARCHAR"
-
-
-def _json_default(value: Any) -> Any:
-    """orjson writes dates and times itself; anything else in a recruit table is a bug."""
-    raise TypeError(f"recruit cannot copy a value of type {type(value).__name__}")
-
-
-def _write_duckdb(dst: Connection, table: Table, names: list[str], rows: Sequence[Any]) -> None:
-    """One JSON object of column arrays per batch, unnested by DuckDB's own JSON reader."""
-    columns = {name: list(values) for name, values in zip(names, zip(*rows, strict=True), strict=True)}
-    fd, path = tempfile.mkstemp(prefix="recruit-copy-", suffix=".json")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(orjson.dumps(columns, default=_json_default))
-        spec = ", ".join(f"'{c.name}': '{_duckdb_type(c)}[]'" for c in table.columns)
-        unnest = ", ".join(f'unnest("{name}")' for name in names)
-        quoted = ", ".join(f'"{name}"' for name in names)
-        where = str(Path(path)).replace("'", "''")
-        dst.exec_driver_sql(
-            f"INSERT INTO {table.name} ({quoted}) SELECT {unnest} FROM read_json('{where}', "
-            f"format='unstructured', maximum_object_size=2147483647, columns={{{spec}}})"
-        )
-    finally:
-        os.unlink(path)
 
 
 def _numbered(table: Table) -> Any:

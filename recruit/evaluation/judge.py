@@ -27,7 +27,7 @@ import datetime as dt
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import count
 from pathlib import Path
@@ -53,6 +53,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 
+from recruit.bulk_write import write_rows
 from recruit.errors import RecruitError
 from recruit.evaluation.ceiling import (
     SMALL_GROUP,
@@ -229,37 +230,6 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
-def _bulk_insert(conn: Connection, table: Table, rows: Iterator[Sequence[Any]], batch: int = 20_000) -> None:
-    """Rows as plain tuples, in batches (COPY on PostgreSQL): a million rows stay cheap."""
-    names = [c.name for c in table.columns]
-    copy = conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
-    style = conn.dialect.paramstyle
-    marks = {
-        "qmark": ["?"] * len(names),
-        "numeric_dollar": [f"${i}" for i in range(1, len(names) + 1)],
-    }.get(style, ["%s"] * len(names))
-    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(marks)})"
-    buffer: list[Sequence[Any]] = []
-
-    def flush() -> None:
-        if not buffer:
-            return
-        if copy:
-            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as out:
-                for row in buffer:
-                    out.write_row(row)
-        else:
-            conn.exec_driver_sql(sql, buffer)
-        buffer.clear()
-
-    for row in rows:
-        buffer.append(row)
-        if len(buffer) >= batch:
-            flush()
-    flush()
-
-
 # --- evaluating ----------------------------------------------------------------------------------
 
 
@@ -305,7 +275,7 @@ def evaluate_run(
         table.create(conn)
         stats = TruthStats()
         rows = truth_rows(truth_file, eligibility, run.index_date, run.practice_ods_code, stats, pseudonyms)
-        _bulk_insert(conn, table, rows)
+        write_rows(conn, table, rows)  # a million rows: the engine's bulk path
         _index_one_row_per_person(conn, table, truth_file)
         if pseudonyms:
             _index_one_row_per_person(conn, table, truth_file, "pseudonym")

@@ -479,7 +479,7 @@ class _Load:
         ).scalar_one()
         self.summary.extract_id = self.extract_id
         S.create_staging(conn)
-        self.writer = S.BulkWriter(conn)
+        self.writer = S.staging_writer(conn)
         for i, path in enumerate(files):
             self.writer.add(S.ld_file, (i, str(path)))
         self.paths = [str(p) for p in files]

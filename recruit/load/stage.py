@@ -7,7 +7,6 @@ load's own connection, inside its one transaction, so a failed or killed load le
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -24,6 +23,8 @@ from sqlalchemy import (
     Table,
     Text,
 )
+
+from recruit.bulk_write import BulkWriter
 
 staging = MetaData()
 # Record sequence numbers carry the chunk number in their high bits (recruit.load.chunks).
@@ -237,52 +238,7 @@ def drop_staging(conn: Connection) -> None:
     staging.drop_all(conn, checkfirst=True)
 
 
-class BulkWriter:
-    """Buffers rows per table and writes them in batches through the DBAPI's executemany.
-
-    This is the hot path of a load: SQLAlchemy's per-row parameter processing costs more than
-    SQLite's insert itself, so rows go as plain tuples (dates already ISO text).
-    """
-
-    def __init__(self, conn: Connection, batch: int = 5000) -> None:
-        self.conn = conn
-        self.batch = batch
-        self.buffers: dict[str, list[Sequence[Any]]] = {}
-        self.sql: dict[str, str] = {}
-        # PostgreSQL's COPY is several times faster than batched INSERTs.
-        self.copy = conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
-        self.columns = {t.name: [c.name for c in t.columns] for t in staging.tables.values()}
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        for table in staging.tables.values():
-            names = [c.name for c in table.columns]
-            self.sql[table.name] = (
-                f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
-            )
-            self.buffers[table.name] = []
-
-    def add(self, table: Table, row: Sequence[Any]) -> None:
-        buffer = self.buffers[table.name]
-        buffer.append(row)
-        if len(buffer) >= self.batch:
-            self.flush(table.name)
-
-    def add_many(self, name: str, rows: list[Sequence[Any]]) -> None:
-        buffer = self.buffers[name]
-        buffer.extend(rows)
-        if len(buffer) >= self.batch:
-            self.flush(name)
-
-    def flush(self, name: str | None = None) -> None:
-        for table_name in [name] if name else list(self.buffers):
-            rows = self.buffers[table_name]
-            if not rows:
-                continue
-            if self.copy:
-                cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                cols = ", ".join(self.columns[table_name])
-                with cursor.copy(f"COPY {table_name} ({cols}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            else:
-                self.conn.exec_driver_sql(self.sql[table_name], rows)
-            self.buffers[table_name] = []
+def staging_writer(conn: Connection) -> BulkWriter:
+    """The load's writer for every staging table: rows are plain tuples (dates already ISO text),
+    buffered and written in batches by the engine's bulk path (recruit.bulk_write)."""
+    return BulkWriter(conn, staging.tables.values(), batch=5000)

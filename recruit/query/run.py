@@ -40,8 +40,8 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from recruit import __version__
+from recruit.bulk_write import insert_rows
 from recruit.codelists import Codelist, CodeSystem, available_codelists, default_directory, load_codelist
-from recruit.dbcopy import insert_rows
 from recruit.errors import RecruitError
 from recruit.models import (
     utcnow,
