@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import FromClause
 
+from recruit.query.codes_match import code_on_list_either_way, records_on_lists
 from recruit.tables import (
     CODES,
     DECISION,
@@ -128,37 +129,24 @@ def _blank(column: ColumnElement[Any]) -> ColumnElement[bool]:
     return or_(column.is_(None), func.trim(column) == "")
 
 
-def _code_match(code: FromClause, system: Any, value: Any, prefix: bool) -> ColumnElement[bool]:
-    """A codelist row matches a recorded code exactly, or (Read v2 prefix rows) by its stem."""
-    if prefix:
-        stem = func.rtrim(code.c.code, ".")
-        return and_(
-            code.c.code_system == system,
-            func.substr(value, 1, func.length(stem)) == stem,
-            code.c.match_prefix == true(),
-        )
-    return and_(code.c.code_system == system, code.c.code == value, code.c.match_prefix == false())
-
-
-def _any_code_match(code: FromClause, system: Any, value: Any) -> ColumnElement[bool]:
-    return or_(_code_match(code, system, value, False), _code_match(code, system, value, True))
-
-
 def _has_code(
     patient_id: ColumnElement[Any], codelist_ids: Sequence[int], category: str | None = None
 ) -> Any:
     """The patient has a record with a code from the lists (Read v2 prefix rows match by prefix)."""
     if not codelist_ids:
         return false()
-    ids = list(codelist_ids)
     parts = []
-    for prefix in (False, True):
+    for by_prefix in (False, True):
         event, code = EVENT.alias(), CODES.alias()
-        match = _code_match(code, event.c.code_system, event.c.code, prefix)
-        where = [event.c.patient_id == patient_id, code.c.codelist_id.in_(ids)]
-        if category is not None:
-            where.append(code.c.category == category)
-        parts.append(exists(select(literal(1)).select_from(event.join(code, match)).where(*where)))
+        matched = records_on_lists(
+            event,
+            [literal(1)],
+            codelist_ids,
+            by_prefix=by_prefix,
+            categories=None if category is None else [category],
+            codes=code,
+        )
+        parts.append(exists(matched.where(event.c.patient_id == patient_id)))
     return or_(*parts)
 
 
@@ -199,7 +187,7 @@ def _opted_out(p: FromClause, codelist_ids: Sequence[int]) -> Any:
         select(literal(1))
         .select_from(
             same.join(event, event.c.patient_id == same.c.id).join(
-                code, _any_code_match(code, event.c.code_system, event.c.code)
+                code, code_on_list_either_way(code, event.c.code_system, event.c.code)
             )
         )
         .where(_same_person(same, p), code.c.codelist_id.in_(list(codelist_ids)))
@@ -263,7 +251,7 @@ def _held(p: FromClause, signal: str, codelist_ids: Sequence[int] = ()) -> Any:
                 .where(
                     code.c.codelist_id.in_(list(codelist_ids)),
                     ~withdrawn,
-                    _any_code_match(code, hold.c.code_system, hold.c.code),
+                    code_on_list_either_way(code, hold.c.code_system, hold.c.code),
                 )
             )
         )

@@ -41,7 +41,6 @@ from sqlalchemy import (
     and_,
     case,
     distinct,
-    false,
     func,
     literal,
     literal_column,
@@ -49,22 +48,22 @@ from sqlalchemy import (
     null,
     or_,
     select,
-    true,
     union,
     union_all,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from recruit.codelists import Code, Codelist, CodeSystem
+from recruit.codelists import Codelist
 from recruit.errors import RecruitError
 from recruit.load.status import EVENT_STATUS_WHEN_NULL, MEDICATION_STATUS_WHEN_NULL
+from recruit.query.codes_match import has_prefix_rows, records_on_lists
 from recruit.query.dates import months_before, window_bounds, years_before
 from recruit.rules.model import (
     Criterion,
     LatestCodeAmong,
     RuleSet,
 )
-from recruit.tables import CODES, EVENT, INVITATION, MEDICATION, PATIENT, STUDY
+from recruit.tables import EVENT, INVITATION, MEDICATION, PATIENT, STUDY
 
 ATOM_KINDS = {"has_code", "medication_count", "already_invited", "do_not_contact"}
 EVIDENCE_KINDS = {"has_code", "medication_count", "latest_code_among", "likely_in_work"}
@@ -372,11 +371,9 @@ class Compiler:
         date_col = records.c.event_date if records is EVENT else records.c.issue_date
         ids = [self.codelist_ids[name] for name in names]
         pop = self.population if patients is None else patients
-        where: list[ColumnElement[bool]] = [CODES.c.codelist_id.in_(ids), date_col <= end]
+        where: list[ColumnElement[bool]] = [date_col <= end]
         if start is not None:
             where.append(date_col >= start)
-        if categories:
-            where.append(CODES.c.category.in_(list(categories)))
         if course != "any":
             where.append(records.c.course == course)
         if statuses is not None:
@@ -394,37 +391,21 @@ class Compiler:
                 records.c.term,
             )
         )
-        exact = (
-            select(*columns)
-            .select_from(records)
-            .join(CODES, and_(CODES.c.code_system == records.c.code_system, CODES.c.code == records.c.code))
-            .where(*where, CODES.c.match_prefix == false())
-        )
-        if pop is not None:
-            exact = exact.join(pop, pop.c.patient_id == records.c.patient_id)
-        if not any(self._has_prefix_rows(name) for name in names):
+        ways = (False, True) if any(self._has_prefix_rows(name) for name in names) else (False,)
+        parts = []
+        for by_prefix in ways:
+            part = records_on_lists(records, columns, ids, by_prefix=by_prefix, categories=categories)
+            part = part.where(*where)
+            if pop is not None:
+                part = part.join(pop, pop.c.patient_id == records.c.patient_id)
+            parts.append(part)
+        if len(parts) == 1:
             # One list holds a code once, so only several lists (or patient ids) can repeat rows.
-            return exact.distinct() if patient_only or len(ids) > 1 else exact
-        stem = func.rtrim(CODES.c.code, ".")
-        prefixed = (
-            select(*columns)
-            .select_from(records)
-            .join(
-                CODES,
-                and_(
-                    CODES.c.code_system == records.c.code_system,
-                    func.substr(records.c.code, 1, func.length(stem)) == stem,
-                ),
-            )
-            .where(*where, CODES.c.match_prefix == true())
-        )
-        if pop is not None:
-            prefixed = prefixed.join(pop, pop.c.patient_id == records.c.patient_id)
-        return union(exact, prefixed)
+            return parts[0].distinct() if patient_only or len(ids) > 1 else parts[0]
+        return union(*parts)
 
     def _has_prefix_rows(self, name: str) -> bool:
-        codelist = self.codelists.get(name)
-        return codelist is not None and any(code_matches_by_prefix(code) for code in codelist.codes)
+        return has_prefix_rows(self.codelists.get(name))
 
     def deciding_table(self, latest: LatestCodeAmong) -> Table:
         """Per patient, the most recent code among the sources in the window (and its status)."""
@@ -600,9 +581,3 @@ class Compiler:
         )
         self.fill(table, columns, query)
         return table
-
-
-def code_matches_by_prefix(code: Code) -> bool:
-    """A Read v2 row matches by prefix (its code without trailing dots, so N24.. matches N2411)
-    when its `match` column says `prefix`. Read v2 is the only hierarchy spelt out in its codes."""
-    return code.system == CodeSystem.READV2 and code.attrs.get("match", "").strip().lower() == "prefix"

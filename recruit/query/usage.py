@@ -2,7 +2,7 @@
 
 A codelist that never matches anything in a practice's records usually means a wrong coding
 system or a typing error in the list, not that nobody has the condition; this finds those with
-the same joins the search uses (and the same Read v2 prefix rule).
+the search's own codelist matcher (recruit.query.codes_match, with its Read v2 prefix rule).
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, func, literal_column, select, union
+from sqlalchemy import Engine, func, literal_column, select, union
 
 from recruit.codelists import Codelist
+from recruit.query.codes_match import records_on_lists
 from recruit.query.run import store_codelists
 from recruit.tables import CODES, EVENT, MEDICATION
 
@@ -41,26 +42,16 @@ def codelist_usage(engine: Engine, codelists: Mapping[str, Codelist]) -> list[Co
         for name, codelist in codelists.items():
             parts = []
             for source, records in enumerate((EVENT, MEDICATION)):
-                exact = and_(CODES.c.code_system == records.c.code_system, CODES.c.code == records.c.code)
-                stem = func.rtrim(CODES.c.code, ".")
-                prefix = and_(
-                    CODES.c.code_system == records.c.code_system,
-                    CODES.c.match_prefix.is_(True),
-                    func.substr(records.c.code, 1, func.length(stem)) == stem,
+                columns = (
+                    records.c.id.label("record_id"),
+                    records.c.patient_id,
+                    CODES.c.code_system,
+                    CODES.c.code,
+                    # Distinguishes events from issues that share an id.
+                    literal_column(str(source)).label("source"),
                 )
-                for condition in (exact, prefix):
-                    parts.append(
-                        select(
-                            records.c.id.label("record_id"),
-                            records.c.patient_id,
-                            CODES.c.code_system,
-                            CODES.c.code,
-                            # Distinguishes events from issues that share an id.
-                            literal_column(str(source)).label("source"),
-                        )
-                        .join(CODES, condition)
-                        .where(CODES.c.codelist_id == ids[name])
-                    )
+                for by_prefix in (False, True):
+                    parts.append(records_on_lists(records, columns, [ids[name]], by_prefix=by_prefix))
             matched = union(*parts).subquery()
             records_n = conn.execute(
                 select(func.count()).select_from(
