@@ -43,9 +43,11 @@ __all__ = [
     "CodelistError",
     "DownloadInfo",
     "available_codelists",
+    "codelist_directory",
     "default_directory",
     "download_info",
     "load_codelist",
+    "manifest_entry",
 ]
 
 MANIFEST_NAME = "codelists.yaml"
@@ -134,6 +136,23 @@ def default_directory() -> Path:
         return rules_folder("codelists", MANIFEST_NAME)
     except RecruitError as e:
         raise CodelistError(str(e)) from None
+
+
+def codelist_directory(file: Path, named: str | None, rules_root: Path) -> Path:
+    """Where a rule set's or a study's codelists are, for searches and letters alike: the folder
+    the file names (its codelist_directory, relative to the file), else codelists/ in the rules
+    folder the file belongs to when that holds a manifest, else the usual folder."""
+    if named:
+        return (file.parent / named).resolve()
+    beside = rules_root / "codelists"
+    if (beside / MANIFEST_NAME).is_file():
+        return beside
+    return default_directory()
+
+
+def manifest_entry(name: str, directory: str | Path | None = None) -> dict[str, Any]:
+    """A codelist's entry in the manifest (a copy), or {} when it lists none of that name."""
+    return _read_manifest(_resolve_dir(directory)).get(name) or {}
 
 
 def _resolve_dir(directory: str | Path | None) -> Path:

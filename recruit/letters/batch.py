@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, case, func, insert, select, true
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from recruit.codelists import default_directory, load_codelist
+from recruit.codelists import codelist_directory, load_codelist
 from recruit.db import unavailable
 from recruit.errors import RecruitError
 from recruit.letters import mailmerge
@@ -391,12 +391,8 @@ def _publish(staging: Path, out: Path) -> None:
 
 
 def _letter_codelists(settings: StudySettings, study_path: Path) -> tuple[Any, Any]:
-    if settings.codelist_directory:
-        directory = (study_path.parent / settings.codelist_directory).resolve()
-    elif (study_path.parent.parent / "codelists" / "codelists.yaml").is_file():
-        directory = study_path.parent.parent / "codelists"
-    else:
-        directory = default_directory()
+    # A study file sits in rules/studies/: its rules folder is the one above.
+    directory = codelist_directory(study_path, settings.codelist_directory, study_path.parent.parent)
     opt_out = load_codelist(settings.codelists.research_opt_out, directory)
     accessible = load_codelist(settings.codelists.accessible_information, directory)
     return opt_out, accessible

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlparse
 import orjson
 
 from recruit.errors import RecruitError
-from recruit.load.files import nothing_to_load, only_empty_bundles
+from recruit.load.files import nothing_to_load, only_empty_bundles, read_manifest
 from recruit.load.values import LONDON
 
 NO_DATE = "This extract does not say when it was taken; give the date with --extract-date YYYY-MM-DD."
@@ -96,12 +96,12 @@ def manifest_of(paths: list[Path]) -> tuple[Path, dict[str, Any]] | None:
         manifest = path / "manifest.json" if path.is_dir() else None
         if manifest is not None and manifest.is_file():
             try:
-                data = orjson.loads(manifest.read_bytes())
+                data = read_manifest(manifest)
             except orjson.JSONDecodeError:
                 raise RecruitError(
                     f"{manifest} is not valid JSON, so the extract cannot be checked against it."
                 ) from None
-            if isinstance(data, dict):
+            if data is not None:
                 return manifest, data
     return None
 

@@ -150,15 +150,25 @@ def find_files(paths: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
     return unique
 
 
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The JSON object a Bulk Data export manifest file holds (None: another kind of JSON value).
+
+    The one reader of extract manifests: the loader skips them among an extract's files and
+    takes the extract's date and list of files from one (recruit.load.extract_info). Raises
+    orjson.JSONDecodeError when the file is not JSON at all."""
+    data = orjson.loads(path.read_bytes())
+    return data if isinstance(data, dict) else None
+
+
 def _is_manifest(path: Path) -> bool:
     """A Bulk Data export manifest lists files; it is not a resource."""
     if path.suffix.lower() != ".json" or path.stat().st_size > 10_000_000:
         return False
     try:
-        data = orjson.loads(path.read_bytes())
+        data = read_manifest(path)
     except orjson.JSONDecodeError:
         return False
-    return isinstance(data, dict) and "output" in data and "resourceType" not in data
+    return data is not None and "output" in data and "resourceType" not in data
 
 
 def fingerprint(files: list[Path], extra: bytes = b"") -> str:

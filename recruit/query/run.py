@@ -13,12 +13,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from functools import lru_cache, reduce
+from functools import reduce
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -41,7 +40,15 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from recruit import __version__
 from recruit.bulk_write import insert_rows
-from recruit.codelists import Codelist, CodeSystem, available_codelists, default_directory, load_codelist
+from recruit.codelists import (
+    Codelist,
+    CodelistError,
+    CodeSystem,
+    available_codelists,
+    codelist_directory,
+    load_codelist,
+    manifest_entry,
+)
 from recruit.errors import RecruitError
 from recruit.models import (
     utcnow,
@@ -55,16 +62,6 @@ from recruit.tables import CODELIST, CODES, EXTRACT, PATIENT, PRACTICE, RESULT, 
 # --- files ---------------------------------------------------------------------------------
 
 
-def codelist_directory(rules_path: Path, rule_set: RuleSet | None = None) -> Path:
-    """The rule set's codelist_directory (relative to the file), else codelists/ beside it."""
-    if rule_set is not None and rule_set.codelist_directory:
-        return (rules_path.parent / rule_set.codelist_directory).resolve()
-    beside = rules_path.parent / "codelists"
-    if (beside / "codelists.yaml").is_file():
-        return beside
-    return default_directory()
-
-
 def load_search(rules_path: str | Path) -> tuple[RuleSet, dict[str, Codelist], str]:
     """The rule set, every codelist it names (loaded and checked), and the file's text."""
     path = Path(rules_path)
@@ -72,7 +69,7 @@ def load_search(rules_path: str | Path) -> tuple[RuleSet, dict[str, Codelist], s
     codelists: dict[str, Codelist] = {}
 
     def known(rule_set: RuleSet) -> dict[str, set[str] | None]:
-        directory = codelist_directory(path, rule_set)
+        directory = codelist_directory(path, rule_set.codelist_directory, path.parent)
         available = set(available_codelists(directory))
         for name in rule_set.codelist_names():
             if name in available:
@@ -89,10 +86,9 @@ def load_search(rules_path: str | Path) -> tuple[RuleSet, dict[str, Codelist], s
 def _with_manifest_match(codelist: Codelist, directory: Path) -> Codelist:
     """`match: prefix` on a codelist's manifest entry makes all its Read v2 rows match by prefix."""
     try:
-        manifest = _manifest(directory / "codelists.yaml")
-    except (OSError, yaml.YAMLError):
+        entry = manifest_entry(codelist.name, directory)
+    except CodelistError:
         return codelist
-    entry = next((e for e in manifest.get("codelists") or [] if e.get("name") == codelist.name), {})
     if str(entry.get("match", "exact")).lower() != "prefix":
         return codelist
     codes = tuple(
@@ -102,16 +98,6 @@ def _with_manifest_match(codelist: Codelist, directory: Path) -> Codelist:
         for code in codelist.codes
     )
     return replace(codelist, codes=codes)
-
-
-def _manifest(path: Path) -> dict[str, Any]:
-    text = path.read_text(encoding="utf-8")
-    return _parse_yaml(text)
-
-
-@lru_cache(maxsize=16)
-def _parse_yaml(text: str) -> dict[str, Any]:
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
 
 
 def run_search(
