@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, func, literal_column, select, union
 
@@ -42,7 +43,7 @@ def codelist_usage(engine: Engine, codelists: Mapping[str, Codelist]) -> list[Co
         for name, codelist in codelists.items():
             parts = []
             for source, records in enumerate((EVENT, MEDICATION)):
-                columns = (
+                columns: tuple[Any, ...] = (
                     records.c.id.label("record_id"),
                     records.c.patient_id,
                     CODES.c.code_system,
