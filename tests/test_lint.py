@@ -1,7 +1,9 @@
-"""The code stays lint-clean and formatted (ruff), checked with the rest of the suite."""
+"""The code stays lint-clean, formatted (ruff) and type-checked (mypy), checked with the rest of the suite."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -25,3 +27,27 @@ def _ruff() -> list[str]:
 def test_ruff(args):
     result = subprocess.run([*_ruff(), *args], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Files still being reworked for issue 20, whose mypy errors are tolerated for now. Empty this once
+# they are clean; then any mypy error anywhere in recruit/ fails the suite.
+_NOT_YET_CLEAN: tuple[str, ...] = ()
+
+_ERROR_LINE = re.compile(r"^(?P<path>[^:\n]+):\d+(?::\d+)?: error: ", re.MULTILINE)
+
+
+def test_mypy():
+    """mypy (settings in pyproject.toml) finds no errors outside the files listed in _NOT_YET_CLEAN."""
+    if importlib.util.find_spec("mypy") is None:
+        pytest.skip("mypy is not installed (it comes with the test extra: pip install -e '.[test]')")
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-error-summary", "--show-error-codes"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    output = result.stdout + result.stderr
+    failed = {match["path"] for match in _ERROR_LINE.finditer(output)}
+    unexpected = sorted(failed - set(_NOT_YET_CLEAN))
+    assert result.returncode in (0, 1), output  # 2 means mypy itself could not run
+    assert not unexpected, f"mypy errors in {', '.join(unexpected)}:\n{output}"
