@@ -15,10 +15,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from recruit.errors import DatabaseUnavailable
 from recruit.private_files import hold_private_umask, owner_only, private_folder, release_private_umask
@@ -89,7 +92,7 @@ def sqlite_path(u: URL) -> Path | None:
     return Path(u.database).resolve()
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # Foreign keys are off by default in SQLite; WAL lets a reader run beside a load.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -98,7 +101,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
-def _duckdb_settings(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _duckdb_settings(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Any: duckdb_engine's connection wrapper, untyped; execute() on it (not on a cursor, which in
+    # DuckDB is a second connection) sets the option for this connection.
     # DuckDB draws a progress bar on the terminal for long queries, over recruit's own output.
     dbapi_connection.execute("SET enable_progress_bar = false")
 
@@ -142,7 +147,9 @@ def make_engine(url: str | None = None, *, create_folder: bool = False) -> Engin
     return engine
 
 
-def _connect_owner_only(dialect, _record, cargs, cparams):  # type: ignore[no-untyped-def]
+def _connect_owner_only(
+    dialect: Dialect, _record: ConnectionPoolEntry, cargs: list[object], cparams: dict[str, object]
+) -> DBAPIConnection:
     """Open the database file under umask 077, so a new file is created 0600."""
     with owner_only():
         return dialect.connect(*cargs, **cparams)

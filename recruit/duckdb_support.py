@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from alembic.ddl.impl import DefaultImpl
-from sqlalchemy import BigInteger, Index, Integer, Table
+from sqlalchemy import BigInteger, Constraint, ForeignKeyConstraint, Index, Integer, Table
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import Column, CreateColumn, CreateSequence, DropSequence, Sequence
 from sqlalchemy.sql.compiler import DDLCompiler
@@ -44,7 +44,7 @@ def _numbered_column(table: Table) -> Column[Any] | None:
 
 
 @compiles(CreateColumn, DIALECT)
-def _create_column(element: CreateColumn[Any], compiler: DDLCompiler, **kw: Any) -> str:
+def _create_column(element: CreateColumn, compiler: DDLCompiler, **kw: Any) -> str:
     column = element.element
     table = column.table
     if isinstance(table, Table) and _numbered_column(table) is column:
@@ -88,12 +88,12 @@ class DuckDBImpl(DefaultImpl):
         if index.unique:
             super().drop_index(index, **kw)
 
-    def add_constraint(self, const: Any) -> None:
-        if getattr(const, "__visit_name__", "") == "foreign_key_constraint":
+    def add_constraint(self, const: Constraint, **kw: Any) -> None:
+        if isinstance(const, ForeignKeyConstraint):
             return
-        super().add_constraint(const)
+        super().add_constraint(const, **kw)
 
-    def drop_constraint(self, const: Any, **kw: Any) -> None:
-        if getattr(const, "__visit_name__", "") == "foreign_key_constraint":
+    def drop_constraint(self, const: Constraint, **kw: Any) -> None:
+        if isinstance(const, ForeignKeyConstraint):
             return
         super().drop_constraint(const, **kw)

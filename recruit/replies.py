@@ -32,7 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import Engine, Row, bindparam, func, select, update
 
 from recruit.errors import RecruitError
 from recruit.tables import INVITATION
@@ -232,7 +232,7 @@ def import_replies(engine: Engine, path: Path | str, today: dt.date | None = Non
     summary = RepliesSummary(rows=len(replies))
     with engine.begin() as conn:
         wanted = sorted({match_key(r.study_number) for r in replies})
-        invitations: dict[str, list[Any]] = {}
+        invitations: dict[str, list[Row]] = {}
         stored_key = func.upper(func.replace(INVITATION.c.study_number, "-", ""))
         for i in range(0, len(wanted), 500):
             query = select(
@@ -308,7 +308,7 @@ def import_replies(engine: Engine, path: Path | str, today: dt.date | None = Non
     return summary
 
 
-def _day(value: Any) -> dt.date | None:
+def _day(value: dt.date | str | None) -> dt.date | None:
     if value is None:
         return None
     if isinstance(value, str):  # SQLite may hand back text
@@ -316,7 +316,7 @@ def _day(value: Any) -> dt.date | None:
     return value.date() if isinstance(value, dt.datetime) else value
 
 
-def _conflict(inv: Any, r: _Reply) -> str | None:
+def _conflict(inv: Row, r: _Reply) -> str | None:
     """Why this reply cannot be recorded on this invitation, if it cannot."""
     written = _day(inv.created_at)
     if written is not None and r.day < written:

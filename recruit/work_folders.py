@@ -25,7 +25,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from recruit.models import utcnow
@@ -75,9 +75,9 @@ def release(engine: Engine, row_id: int) -> None:
         conn.execute(delete(WORK_FOLDER).where(WORK_FOLDER.c.id == row_id))
 
 
-def mark_recorded(conn: object, folder: WorkFolder) -> None:
+def mark_recorded(conn: Connection, folder: WorkFolder) -> None:
     """In the transaction that records the folder's contents: from now on it is kept, not deleted."""
-    conn.execute(  # type: ignore[attr-defined]
+    conn.execute(
         update(WORK_FOLDER)
         .where(WORK_FOLDER.c.id == folder.row_id)
         .values(purpose=WORK_FOLDER.c.purpose + RECORDED)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from recruit import __version__
 from recruit.errors import RecruitError
@@ -218,8 +218,10 @@ class Report:
 
         def line(label: str, shown_a: Shown | None, shown_b: Shown | None, step: bool = False) -> None:
             diff = None
-            if shown_a is not None and shown_b is not None and None not in (shown_a.number, shown_b.number):
-                diff = shown_b.number - shown_a.number  # type: ignore[operator]
+            if shown_a is not None and shown_b is not None:
+                number_a, number_b = shown_a.number, shown_b.number
+                if number_a is not None and number_b is not None:
+                    diff = number_b - number_a
             rows.append(
                 {
                     "label": label,
@@ -237,7 +239,9 @@ class Report:
         ids = [s.step_id for s in a.figures.steps] + [i for i in steps_b if i not in steps_a]
         for step_id in ids:
             sa, sb = steps_a.get(step_id), steps_b.get(step_id)
-            reason = (sb or sa).exclusion  # type: ignore[union-attr]
+            either = sb or sa
+            assert either is not None  # step_id is a step of run A or of run B
+            reason = either.exclusion
             for what in ("excluded", "cost"):
                 line(
                     f"{step_id}: {reason}" if what == "excluded" else f"{step_id}: cost",
@@ -328,7 +332,7 @@ def build_report(engine: Engine, run_ids: Sequence[int], rule: Rule, today: dt.d
     return Report(runs, rule, today or dt.date.today())
 
 
-def wave_rankings(conn: Any, run_id: int) -> list[dict[str, Any]]:
+def wave_rankings(conn: Connection, run_id: int) -> list[dict[str, Any]]:
     """Each letter batch of the run, oldest first, with the weights that ordered it."""
     rows = conn.execute(
         select(BATCH.c.id, BATCH.c.created_at, BATCH.c.ranking)

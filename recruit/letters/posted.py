@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, Engine, Row, and_, delete, func, or_, select, update
 
 from recruit.errors import RecruitError
 from recruit.load.values import LONDON
@@ -38,7 +38,7 @@ class NotPostedSummary:
     already: bool = False
 
 
-def _batch(conn, batch_id: int):  # type: ignore[no-untyped-def]
+def _batch(conn: Connection, batch_id: int) -> Row:
     row = conn.execute(select(BATCH).where(BATCH.c.id == batch_id)).one_or_none()
     if row is None:
         raise RecruitError(
@@ -47,7 +47,7 @@ def _batch(conn, batch_id: int):  # type: ignore[no-untyped-def]
     return row
 
 
-def _written_on(row) -> dt.date:  # type: ignore[no-untyped-def]
+def _written_on(row: Row) -> dt.date:
     created = row.created_at
     if created.tzinfo is None:  # SQLite gives back naive UTC
         created = created.replace(tzinfo=dt.UTC)
