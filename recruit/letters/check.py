@@ -17,7 +17,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recruit.letters.render import (
     FORMATS,
@@ -33,6 +33,11 @@ from recruit.letters.render import (
     study_variables,
 )
 from recruit.letters.study import StudySettings, parse_study_settings
+
+if TYPE_CHECKING:
+    from pypdf import PdfReader
+
+    from recruit.letters.pdf import Mapper
 
 # element -> (what a person calls it, values from the sample it must show)
 PACK_ELEMENTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -187,7 +192,7 @@ def marked_nodes(html: str) -> dict[str, list[str]]:
     return parser.nodes
 
 
-def printed_text(pdf: Any, margin_top_mm: float = 15, margin_bottom_mm: float = 18) -> list[str]:
+def printed_text(pdf: PdfReader, margin_top_mm: float = 15, margin_bottom_mm: float = 18) -> list[str]:
     """The text of each page of a PDF (a pypdf reader) inside the page margins, in drawing order:
     the footers and marks in the margins are left out."""
     pages = []
@@ -197,7 +202,13 @@ def printed_text(pdf: Any, margin_top_mm: float = 15, margin_bottom_mm: float = 
         parts: list[str] = []
 
         def visit(
-            text: str, cm: Any, tm: Any, font: Any, size: Any, parts: list[str] = parts, band=(low, high)
+            text: str,
+            cm: list[float],
+            tm: list[float],
+            font: object,
+            size: float,
+            parts: list[str] = parts,
+            band: tuple[float, float] = (low, high),
         ) -> None:
             y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
             if band[0] <= y <= band[1]:
@@ -239,7 +250,7 @@ def _squash_printed(text: str) -> str:
 
 
 def check_templates(
-    templates: LetterTemplates, settings: StudySettings | None = None, map_: Any = map
+    templates: LetterTemplates, settings: StudySettings | None = None, map_: Mapper = map
 ) -> None:
     """Raise TemplateProblem listing every problem, if there is one."""
     problems = find_problems(templates, map_)
@@ -249,7 +260,7 @@ def check_templates(
         )
 
 
-def find_problems(templates: LetterTemplates, map_: Any = map) -> list[Problem]:
+def find_problems(templates: LetterTemplates, map_: Mapper = map) -> list[Problem]:
     """Every missing or broken required element, by template (an empty list when all is well).
     map_ lays out the sample documents (a process pool's map to use several processes)."""
     from recruit.letters.pdf import LetterPages, Stamper, fits, number_places, render_html

@@ -24,9 +24,8 @@ the header row is frozen, so the sheet can be read and checked before it is sent
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from recruit.safe_text import FORMULA_STARTS, spreadsheet_safe
 
@@ -131,7 +130,7 @@ def address_columns(lines: Sequence[str], width: int = 5) -> list[str]:
     return [*lines, *[""] * (width - len(lines))]
 
 
-def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, object]]) -> None:
     with open(path, "w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
         writer.writerow(columns)
@@ -139,13 +138,16 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]
             writer.writerow([spreadsheet_safe(_plain(row.get(c))) for c in columns])
 
 
-def write_xlsx(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]], sheet: str) -> None:
+def write_xlsx(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, object]], sheet: str) -> None:
     from openpyxl import Workbook
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.worksheet import Worksheet
 
     book = Workbook()
     ws = book.active
+    if not isinstance(ws, Worksheet):  # a new workbook opens on one blank worksheet
+        raise TypeError("openpyxl made a workbook without a worksheet")
     ws.title = sheet
     ws.append(list(columns))
     for cell in ws[1]:
@@ -172,7 +174,7 @@ def write_xlsx(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]
     book.save(path)
 
 
-def _plain(value: Any) -> str:
+def _plain(value: object) -> str:
     return "" if value is None else str(value)
 
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from recruit.errors import RecruitError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _BODY = 8
@@ -67,7 +70,9 @@ def is_valid_study_number(number: str, prefix: str = "") -> bool:
     return _interim(code) == 0
 
 
-def study_numbers_for(engine: Any, study_id: int, prefix: str, nhs_numbers: Sequence[str]) -> dict[str, str]:
+def study_numbers_for(
+    engine: Engine, study_id: int, prefix: str, nhs_numbers: Sequence[str]
+) -> dict[str, str]:
     """Each person's study number for the study: the one they were given before, or a new one.
 
     New numbers are inserted and committed on a connection of their own before any letter is

@@ -20,12 +20,19 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from recruit.errors import RecruitError
 from recruit.letters import tagging
 from recruit.letters.tagging import StructureBuilder
 from recruit.private_files import PRIVATE_UMASK
+
+if TYPE_CHECKING:  # pypdf is imported where it is used, so that `import recruit` stays quick
+    from pypdf import PageObject, PdfReader, PdfWriter
+    from pypdf.generic import IndirectObject, StreamObject
+
+_T = TypeVar("_T")
+
 
 SLIP_ANCHOR = "reply-slip"
 # Positions in WeasyPrint are CSS pixels; allow a rounding error when comparing them.
@@ -54,7 +61,7 @@ class RenderedDoc:
         return None
 
 
-def _fetch_nothing(url: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def _fetch_nothing(url: str, *args: object, **kwargs: object) -> NoReturn:
     # Letters need no images, fonts or stylesheets from anywhere: refuse every URL.
     raise ValueError(f"letters load nothing from outside the document (asked for {url[:80]!r})")
 
@@ -88,13 +95,17 @@ def render_html(html: str) -> RenderedDoc:
 Mapper = Callable[..., Iterator[Any]]
 
 
-def process_pool(workers: int) -> Any:
+def process_pool(workers: int) -> ProcessPoolExecutor | None:
     """A pool of `workers` printing processes, or None for one (the work stays in this process).
 
     The processes are started fresh (spawn), never forked: a forked child would share the
     parent's database connections."""
     if workers <= 1:
         return None
+    return _spawn_pool(workers)
+
+
+def _spawn_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         max_workers=workers, mp_context=get_context("spawn"), initializer=_private_files
     )
@@ -105,7 +116,7 @@ def _private_files() -> None:
     os.umask(PRIVATE_UMASK)
 
 
-def mapper(pool: Any) -> Mapper:
+def mapper(pool: ProcessPoolExecutor | None) -> Mapper:
     """map() over the pool, in order, results as they come; plain map without one."""
     return map if pool is None else pool.map
 
@@ -114,7 +125,7 @@ def render_many(htmls: Sequence[str], workers: int = 1) -> list[RenderedDoc]:
     """Lay out documents, in `workers` processes when there is more than one document."""
     if workers <= 1 or len(htmls) <= 1:
         return [render_html(html) for html in htmls]
-    with process_pool(min(workers, len(htmls))) as pool:
+    with _spawn_pool(min(workers, len(htmls))) as pool:
         return list(pool.map(render_html, htmls))
 
 
@@ -226,11 +237,22 @@ def _number_text(
     return f"{text}\n".encode()
 
 
+def _stream(obj: object) -> StreamObject:
+    """A PDF stream (here: a page's form XObject that recruit itself wrote), resolved."""
+    from pypdf.generic import IndirectObject, StreamObject
+
+    if isinstance(obj, IndirectObject):
+        obj = obj.get_object()
+    if not isinstance(obj, StreamObject):
+        raise ValueError(f"expected a PDF stream, found {type(obj).__name__}")
+    return obj
+
+
 @dataclass
 class _Target:
-    writer: Any
-    xobjects: dict[tuple[int, int], Any] = field(default_factory=dict)
-    font: Any = None
+    writer: PdfWriter
+    xobjects: dict[tuple[int, int], IndirectObject] = field(default_factory=dict)
+    font: IndirectObject | None = None
     # A file of one letter is tagged (recruit.letters.tagging); None for the print file.
     structure: StructureBuilder | None = None
     letters: int = 0
@@ -244,10 +266,10 @@ class Stamper:
         from pypdf import PdfReader
 
         self._reader_cls = PdfReader
-        self._readers: dict[tuple[str, int], Any] = {}
+        self._readers: dict[tuple[str, int], PdfReader] = {}
         self._places: dict[int, dict[int, tuple[float, ...]]] = {}
 
-    def _reader(self, kind: str, ident: int, doc: RenderedDoc) -> Any:
+    def _reader(self, kind: str, ident: int, doc: RenderedDoc) -> PdfReader:
         key = (kind, ident)
         if key not in self._readers:
             self._readers[key] = self._reader_cls(io.BytesIO(doc.pdf))
@@ -262,7 +284,7 @@ class Stamper:
         writer.add_metadata({"/Producer": "recruit", "/Title": "Invitation letters"})
         return _Target(writer, structure=StructureBuilder(writer) if tagged else None)
 
-    def _font(self, target: _Target) -> Any:
+    def _font(self, target: _Target) -> IndirectObject:
         from pypdf.generic import DictionaryObject, NameObject
 
         if target.font is None:
@@ -274,7 +296,7 @@ class Stamper:
             target.font = target.writer._add_object(font)
         return target.font
 
-    def _pack_xobject(self, target: _Target, letter: LetterPages, page_no: int) -> Any:
+    def _pack_xobject(self, target: _Target, letter: LetterPages, page_no: int) -> IndirectObject:
         from pypdf.generic import DecodedStreamObject, NameObject
 
         key = (letter.pack_id, page_no)
@@ -284,7 +306,7 @@ class Stamper:
             form[NameObject("/Type")] = NameObject("/XObject")
             form[NameObject("/Subtype")] = NameObject("/Form")
             form[NameObject("/BBox")] = page.mediabox
-            form[NameObject("/Resources")] = page["/Resources"].get_object().clone(target.writer)
+            form[NameObject("/Resources")] = tagging.as_dictionary(page["/Resources"]).clone(target.writer)
             contents = page.get_contents()
             form.set_data(contents.get_data() if contents is not None else b"")
             target.xobjects[key] = target.writer._add_object(form.flate_encode())
@@ -307,7 +329,8 @@ class Stamper:
             tags.start(lang, title)
         elif not target.letters:
             # The print file is not tagged (see recruit.letters.tagging) but says its language.
-            lang = self._reader("pack", letter.pack_id, letter.pack).trailer["/Root"].get("/Lang")
+            pack = self._reader("pack", letter.pack_id, letter.pack)
+            lang = tagging.as_dictionary(pack.trailer["/Root"]).get("/Lang")
             if lang:
                 writer.root_object[NameObject("/Lang")] = lang
         target.letters += 1
@@ -325,7 +348,7 @@ class Stamper:
                 for key, value in page.get("/Resources", DictionaryObject()).get_object().items():
                     resources[NameObject(key)] = value
                 if "/XObject" in resources:
-                    xobjects.update(resources["/XObject"].get_object())
+                    xobjects.update(tagging.as_dictionary(resources["/XObject"]))
                 contents = page.get("/Contents")
                 old = contents.get_object() if contents is not None else None
                 parts = (
@@ -352,7 +375,7 @@ class Stamper:
             if page_no in places:
                 fonts = DictionaryObject()
                 if "/Font" in resources:
-                    fonts.update(resources["/Font"].get_object())
+                    fonts.update(tagging.as_dictionary(resources["/Font"]))
                 fonts[NameObject(_NUMBER_FONT)] = self._font(target)
                 resources[NameObject("/Font")] = fonts
                 stream += _number_text(
@@ -367,9 +390,9 @@ class Stamper:
     def _tag_page(
         self,
         tags: StructureBuilder,
-        page: Any,
+        page: PageObject,
         page_no: int,
-        form: Any,
+        form: IndirectObject,
         letter: LetterPages,
         sources: tuple[list[Any], dict[int, int], list[Any], dict[int, int]],
         has_number: bool,
@@ -393,7 +416,7 @@ class Stamper:
         tops = tagging.tops_on_page(pack_tops, pack_pages, page_no)
         refs = tagging.copy_elements(tags, tops, tags.document_ref, page_ref, form_parents, stm=form)
         linked = {i for i, parent in enumerate(form_parents) if parent is not None}
-        xobject = form.get_object()
+        xobject = _stream(form)
         xobject.set_data(tagging.unlinked_as_artifacts(xobject.get_data(), linked))
         if has_number and mcid is not None:
             before.insert(0, tagging.new_paragraph(tags, tags.document_ref, page_ref, mcid, page_parents))
@@ -504,7 +527,7 @@ def lay_out_details(task: DetailsTask) -> DetailsDone:
     return DetailsDone(tuple(docs), tuple(placed))
 
 
-def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+def chunked(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 

@@ -19,14 +19,26 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound, TemplateSyntaxError
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+)
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from recruit.errors import RecruitError
 from recruit.resources import shipped_templates
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from recruit.letters.study import StudySettings
 
 # Letter format -> the template of its pack (letter and reply slip), and the CSS class it uses.
 FORMATS: dict[str, str] = {
@@ -122,12 +134,12 @@ def salutation(title: str | None, given: str | None, family: str | None) -> str:
     return full_name(None, given, family)
 
 
-def long_date(day: Any) -> str:
+def long_date(day: dt.date) -> str:
     """3 November 2026, as British letters write it."""
     return f"{day.day} {day:%B %Y}"
 
 
-def study_variables(settings: Any) -> dict[str, Any]:
+def study_variables(settings: StudySettings) -> dict[str, Any]:
     """The study settings as templates see them (dates written out)."""
     study = settings.model_dump(mode="json")
     study["document_date"] = long_date(settings.document_date)
@@ -157,7 +169,7 @@ class LetterTemplates:
         )
         self.css = self._stylesheet(STYLESHEET)
         self.slots_css = self._stylesheet(SLOTS_STYLESHEET)
-        self._compiled: dict[str, Any] = {}
+        self._compiled: dict[str, Template] = {}
 
     def _stylesheet(self, name: str) -> Markup:
         css = (self.directory / name).read_text(encoding="utf-8")
@@ -173,7 +185,7 @@ class LetterTemplates:
             digest.update(path.read_bytes() + b"\0")
         return digest.hexdigest()
 
-    def _template(self, name: str) -> Any:
+    def _template(self, name: str) -> Template:
         if name not in self._compiled:
             try:
                 self._compiled[name] = self.env.get_template(name)

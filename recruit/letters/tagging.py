@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import DictionaryObject
 
 # Keys of a structure element copied as they are (attributes and texts a reader uses).
 _KEPT = ("/A", "/Alt", "/ActualText", "/E", "/Lang", "/T", "/C")
@@ -30,7 +34,9 @@ _KEPT = ("/A", "/Alt", "/ActualText", "/E", "/Lang", "/T", "/C")
 class StructureBuilder:
     """The structure of one target file, built while its letter's pages are added."""
 
-    writer: Any
+    writer: PdfWriter
+    # The structure tree is a graph of pypdf objects read from WeasyPrint's PDF and walked by key,
+    # whose kinds pypdf cannot know: Any for its nodes.
     root: Any = None
     document: Any = None
     document_ref: Any = None
@@ -100,9 +106,20 @@ class StructureBuilder:
         self.root[NameObject("/ParentTreeNextKey")] = NumberObject(self.next_key)
 
 
-def source_structure(reader: Any) -> tuple[list[Any], dict[int, int], str | None, str | None]:
+def as_dictionary(obj: object) -> DictionaryObject:
+    """A PDF dictionary that WeasyPrint always writes (the catalogue, page resources), resolved."""
+    from pypdf.generic import DictionaryObject, IndirectObject
+
+    if isinstance(obj, IndirectObject):
+        obj = obj.get_object()
+    if not isinstance(obj, DictionaryObject):
+        raise ValueError(f"expected a PDF dictionary, found {type(obj).__name__}")
+    return obj
+
+
+def source_structure(reader: PdfReader) -> tuple[list[Any], dict[int, int], str | None, str | None]:
     """A tagged PDF's top-level elements, its pages' object numbers -> index, /Lang and title."""
-    root = reader.trailer["/Root"]
+    root = as_dictionary(reader.trailer["/Root"])
     tree = root.get("/StructTreeRoot")
     if tree is None:
         return [], {}, None, None
@@ -111,9 +128,11 @@ def source_structure(reader: Any) -> tuple[list[Any], dict[int, int], str | None
     document = document.get_object()
     kids = document.get("/K", [])
     tops = [k.get_object() for k in (kids if isinstance(kids, list) else [kids])]
-    pages = {page.indirect_reference.idnum: i for i, page in enumerate(reader.pages)}
+    # A page read from a file always has its reference (only a page built in memory has none).
+    pages = {ref.idnum: i for i, page in enumerate(reader.pages) if (ref := page.indirect_reference)}
     lang = root.get("/Lang")
-    title = (reader.metadata or {}).get("/Title")
+    metadata = reader.metadata
+    title = metadata.get("/Title") if metadata else None
     return tops, pages, (str(lang) if lang else None), (str(title) if title else None)
 
 
@@ -122,9 +141,9 @@ def tops_on_page(tops: list[Any], pages: dict[int, int], page: int) -> list[Any]
     return [t for t in tops if "/Pg" in t and pages.get(t.raw_get("/Pg").idnum) == page]
 
 
-def mcid_count(reader: Any, page: int) -> int:
+def mcid_count(reader: PdfReader, page: int) -> int:
     """How many marked-content ids a tagged page uses (new ones on it start after them)."""
-    tree = reader.trailer["/Root"].get("/StructTreeRoot")
+    tree = as_dictionary(reader.trailer["/Root"]).get("/StructTreeRoot")
     key = reader.pages[page].get("/StructParents")
     if tree is None or key is None:
         return 0

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from recruit.errors import RecruitError
 from recruit.load.status import (
@@ -470,7 +471,7 @@ def parse_rule_set(
     return rule_set
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: ErrorDetails) -> str:
     if err["type"] == "extra_forbidden":
         return "unknown field (misspelt?)"
     msg = str(err["msg"])
