@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -44,6 +44,9 @@ from recruit.load.rows import HoldRow, OrgRow, PractitionerRow
 from recruit.load.scope import Scope, scope_holds, scope_rows
 from recruit.load.values import DateReader, Invalid, nhs_number_is_valid
 from recruit.nhs_numbers import digits_of
+
+if TYPE_CHECKING:
+    from recruit.models import Base
 
 CHUNK_BYTES = 4 << 20
 SEQ_BITS = 32  # records per chunk stay far below 2**32
@@ -386,7 +389,7 @@ FHIR_FIELDS = {
 Limits = tuple[tuple[int, int | None, str], ...]
 
 
-def _limits(table: str, target: type | None = None, renamed: dict[str, str] | None = None) -> Limits:
+def _limits(table: str, target: type[Base] | None = None, renamed: dict[str, str] | None = None) -> Limits:
     """(position, longest allowed or None, column) of each text column of a staging table; the
     length is the smaller of the staging column's and the column the value finally lands in."""
     from sqlalchemy import String
@@ -412,7 +415,7 @@ def _limits(table: str, target: type | None = None, renamed: dict[str, str] | No
     return tuple(out)
 
 
-def _model_limits(model: type, names: tuple[str, ...], renamed: dict[str, str] | None = None) -> Limits:
+def _model_limits(model: type[Base], names: tuple[str, ...], renamed: dict[str, str] | None = None) -> Limits:
     """The same for a row type written with SQLAlchemy (organisations, practitioners)."""
     out = []
     for i, name in enumerate(names):
@@ -476,9 +479,9 @@ def _text_problem(parsed: Parsed, staged: dict[str, list[tuple[Any, ...]]]) -> I
                     return _text_invalid(name, _problem(value, column_limit), fields)
     for kind, items in (("org", parsed.orgs), ("practitioner", parsed.practitioners)):
         for item in items:
-            for i, limit, name in LIMITS[kind]:
+            for i, longest, name in LIMITS[kind]:
                 value = item[i]
-                if isinstance(value, str) and (problem := _problem(value, limit)):
+                if isinstance(value, str) and (problem := _problem(value, longest)):
                     if parsed.fields:  # a CSV's usual GP column, or its practice code column
                         name = "gp_ref" if kind == "practitioner" else "practice_ref"
                     return _text_invalid(name, problem, fields)

@@ -19,9 +19,9 @@ import datetime as dt
 import hashlib
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from recruit.load.mapping import (
     CODE_SYSTEMS,
     AddressColumns,
     CodeColumn,
+    Columns,
     DateSpec,
     DeathColumns,
     EventColumns,
@@ -360,13 +361,16 @@ class CsvSource:
         raw = row.get(column, "").strip()
         return raw if self.by_key else digits_of(raw)
 
-    def _ref(self, row: dict[str, str], cols: Any) -> tuple[str, str]:
+    def _ref(self, row: dict[str, str], cols: Columns) -> tuple[str, str]:
         """The patient reference a row of another table makes, and its key."""
+        # load_mapping has checked that every table names the column the patients are keyed by.
         if self.by_key:
+            assert cols.patient is not None
             key = row[cols.patient].strip()
             if not key:
                 raise Invalid("patient_missing", "the patient id is missing", cols.patient)
             return f"Patient/{key}", key
+        assert cols.nhs_number is not None
         nhs = digits_of(row[cols.nhs_number])
         if not valid_nhs_number(nhs):
             raise Invalid(
@@ -510,7 +514,8 @@ class CsvSource:
         nhs = digits_of(row[c.nhs_number]) if c.nhs_number else ""
         nhs_ok = valid_nhs_number(nhs)
         if self.by_key:
-            key = row[c.patient].strip()  # type: ignore[index]
+            assert c.patient is not None  # by_key means the patients table names its id column
+            key = row[c.patient].strip()
             if not key:
                 raise Invalid("patient_missing", "the patient id is missing", c.patient)
             keys = [f"Patient/{key}"] + ([f"nhs:{nhs}"] if nhs_ok else [])
@@ -541,6 +546,7 @@ class CsvSource:
             title, given, family = person_name(gp_name)
             out.practitioners.append(PractitionerRow([gp_key], gp_name, title, given, family, None))
         birth, birth_latest = self._date_of(row, c.date_of_birth, True)
+        assert birth is not None  # required: a missing birth date raised Invalid
         address = "\n".join(v for v in (row[a].strip() for a in c.address) if v) or None
         postcode = clean_postcode(get(c.postcode))
         moved = details["addresses"].get(key)
@@ -573,7 +579,7 @@ class CsvSource:
                 title=get(c.title),
                 given_name=get(c.given_name),
                 family_name=_name_case(get(c.family_name)),
-                date_of_birth=birth,  # type: ignore[arg-type]
+                date_of_birth=birth,
                 sex=sex,
                 address=address,
                 postcode=postcode,
@@ -597,8 +603,8 @@ class CsvSource:
         2): any date of death, or any deregistration date not after the extract date (or one
         that cannot be read)."""
         key = self._key_value(row, c.patient or c.nhs_number or "")
-        nhs = digits_of(row.get(c.nhs_number or "", "")) if c.nhs_number else ""
-        nhs = nhs if valid_nhs_number(nhs) else None
+        digits = digits_of(row.get(c.nhs_number or "", "")) if c.nhs_number else ""
+        nhs = digits if valid_nhs_number(digits) else None
         source_id = key if self.by_key else ((row.get(c.source_id or "", "") or "").strip() or nhs)
         if not (nhs or source_id):
             return []
@@ -620,7 +626,11 @@ class CsvSource:
     def _record_rows(self, table: Table, files: list[Path]) -> Iterator[tuple[Record, Parsed | Exception]]:
         cols = table.cols
         resource: dict[str, Any] = {"resourceType": table.kind}
-        read = self._event if isinstance(cols, EventColumns) else self._medication
+        if isinstance(cols, EventColumns):
+            read = partial(self._event, c=cols)
+        else:
+            assert isinstance(cols, MedicationColumns)  # the only other part read as records
+            read = partial(self._medication, c=cols)
         id_column = getattr(cols, "id", None)
 
         def with_id(row: dict[str, str] | None) -> dict[str, Any]:
@@ -632,7 +642,7 @@ class CsvSource:
                 yield record, early
                 continue
             try:
-                yield record, read(row, cols)  # type: ignore[arg-type]
+                yield record, read(row)
             except Invalid as exc:
                 exc.holds = self._record_holds(row, cols)
                 yield record, exc
@@ -669,7 +679,9 @@ class CsvSource:
                         spec.system_column,
                     )
             else:
-                system = spec.system  # type: ignore[assignment]
+                # CodeColumn's own check: with neither system_column nor lookup it has a system.
+                assert spec.system is not None
+                system = spec.system
             code = place_code(system, raw)
             if code is None:
                 raise Invalid("code_malformed", _malformed(system, raw), spec.column)
@@ -757,7 +769,7 @@ class CsvSource:
             ],
         )
 
-    def _record_holds(self, row: dict[str, str], cols: Any) -> list[HoldRow]:
+    def _record_holds(self, row: dict[str, str], cols: Columns) -> list[HoldRow]:
         """A coded entry that cannot be stored whole still holds its person back when its code
         is readable (it may be dissent from research)."""
         if not isinstance(cols, EventColumns):
@@ -836,7 +848,7 @@ class CsvSource:
 
     def _rows(
         self, path: Path, spec: TableFile, wanted: list[str]
-    ) -> Iterator[tuple[int, dict[str, str] | RowFilter | None, str | None]]:
+    ) -> Generator[tuple[int, dict[str, str] | RowFilter | None, str | None], None, None]:
         """(line, row, problem) for each line: a row as a dict; a RowFilter when the mapping leaves
         the row out; None with the problem when the line cannot be read."""
         m = self.mapping

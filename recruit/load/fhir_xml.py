@@ -24,7 +24,7 @@ import types
 import typing
 from collections.abc import Iterator
 from functools import cache
-from typing import Any
+from typing import Any, NoReturn
 from xml.parsers import expat
 
 FHIR_NS = "http://hl7.org/fhir"
@@ -63,7 +63,7 @@ def parse(raw: bytes) -> Node:
     root: list[Node] = []
     skip = [0]  # depth inside a non-FHIR element (the narrative's <div>)
 
-    def refuse_dtd(*_: Any) -> None:
+    def refuse_dtd(*_: object) -> NoReturn:
         raise XmlRefused(
             "the file declares a DTD (<!DOCTYPE>), which FHIR XML never has; it was not read, "
             "since a DTD can make a reader fetch or expand other content"

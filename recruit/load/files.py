@@ -398,7 +398,7 @@ def entry_without_resource(request: Any, file_no: int, line: int | None, i: int 
     target = re.split(r"[/?]", url.strip(), maxsplit=1)[0] if isinstance(url, str) else ""
     if not _TYPE_NAME.fullmatch(target):
         target = ""  # (only a resource type is named: never an id or a search's values)
-    if method == "DELETE" and target == "Patient":
+    if method == "DELETE" and target == "Patient" and isinstance(url, str):  # (target came from url)
         # The url it names goes with it (as full_url), so the person can be held back from letters.
         return Record(file_no, line, None, url.strip(), entry=i, not_used=DELETED_PATIENT)
     what = f"{method} {target}".strip()

@@ -19,9 +19,10 @@ import datetime as dt
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -42,6 +43,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import ScalarSelect, Select, Subquery
 
 from recruit.db import unavailable
 from recruit.errors import RecruitError
@@ -72,6 +75,11 @@ from recruit.models import (
     Quarantine,
 )
 from recruit.resources import rules_file
+
+if TYPE_CHECKING:
+    from recruit.load.csv_extract import CsvSource
+
+_T = TypeVar("_T")
 
 REASONS = {
     "reference_dangling": "refers to a patient who is not in this extract",
@@ -356,7 +364,7 @@ def _not_in_the_future(when: dt.date, date_source: str) -> None:
         )
 
 
-def _csv_source(paths: list[Path], mapping: Path | None) -> Any:
+def _csv_source(paths: list[Path], mapping: Path | None) -> CsvSource:
     """The tabular reader for the mapping given (a bare name such as emis_extract.yaml, not a
     file here, is one of rules/mappings/); with none given, the synthetic CSV's, and if the
     files are not that shape, a refusal that names the shipped mappings whose files they have."""
@@ -461,8 +469,9 @@ class _Load:
         # Kinds of record the extract carries: its files' (and manifest's) kinds, then every
         # record's kind as read, quarantined or not.
         self.kinds: set[str] = set(kinds or ())
-        self.org_records: Counter[str] = Counter()
-        self.practitioner_records: Counter[str] = Counter()
+        # (ODS code or practitioner id, file number) -> records seen
+        self.org_records: Counter[tuple[str, int]] = Counter()
+        self.practitioner_records: Counter[tuple[str, int]] = Counter()
         self.fallback_practice: int | None = None
         self.given_practice: str | None = None  # --practice: the ODS code of patients naming none
         self.extract_id = conn.execute(
@@ -967,7 +976,7 @@ class _Load:
         c.execute(update(e).values(patient_seq=first))
         S.analyse(c, e, o)
 
-        def patient(column: Any) -> Any:
+        def patient(column: ColumnElement[_T]) -> ScalarSelect[_T]:
             return select(column).where(p.c.seq == e.c.patient_seq).scalar_subquery()
 
         # Managed by the patient's practice; by an organisation the extract names (or an ODS
@@ -1102,7 +1111,9 @@ class _Load:
         if self.practitioners and self.fmt != "csv":
             self.kinds.add("Practitioner")
 
-    def _replaced(self, model: Any, sort_kinds: set[str], csv_kind: str) -> Any:
+    def _replaced(
+        self, model: type[ClinicalEvent | MedicationIssue], sort_kinds: AbstractSet[str], csv_kind: str
+    ) -> ColumnElement[bool]:
         """Which of a practice's earlier rows (events or prescriptions) this extract replaces.
 
         Rows of a kind it carries; and, when it carries any kind of this sort of record, rows of
@@ -1236,7 +1247,7 @@ class _Load:
             .values(pseudonymised=literal(self.pseudonymised))
         )
 
-    def _patient_ids(self, which: Any) -> None:
+    def _patient_ids(self, which: ColumnElement[bool]) -> None:
         p = S.ld_patient
         self.conn.execute(
             update(p)
@@ -1286,7 +1297,7 @@ class _Load:
                 earlier.c.bundle.is_not_distinct_from(one.c.bundle),
             )
             bad = S.ld_bad_patient_key
-            checks = []
+            checks: list[tuple[ColumnElement[bool], str]] = []
             if kind == "med":
                 # A prescription of a Medication that is in the extract but coded only in systems
                 # recruit does not read: counted as not used, as a prescription carrying that
@@ -1384,7 +1395,7 @@ class _Load:
         for kind, by_file in sorted(unused.items()):
             self._not_used(f"{kind} for a medicine {NOT_DMD}", by_file.total(), kind, by_file)
 
-    def _quarantine_from(self, rows: Any, rtype: str | None) -> None:
+    def _quarantine_from(self, rows: Select, rtype: str | None) -> None:
         """Copy staged problems into the quarantine table with their reasons, and count them."""
         c = self.conn
         found = c.execute(rows).all()
@@ -1483,7 +1494,7 @@ class _Load:
         )
 
     @staticmethod
-    def _medicines() -> Any:
+    def _medicines() -> Subquery:
         """One coded Medication per key, should a key repeat: the smallest code with its own
         term, so the result does not depend on the engine or the order rows were staged in."""
         staged = S.ld_medicine
@@ -1559,10 +1570,10 @@ class _Load:
             .subquery("bad_nhs")
         )
 
-        def from_key(ref: Any) -> Any:
+        def from_key(ref: ColumnElement[str]) -> ColumnElement[str | None]:
             return case((ref.like("nhs:%"), func.substr(ref, 5)), else_=null())
 
-        def via_bad_patient(query: Any, ref: Any) -> Any:
+        def via_bad_patient(query: Select, ref: ColumnElement[str]) -> Select:
             """A record's patient reference, followed to a Patient quarantined while reading:
             its own hold (NHS number, id) and the NHS number its keys carry."""
             return (
@@ -1635,7 +1646,7 @@ class _Load:
         # A person sent in several Bundles whose copies disagree on what a letter uses (name,
         # address, registration, death): which copy is current cannot be told.
         first = p.alias("first")
-        letter_fields = ("title", "given_name", "family_name", "address", "postcode", "sex")
+        letter_fields: tuple[str, ...] = ("title", "given_name", "family_name", "address", "postcode", "sex")
         letter_fields += ("registration_start", "registration_end", "date_of_death", "practice_id")
         disagreeing = (
             select(

@@ -17,7 +17,7 @@ The README ("Tabular extracts") documents the language with a worked example.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -256,8 +256,13 @@ class ExtractDateMapping(_Strict):
 
 Mapping.model_rebuild()
 
+# The columns of one table of the mapping, whichever part it is.
+Columns: TypeAlias = (
+    PatientColumns | RegistrationColumns | AddressColumns | DeathColumns | EventColumns | MedicationColumns
+)
+
 # Each part of a mapping, the columns model its tables use, and the kind its rows are counted as.
-PARTS: dict[str, tuple[type[_Strict], str]] = {
+PARTS: dict[str, tuple[type[Columns], str]] = {
     "patients": (PatientColumns, "Patient"),
     "registrations": (RegistrationColumns, "Registration"),
     "addresses": (AddressColumns, "Address"),
@@ -322,7 +327,7 @@ def _older_form(data: dict[str, object]) -> dict[str, object]:
     """Mappings written before issue 18 keep working: a medication `code` column is dm+d."""
     meds = data.get("medications")
     if isinstance(meds, dict) and isinstance(meds.get("columns"), dict):
-        cols = dict(meds["columns"])  # type: ignore[arg-type]
+        cols = dict(meds["columns"])
         if "code" in cols and "codes" not in cols:
             cols["codes"] = [{"column": cols.pop("code"), "system": "dmd"}]
             data = {**data, "medications": {**meds, "columns": cols}}

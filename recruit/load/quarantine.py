@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from sqlalchemy import Engine, Select, func, select
 
@@ -28,6 +28,7 @@ COLUMNS = (
     "reason",
 )
 # Ten digits, as an NHS number is written (with or without spaces or dashes).
+_Ts = TypeVarTuple("_Ts")
 _NHS_LIKE = re.compile(r"(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)")
 
 
@@ -48,7 +49,7 @@ class Only:
     reason: str | None = None
     file: str | None = None
 
-    def apply(self, q: Select[Any]) -> Select[Any]:
+    def apply(self, q: Select[*_Ts]) -> Select[*_Ts]:
         if self.extract_id is not None:
             q = q.where(Quarantine.extract_id == self.extract_id)
         if self.reason:
@@ -69,7 +70,8 @@ def quarantine_counts(engine: Engine, only: Only | int | None = None) -> list[tu
     )
     q = _only(only).apply(q)
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(q.order_by(Quarantine.extract_id, Quarantine.reason_code))]
+        rows = conn.execute(q.order_by(Quarantine.extract_id, Quarantine.reason_code))
+        return [(extract, reason, count) for extract, reason, count in rows]
 
 
 def quarantine_reasons(engine: Engine) -> list[str]:

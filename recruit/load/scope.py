@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
+if TYPE_CHECKING:
+    from recruit.load.fhir import Parsed
 from recruit.load.rows import HoldRow, MedicationRow, MedicineRow, OrgRow, PatientRow, PractitionerRow
 
 # Bundles whose entries are pages of one server's results: references mean that server's records.
@@ -36,6 +38,13 @@ class Scope:
     def own_key(self, key: str) -> str:
         """A key a record of this Bundle is known by."""
         return key if key.startswith(GLOBAL_PREFIXES) else f"{self.name}|{key}"
+
+    @overload
+    def reference(self, key: str) -> str: ...
+    @overload
+    def reference(self, key: None) -> None: ...
+    @overload
+    def reference(self, key: str | None) -> str | None: ...
 
     def reference(self, key: str | None) -> str | None:
         """The key a reference made in this Bundle resolves by: its own entry's, else the shared
@@ -64,7 +73,7 @@ def bundle_scope(
     return Scope(f"b{file_no}:{line or 0}", frozenset(own))
 
 
-def scope_rows(scope: Scope, parsed: Any) -> None:
+def scope_rows(scope: Scope, parsed: Parsed) -> None:
     """Rewrite, in place, the keys the rows of one parsed record (recruit.load.fhir.Parsed)
     carry to those of its Bundle."""
     ref, own = scope.reference, scope.own_key

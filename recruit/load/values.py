@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from recruit.nhs_numbers import digits_of
 from recruit.nhs_numbers import is_valid as nhs_number_is_valid
+
+if TYPE_CHECKING:
+    from recruit.load.rows import HoldRow
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -27,7 +30,7 @@ class Invalid(ValueError):
         self.field = field
         # What the broken record still signals (death, leaving, a coded entry), when its reader
         # could tell: the person is held back from letters (recruit.load.rows.HoldRow).
-        self.holds: list[Any] | None = None
+        self.holds: list[HoldRow] | None = None
 
 
 def clean_nhs_number(raw: object, field: str) -> str:
