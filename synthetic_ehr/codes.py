@@ -274,9 +274,9 @@ def load_codes(codelists_dir: str | Path | None = None) -> CodeSet:
     legacy = {"palliative_end_of_life": "palliative_care", "dementia": "dementia", "cancer": "cancer"}
     legacy_rows = [r for r in _rows(root / "exclusions.csv") if r["system"] in SYSTEM_URI]
     for r in legacy_rows:
-        cat = legacy.get(r.get("category", ""))
-        if cat and cat not in excl:
-            _add(fallback := excl.setdefault("_fallback", {}), cat, _code(r))
+        legacy_cat = legacy.get(r.get("category", ""))
+        if legacy_cat and legacy_cat not in excl:
+            _add(fallback := excl.setdefault("_fallback", {}), legacy_cat, _code(r))
         if (
             "opt_out" not in opt
             and r.get("category") == "opt_out_dissent"

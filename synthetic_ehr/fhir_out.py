@@ -7,6 +7,8 @@ Period); Patient.active is false once the patient has left or died. See README.m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 
 from .codes import SYSTEM_URI, Code
@@ -194,7 +196,7 @@ def patient_resources(
 
 
 def bundle_bytes(
-    pid: str, resources: dict[str, list[bytes]], context: list[bytes] = (), timestamp: str | None = None
+    pid: str, resources: dict[str, list[bytes]], context: Sequence[bytes] = (), timestamp: str | None = None
 ) -> bytes:
     """A collection Bundle for one patient, assembled from already-serialised resources.
 

@@ -13,8 +13,9 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import orjson
 
@@ -253,7 +254,7 @@ def generate(
             with ctx.Pool(
                 n_workers, initializer=_init, initargs=(params_json.encode(), seed, pracs, sorted(fmt))
             ) as pool:
-                pending: deque[Any] = deque()
+                pending: deque[AsyncResult[tuple[dict[str, bytes], dict[str, int]]]] = deque()
                 it = iter(items)
                 limit = 2 * n_workers
                 for item in it:

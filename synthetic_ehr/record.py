@@ -180,13 +180,13 @@ def make_record(
 
     # --- exclusions and background conditions -------------------------------------------
     share = rp.exclusion_coded_share
-    for kind, day in (
+    for kind, diagnosed in (
         ("cancer", truth.cancer),
         ("dementia", truth.dementia),
         ("palliative_care", truth.palliative),
     ):
-        if day is not None and rng.random() < share:
-            add_cond(day, cs.exclusions.get(kind), kind)
+        if diagnosed is not None and rng.random() < share:
+            add_cond(diagnosed, cs.exclusions.get(kind), kind)
     for name, day in truth.noise.items():
         if rng.random() < rp.noise_condition_coded_share:
             add_cond(day, {"snomedct": cs.noise_conditions.get(name, [])}, f"noise:{name}")
