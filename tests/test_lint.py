@@ -37,7 +37,6 @@ _NOT_YET_CLEAN: tuple[str, ...] = (
     "recruit/letters/select.py",
     "recruit/load/loader.py",  # only its call of stage.BulkWriter.add_many (list[Sequence] is invariant)
     "recruit/query/compiler.py",
-    "recruit/query/evaluate.py",
     "recruit/query/reference.py",
     "recruit/query/run.py",
     "recruit/review.py",
