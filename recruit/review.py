@@ -35,11 +35,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 from sqlalchemy import (
-    Column,
     Connection,
     Engine,
-    Integer,
-    Table,
+    Select,
     bindparam,
     func,
     insert,
@@ -58,11 +56,15 @@ from recruit.nhs_numbers import for_people as format_nhs_number
 from recruit.private_files import make_private, owner_only
 from recruit.query.compiler import Compiler
 from recruit.query.dates import months_before
-from recruit.rules.model import (
+from recruit.query.model import (
     EVER,
-    Criterion,
+    AllOf,
+    AnyOf,
     HasCode,
+    Kind,
     LatestCodeAmong,
+    LikelyInWork,
+    Ref,
     RuleSet,
     StatusSource,
     Step,
@@ -243,37 +245,12 @@ class _Explained:
     check_first: dict[int, list[str]] = field(default_factory=dict)
 
 
-class _CandidateCompiler(Compiler):
-    """The run's rules evaluated over its candidates only."""
-
-    def __init__(
-        self,
-        conn: Connection,
-        run_id: int,
-        rule_set: RuleSet,
-        index_date: dt.date,
-        codelist_ids: Mapping[str, int],
-        codelists: Mapping[str, Codelist],
-        only_practice: int | None = None,
-    ) -> None:
-        self.run_id = run_id
-        self.only_practice = only_practice
-        # A practice id (any) makes every codelist match join the population, here the
-        # candidates, so the work grows with the number of candidates, not of people loaded.
-        super().__init__(conn, rule_set, index_date, codelist_ids, codelists, practice_id=0)
-
-    def _make_population(self) -> Table:
-        table = self.temp_table(
-            Column("patient_id", Integer, primary_key=True, autoincrement=False),
-            Column("practice_id", Integer, nullable=False),
-        )
-        query = select(RESULT.c.patient_id, RESULT.c.practice_id).where(
-            RESULT.c.run_id == self.run_id, RESULT.c.outcome == "candidate"
-        )
-        if self.only_practice is not None:
-            query = query.where(RESULT.c.practice_id == self.only_practice)
-        self.fill(table, ["patient_id", "practice_id"], query)
-        return table
+def _candidates(run_id: int, practice_id: int | None) -> Select:
+    """The run's candidates (of one practice, when given): the patients review explains."""
+    query = select(RESULT.c.patient_id).where(RESULT.c.run_id == run_id, RESULT.c.outcome == "candidate")
+    if practice_id is not None:
+        query = query.where(RESULT.c.practice_id == practice_id)
+    return query
 
 
 def _explain(conn: Connection, run: SearchRun, practice_id: int | None = None) -> _Explained:
@@ -287,7 +264,9 @@ def _explain(conn: Connection, run: SearchRun, practice_id: int | None = None) -
         explained.no_work = ""
         return explained
     codelists, ids = stored
-    compiler = _CandidateCompiler(conn, run.id, rule_set, run.index_date, ids, codelists, practice_id)
+    compiler = Compiler(
+        conn, rule_set, run.index_date, ids, codelists, among=_candidates(run.id, practice_id)
+    )
     pop = compiler.population
     assert pop is not None
     not_counted = _not_counted(rule_set)
@@ -353,20 +332,20 @@ def _as_date(value: Any) -> dt.date:
     return dt.date.fromisoformat(value[:10]) if isinstance(value, str) else value
 
 
-def _not_counted(rule_set: RuleSet) -> list[tuple[Step, Criterion]]:
+def _not_counted(rule_set: RuleSet) -> list[tuple[Step, Kind]]:
     """For each exclusion's code test with a window, a status filter or an occurrence rule: the
     same codes at any date and status. Found among candidates, such a record is one the rules
     ignored (a cancer code older than the window, a palliative care code from years ago)."""
-    out: list[tuple[Step, Criterion]] = []
+    out: list[tuple[Step, Kind]] = []
 
-    def leaves(criterion: Criterion, seen: frozenset[str]) -> Iterator[HasCode]:
-        if criterion.kind == "ref" and criterion.ref not in seen:
-            yield from leaves(rule_set.definitions[criterion.ref], seen | {criterion.ref})
-        elif criterion.kind in ("all_", "any_"):
-            for child in criterion.body:
+    def leaves(criterion: Kind, seen: frozenset[str]) -> Iterator[HasCode]:
+        if isinstance(criterion, Ref) and criterion.name not in seen:
+            yield from leaves(rule_set.definitions[criterion.name], seen | {criterion.name})
+        elif isinstance(criterion, AllOf | AnyOf):
+            for child in criterion.items:
                 yield from leaves(child, seen)
-        elif criterion.kind == "has_code":
-            yield criterion.body
+        elif isinstance(criterion, HasCode):
+            yield criterion
 
     for step in rule_set.steps:
         if step.kind != "exclude":
@@ -375,7 +354,7 @@ def _not_counted(rule_set: RuleSet) -> list[tuple[Step, Criterion]]:
             if body.window == EVER and body.statuses is None and body.occurrence == "any":
                 continue  # it already counts every record: nothing it could have ignored
             wider = body.model_copy(update={"window": EVER, "statuses": None, "occurrence": "any"})
-            out.append((step, Criterion(has_code=wider)))
+            out.append((step, wider))
     return out
 
 
@@ -434,28 +413,21 @@ def _work_sources(rule_set: RuleSet) -> tuple[list[StatusSource], int | None] | 
     """The work-status evidence the rules use: a likely_in_work criterion's, else the first
     latest_code_among's; with the look-back in months when the rules give one."""
 
-    def found(criterion: Criterion, kind: str, seen: frozenset[str]) -> Any:
-        if criterion.kind == "ref":
-            if criterion.ref in seen:
+    def found(criterion: Kind, kind: type[Kind], seen: frozenset[str]) -> Kind | None:
+        if isinstance(criterion, Ref):
+            if criterion.name in seen:
                 return None
-            return found(rule_set.definitions[criterion.ref], kind, seen | {criterion.ref})
-        if criterion.kind == kind:
-            return criterion.body
-        children = []
-        if criterion.kind in ("all_", "any_"):
-            children = list(criterion.body)
-        elif criterion.kind == "not_":
-            children = [criterion.body]
-        return next((b for c in children if (b := found(c, kind, seen)) is not None), None)
+            return found(rule_set.definitions[criterion.name], kind, seen | {criterion.name})
+        if isinstance(criterion, kind):
+            return criterion
+        return next((b for c in criterion.children() if (b := found(c, kind, seen)) is not None), None)
 
-    for kind in ("likely_in_work", "latest_code_among"):
-        for _, criterion in rule_set.criteria():
-            body = found(criterion, kind, frozenset())
-            if body is None:
-                continue
-            if kind == "likely_in_work":
-                return list(body.evidence), body.look_back_months
-            return list(body.sources), body.window.last_months
+    for _, criterion in rule_set.criteria():
+        if isinstance(work := found(criterion, LikelyInWork, frozenset()), LikelyInWork):
+            return list(work.evidence), work.look_back_months
+    for _, criterion in rule_set.criteria():
+        if isinstance(latest := found(criterion, LatestCodeAmong, frozenset()), LatestCodeAmong):
+            return list(latest.sources), latest.window.last_months
     return None
 
 

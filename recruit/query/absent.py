@@ -15,7 +15,8 @@ from sqlalchemy import Connection, and_, exists, func, or_, select
 
 from recruit.load.codes import CODE_SYSTEMS
 from recruit.load.coverage import system_words
-from recruit.rules.model import Criterion, RuleSet, parse_rule_set, walk
+from recruit.query.model import Kind, Ref, Registered, RuleSet, walk
+from recruit.rules.model import parse_rule_set
 from recruit.tables import CODELIST, CODES, EVENT, MEDICATION, PATIENT, RESULT, RUN, STEP_COUNT
 
 # A step "removes nearly everyone" when it removes at least this share of at least this many.
@@ -65,12 +66,12 @@ def search_warnings(conn: Connection, run_id: int, rule_set: RuleSet | None = No
             continue
         if step.kind != "include":
             continue
-        criterion = _named(rule_set, step.criterion)
+        criterion = rule_set.resolve(step.criterion)
         warning = None
-        if criterion.kind == "registered":
+        if isinstance(criterion, Registered):
             earlier = [s.id for s in rule_set.steps[:i]]
             warning = _registration_absent(conn, run_id, step.id, earlier, row, criterion)
-        elif criterion.kind == "nhs_number_verified":
+        elif criterion.key == "nhs_number_verified":
             warning = _nhs_numbers_absent(step.id, row)
         else:
             warning = _records_absent(conn, run_id, rule_set, step.id, criterion, row)
@@ -79,13 +80,7 @@ def search_warnings(conn: Connection, run_id: int, rule_set: RuleSet | None = No
     return found
 
 
-# The records each kind of criterion reads, and how the extract names them.
-_NEEDS = {
-    "has_code": "events",
-    "latest_code_among": "events",
-    "likely_in_work": "events",
-    "medication_count": "medications",
-}
+# The records criteria read (Kind.reads), and how the extract names them.
 _FIELDS = {
     "events": (EVENT, "clinical_events", "coded entries (Condition or Observation records)"),
     "medications": (
@@ -96,22 +91,20 @@ _FIELDS = {
 }
 
 
-def _needed(rule_set: RuleSet, criterion: Criterion, seen: int = 0) -> set[str]:
+def _needed(rule_set: RuleSet, criterion: Kind, seen: int = 0) -> set[str]:
     """The kinds of record a criterion reads, through definitions and all / any / not."""
+    needed: set[str] = set()
     if seen > 100:
-        return set()
-    kind = criterion.kind
-    if kind == "ref":
-        return _needed(rule_set, rule_set.definitions[criterion.body], seen + 1)
-    if kind in ("all_", "any_"):
-        return set().union(*(_needed(rule_set, c, seen + 1) for c in criterion.body))
-    if kind == "not_":
-        return _needed(rule_set, criterion.body, seen + 1)
-    return {_NEEDS[kind]} if kind in _NEEDS else set()
+        return needed
+    for _, node in walk(criterion, ()):
+        if isinstance(node, Ref):
+            needed |= _needed(rule_set, rule_set.definitions[node.name], seen + 1)
+        needed |= set(node.reads)
+    return needed
 
 
 def _records_absent(
-    conn: Connection, run_id: int, rule_set: RuleSet, step_id: str, criterion: Criterion, counts: Any
+    conn: Connection, run_id: int, rule_set: RuleSet, step_id: str, criterion: Kind, counts: Any
 ) -> SearchWarning | None:
     """Warn when a step that reads coded entries or prescriptions removed (nearly) everyone and
     the patients searched have none of them at all: the extract did not carry them (a PDS or
@@ -179,26 +172,20 @@ class _Systems:
         return self._lists[name]
 
 
-def _code_reads(rule_set: RuleSet, criterion: Criterion, seen: int = 0) -> list[tuple[str, str]]:
+def _code_reads(rule_set: RuleSet, criterion: Kind, seen: int = 0) -> list[tuple[str, str]]:
     """(kind of record, codelist name) for every codelist a criterion reads, through definitions."""
     out: list[tuple[str, str]] = []
     if seen > 100:
         return out
     for _, node in walk(criterion, ()):
-        kind, body = node.kind, node.body
-        if kind == "ref":
-            out += _code_reads(rule_set, rule_set.definitions[body], seen + 1)
-        elif kind in ("has_code", "medication_count"):
-            names = ([body.codelist] if body.codelist is not None else []) + list(body.codelists or ())
-            out += [(_NEEDS[kind], name) for name in names]
-        elif kind in ("latest_code_among", "likely_in_work"):
-            sources = body.sources if kind == "latest_code_among" else body.evidence
-            out += [("events", source.codelist) for source in sources]
+        if isinstance(node, Ref):
+            out += _code_reads(rule_set, rule_set.definitions[node.name], seen + 1)
+        out += [(records, name) for records in node.reads for name, _ in node.codelist_refs()]
     return out
 
 
 def _codes_not_held(
-    rule_set: RuleSet, step_id: str, criterion: Criterion, systems: _Systems, counts: Any
+    rule_set: RuleSet, step_id: str, criterion: Kind, systems: _Systems, counts: Any
 ) -> SearchWarning | None:
     """Warn when none of a step's codelists has a code in any system the extract's records use
     (SNOMED CT lists on a CTV3 extract): the step cannot find anything in this extract, so its
@@ -232,15 +219,6 @@ def _codes_not_held(
     return SearchWarning(step_id, "code_system", counts.entering, counts.excluded, message)
 
 
-def _named(rule_set: RuleSet, criterion: Criterion) -> Criterion:
-    """The criterion a step is, directly or through a named definition."""
-    seen = 0
-    while criterion.kind == "ref" and seen < 100:
-        criterion = rule_set.definitions[criterion.body]
-        seen += 1
-    return criterion
-
-
 def _nhs_numbers_absent(step_id: str, counts: Any) -> SearchWarning:
     """The step removes only patients without a verified NHS number, so (nearly) all removed
     says the extract carries no usable NHS numbers (example data, or a feed that leaves them out)."""
@@ -256,12 +234,11 @@ def _nhs_numbers_absent(step_id: str, counts: Any) -> SearchWarning:
 
 
 def _registration_absent(
-    conn: Connection, run_id: int, step_id: str, earlier: list[str], counts: Any, criterion: Criterion
+    conn: Connection, run_id: int, step_id: str, earlier: list[str], counts: Any, criterion: Registered
 ) -> SearchWarning | None:
     """Warn when (nearly) all the patients the step removed, leaving aside those who had left the
     practice, have no registration start date: the rule needed a start the extract lacks."""
-    body = criterion.body
-    if body.unknown_start == "counts":
+    if criterion.unknown_start == "counts":
         return None  # an unknown start passes; whoever was removed left the practice
     run = conn.execute(select(RUN.c.index_date).where(RUN.c.id == run_id)).scalar_one()
     no_start = and_(

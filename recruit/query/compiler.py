@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import (
     Column,
@@ -48,25 +48,38 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     union,
     union_all,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
 from recruit.codelists import Codelist
-from recruit.errors import RecruitError
 from recruit.load.status import EVENT_STATUS_WHEN_NULL, MEDICATION_STATUS_WHEN_NULL
 from recruit.query.codes_match import has_prefix_rows, records_on_lists
 from recruit.query.dates import months_before, window_bounds, years_before
-from recruit.rules.model import (
-    Criterion,
+from recruit.query.model import (
+    AgeBetween,
+    Alive,
+    AllOf,
+    AlreadyInvited,
+    AnyOf,
+    CodeOnDays,
+    DoNotContact,
+    HasCode,
+    Kind,
+    KindTable,
     LatestCodeAmong,
+    LikelyInWork,
+    MedicationCount,
+    NhsNumberVerified,
+    Not,
+    Ref,
+    Registered,
     RuleSet,
 )
 from recruit.tables import EVENT, INVITATION, MEDICATION, PATIENT, STUDY
 
-ATOM_KINDS = {"has_code", "medication_count", "already_invited", "do_not_contact"}
-EVIDENCE_KINDS = {"has_code", "medication_count", "latest_code_among", "likely_in_work"}
 _run_counter = itertools.count(1)
 FLAG_BITS = 30  # atoms per flags column
 
@@ -82,7 +95,11 @@ class Compiler:
         codelist_ids: Mapping[str, int],
         codelists: Mapping[str, Codelist],
         practice_id: int | None = None,
+        among: Select | None = None,
     ) -> None:
+        """practice_id: search one practice's patients; among: only these patients (a query of
+        patient ids: review explains a run's candidates). Either makes every record look-up join
+        that population, so the work grows with it, not with everyone loaded."""
         self.conn = conn
         self.dialect = conn.dialect.name
         self.rule_set = rule_set
@@ -98,9 +115,12 @@ class Compiler:
         self._deciding_windows: list[tuple[str, dt.date | None, dt.date, Table]] = []
         self._evidence: dict[str, Table] = {}
         self._study_ids: dict[str, int | None] = {}
+        self._latest: list[LatestCodeAmong] = []  # met while collecting, tables made in prepare()
+        self._flag_bits: dict[str, tuple[Column, int]] | None = None  # None while collecting
         self.flags: Table | None = None
-        # Only one practice's patients: record look-ups are restricted to them (a small table).
-        self.population = self._make_population() if practice_id is not None else None
+        if among is None and practice_id is not None:
+            among = select(PATIENT.c.id).where(PATIENT.c.practice_id == practice_id)
+        self.population = self.patient_set(among) if among is not None else None
 
     # --- temporary tables ----------------------------------------------------------------
 
@@ -132,28 +152,29 @@ class Compiler:
             table.drop(self.conn)
         self.tables.clear()
 
-    def _make_population(self) -> Table:
-        return self.patient_set(select(PATIENT.c.id).where(PATIENT.c.practice_id == self.practice_id))
-
     # --- criteria ----------------------------------------------------------------------------
 
-    def resolve(self, criterion: Criterion) -> Criterion:
-        while criterion.kind == "ref":
-            criterion = self.rule_set.definitions[criterion.ref]  # type: ignore[index]
-        return criterion
+    def resolve(self, criterion: Kind) -> Kind:
+        return self.rule_set.resolve(criterion)
 
-    def key(self, criterion: Criterion) -> str:
-        return self.resolve(criterion).model_dump_json(by_alias=True, exclude_none=True)
+    def key(self, criterion: Kind) -> str:
+        return self.resolve(criterion).file_json()
 
-    def prepare(self, criteria: Iterable[Criterion]) -> None:
-        """Find every atom the criteria use and gather them into the flags table (one statement)."""
+    def prepare(self, criteria: Iterable[Kind]) -> None:
+        """Find every atom the criteria use and gather them into the flags table (one statement).
+
+        The criteria are compiled once with every atom standing in as true, which registers the
+        atoms and the latest-code tables they read; condition() then compiles them for real."""
         criteria = list(criteria)
-        # Widest windows first, so a narrower window's deciding records come from a wider one's.
-        latest = [c for criterion in criteria for c in self._latest_in(criterion)]
-        for one in sorted(latest, key=self._window_start):
-            self.deciding_table(one)
         for criterion in criteria:
-            self._collect(criterion)
+            self.condition(criterion)
+        # Widest windows first, so a narrower window's deciding records come from a wider one's.
+        for latest in sorted(self._latest, key=self._window_start):
+            deciding = self.deciding_table(latest)
+            self._atom(self._held_key(latest), lambda d=deciding, la=latest: self._latest_held(d, la))
+            if latest.when_none:
+                self._atom(self._any_key(latest), lambda d=deciding: select(d.c.patient_id))
+        self._flag_bits = {}
         if not self._atoms:
             return
         keys = list(self._atoms)
@@ -179,43 +200,30 @@ class Compiler:
             key: (self.flags.c[word], bit) for key, (word, bit) in zip(keys, bits, strict=True)
         }
 
-    def _collect(self, criterion: Criterion) -> None:
-        criterion = self.resolve(criterion)
-        kind, body = criterion.kind, criterion.body
-        if kind in ATOM_KINDS:
-            self._atom(self.key(criterion), lambda: self._atom_query(criterion))
-        elif kind in ("latest_code_among", "likely_in_work"):
-            latest = body if kind == "latest_code_among" else body.as_latest()
-            deciding = self.deciding_table(latest)
-            self._atom(self._held_key(latest), lambda: self._latest_held(deciding, latest))
-            if latest.when_none:
-                self._atom(self._any_key(latest), lambda: select(deciding.c.patient_id))
-        elif kind in ("all_", "any_"):
-            for child in body:
-                self._collect(child)
-        elif kind == "not_":
-            self._collect(body)
+    def atom(self, criterion: Kind, make: Callable[[], Select]) -> ColumnElement[bool]:
+        """A criterion about coded records: one query of the patients it holds for (made once,
+        while collecting), read back as its bit of the flags table."""
+        key = self.key(criterion)
+        self._atom(key, make)
+        return self._flag(key)
 
-    def _latest_in(self, criterion: Criterion) -> list[LatestCodeAmong]:
-        criterion = self.resolve(criterion)
-        kind, body = criterion.kind, criterion.body
-        if kind == "latest_code_among":
-            return [body]
-        if kind == "likely_in_work":
-            return [body.as_latest()]
-        if kind in ("all_", "any_"):
-            return [found for child in body for found in self._latest_in(child)]
-        if kind == "not_":
-            return self._latest_in(body)
-        return []
+    def latest_condition(self, latest: LatestCodeAmong) -> ColumnElement[bool]:
+        """Whether the most recent code among the sources has one of the statuses."""
+        if self._flag_bits is None:
+            self._latest.append(latest)
+            return true()
+        held = self._flag(self._held_key(latest))
+        if not latest.when_none:
+            return held
+        return or_(held, not_(self._flag(self._any_key(latest))))
 
     def _window_start(self, latest: LatestCodeAmong) -> dt.date:
         start, _ = window_bounds(latest.window, self.index_date)
         return start or dt.date.min
 
-    def _atom(self, key: str, make: object) -> None:
+    def _atom(self, key: str, make: Callable[[], Select]) -> None:
         if key not in self._atoms:
-            self._atoms[key] = make()  # type: ignore[operator]
+            self._atoms[key] = make()
 
     def _held_key(self, latest: LatestCodeAmong) -> str:
         return "held:" + latest.model_dump_json(include={"sources", "window", "status_in"})
@@ -227,58 +235,15 @@ class Compiler:
         return select(deciding.c.patient_id).where(deciding.c.status.in_(latest.status_in))
 
     def _flag(self, key: str) -> ColumnElement[bool]:
+        if self._flag_bits is None:
+            return true()  # collecting: the atom stands in as true
         column, bit = self._flag_bits[key]
         bits = literal_column(str(bit))
         return func.coalesce(column, literal_column("0")).op("&")(bits) == bits
 
-    def condition(self, criterion: Criterion) -> ColumnElement[bool]:
+    def condition(self, criterion: Kind) -> ColumnElement[bool]:
         """Whether the criterion holds, over PATIENT and the flags table (never NULL)."""
-        criterion = self.resolve(criterion)
-        kind, body, index = criterion.kind, criterion.body, self.index_date
-        if kind == "registered":
-            start_by = months_before(index, body.for_at_least_months)
-            start_ok = and_(
-                PATIENT.c.registration_start.is_not(None), PATIENT.c.registration_start <= start_by
-            )
-            if body.unknown_start == "counts":
-                start_ok = or_(
-                    PATIENT.c.registration_start.is_(None), PATIENT.c.registration_start <= start_by
-                )
-            return and_(
-                start_ok,
-                or_(PATIENT.c.registration_end.is_(None), PATIENT.c.registration_end >= index),
-            )
-        if kind == "alive":
-            return or_(PATIENT.c.date_of_death.is_(None), PATIENT.c.date_of_death > index)
-        if kind == "nhs_number_verified":
-            # The loader stores only verified numbers. A pseudonymised extract holds none, but its
-            # provider verified identity before pseudonymising: its patients pass (never written to).
-            return or_(PATIENT.c.nhs_number.is_not(None), PATIENT.c.pseudonymised == literal(True))
-        if kind == "age_between":
-            # A partial birth date spans date_of_birth (first possible day) to
-            # date_of_birth_latest (last); the minimum age must hold for the latest possible
-            # birth and the maximum for the earliest. date_of_birth is never NULL, so neither
-            # side is NULL either.
-            latest_birth = func.coalesce(PATIENT.c.date_of_birth_latest, PATIENT.c.date_of_birth)
-            return and_(
-                latest_birth <= years_before(index, body.min),
-                PATIENT.c.date_of_birth > years_before(index, body.max + 1),
-            )
-        if kind in ATOM_KINDS:
-            return self._flag(self.key(criterion))
-        if kind in ("latest_code_among", "likely_in_work"):
-            latest = body if kind == "latest_code_among" else body.as_latest()
-            held = self._flag(self._held_key(latest))
-            if not latest.when_none:
-                return held
-            return or_(held, not_(self._flag(self._any_key(latest))))
-        if kind == "all_":
-            return and_(*(self.condition(child) for child in body))
-        if kind == "any_":
-            return or_(*(self.condition(child) for child in body))
-        if kind == "not_":
-            return not_(self.condition(body))
-        raise RecruitError(f"recruit cannot compile a {kind!r} criterion")  # pragma: no cover
+        return CONDITION(self.resolve(criterion), self)
 
     def patients_from(self) -> FromClause:
         """Every patient searched, with their flags: the FROM that condition() expressions read."""
@@ -292,47 +257,6 @@ class Compiler:
 
     # --- atoms -------------------------------------------------------------------------------
 
-    def _atom_query(self, criterion: Criterion) -> Select:
-        kind, body, index = criterion.kind, criterion.body, self.index_date
-        if kind == "has_code":
-            start, end = window_bounds(body.window, index)
-            if body.occurrence == "any":
-                return self._matches(
-                    EVENT, body.names, body.categories, start, end, patient_only=True, statuses=body.statuses
-                )
-            m = self._matches(
-                EVENT, body.names, body.categories, None, index, statuses=body.statuses
-            ).subquery()
-            edge = func.min(m.c.date) if body.occurrence == "first" else func.max(m.c.date)
-            having = [edge <= end] + ([edge >= start] if start is not None else [])
-            return select(m.c.patient_id).group_by(m.c.patient_id).having(and_(*having))
-        if kind == "medication_count":
-            start, end = window_bounds(body.window, index)
-            m = self._matches(
-                MEDICATION,
-                body.names,
-                body.categories,
-                start,
-                end,
-                course=body.course,
-                statuses=body.statuses,
-            ).subquery()
-            having = [func.count() >= body.min_issues]
-            if body.min_distinct_months is not None:
-                month = func.extract("year", m.c.date) * 12 + func.extract("month", m.c.date)
-                having.append(func.count(distinct(month)) >= body.min_distinct_months)
-            return select(m.c.patient_id).group_by(m.c.patient_id).having(and_(*having))
-        if kind == "already_invited":
-            study_id = self.study_id(body.study or self.rule_set.study)
-            return self._invited(INVITATION.c.study_id == (study_id if study_id is not None else -1))
-        if kind == "do_not_contact":
-            asked = or_(INVITATION.c.status == "do_not_contact", INVITATION.c.reply == "do_not_contact")
-            if not body.any_study:
-                study_id = self.study_id(body.study or self.rule_set.study)
-                asked = and_(asked, INVITATION.c.study_id == (study_id if study_id is not None else -1))
-            return self._invited(asked)
-        raise RecruitError(f"recruit cannot compile a {kind!r} criterion")  # pragma: no cover
-
     def _invited(self, condition: ColumnElement[bool]) -> Select:
         """Invitations match by patient or by NHS number (the key across re-registrations)."""
         by_patient = select(PATIENT.c.id.label("patient_id")).join(
@@ -341,8 +265,11 @@ class Compiler:
         by_number = select(PATIENT.c.id.label("patient_id")).join(
             INVITATION, INVITATION.c.nhs_number == PATIENT.c.nhs_number
         )
-        where = [condition, *self.patients_where()]
-        return union(by_patient.where(*where), by_number.where(*where))
+        if self.population is not None:
+            pop = self.population
+            by_patient = by_patient.join(pop, pop.c.patient_id == PATIENT.c.id)
+            by_number = by_number.join(pop, pop.c.patient_id == PATIENT.c.id)
+        return union(by_patient.where(condition), by_number.where(condition))
 
     def study_id(self, code: str | None) -> int | None:
         if code is None:
@@ -481,28 +408,32 @@ class Compiler:
 
     # --- evidence --------------------------------------------------------------------------
 
-    def can_have_evidence(self, criterion: Criterion) -> bool:
-        criterion = self.resolve(criterion)
-        if criterion.kind in EVIDENCE_KINDS:
-            return True
-        if criterion.kind in ("all_", "any_"):
-            return any(self.can_have_evidence(child) for child in criterion.body)
-        return False
+    def can_have_evidence(self, criterion: Kind) -> bool:
+        return EVIDENCE(self.resolve(criterion), self) is not None
 
-    def evidence(self, criterion: Criterion, among: Table, holds_for_all: bool = False) -> Table | None:
+    def evidence(self, criterion: Kind, among: Table, holds_for_all: bool = False) -> Table | None:
         """patient_id -> the record that made the criterion hold, for the patients in `among`
         it holds for (only those a step excluded need evidence, so only they are looked up).
         holds_for_all: the criterion is known to hold for everyone in `among`."""
         criterion = self.resolve(criterion)
-        if not self.can_have_evidence(criterion):
+        build = EVIDENCE(criterion, self)
+        if build is None:
             return None
         key = f"{among.name}:{self.key(criterion)}"
         if key not in self._evidence:
             held = among if holds_for_all else self.held_among(criterion, among)
-            self._evidence[key] = self._evidence_table(criterion, held)
+            table = self.temp_table(
+                self.key_column(),
+                Column("ev_date", Date),
+                Column("ev_system", String(10)),
+                Column("ev_code", String(20)),
+                Column("ev_term", String(255)),
+            )
+            self.fill(table, list(EVIDENCE_COLUMNS), build(held))
+            self._evidence[key] = table
         return self._evidence[key]
 
-    def held_among(self, criterion: Criterion, among: Table) -> Table:
+    def held_among(self, criterion: Kind, among: Table) -> Table:
         """Patients in `among` for whom the criterion holds. Outer joins, though every patient in
         `among` has a patient row: SQLite then keeps `among` (few) as the outer loop."""
         joined = among.outerjoin(PATIENT, PATIENT.c.id == among.c.patient_id)
@@ -511,73 +442,269 @@ class Compiler:
         query = select(among.c.patient_id).select_from(joined).where(self.condition(criterion))
         return self.patient_set(query)
 
-    def _evidence_table(self, criterion: Criterion, held: Table) -> Table:
-        """The evidence of each patient in `held` (everyone in it meets the criterion)."""
-        kind, body, index = criterion.kind, criterion.body, self.index_date
-        columns = ["patient_id", "ev_date", "ev_system", "ev_code", "ev_term"]
-        if kind in ("latest_code_among", "likely_in_work"):
-            latest = body if kind == "latest_code_among" else body.as_latest()
-            deciding = self.deciding_table(latest)
-            query = select(
-                deciding.c.patient_id,
-                deciding.c.ev_date,
-                deciding.c.ev_system,
-                deciding.c.ev_code,
-                deciding.c.ev_term,
-            ).join(held, held.c.patient_id == deciding.c.patient_id)
-        elif kind in ("has_code", "medication_count"):
-            start, end = window_bounds(body.window, index)
-            records = EVENT if kind == "has_code" else MEDICATION
-            course = body.course if kind == "medication_count" else "any"
-            newest_first = True
-            if kind == "has_code" and body.occurrence != "any":
-                newest_first = body.occurrence == "last"
-                start = None
-            m = self._matches(
-                records,
-                body.names,
-                body.categories,
-                start,
-                end,
-                course,
-                patients=held,
-                statuses=body.statuses,
+    def newest_record(
+        self,
+        records: Table,
+        settings: HasCode | CodeOnDays | MedicationCount,
+        held: Table,
+        newest_first: bool = True,
+        whole_history: bool = False,
+    ) -> Select:
+        """Each held patient's newest (or oldest) record with a code from the lists in the window
+        (up to the index date only, with whole_history): the evidence of a code criterion."""
+        start, end = window_bounds(settings.window, self.index_date)
+        m = self._matches(
+            records,
+            settings.names,
+            settings.categories,
+            None if whole_history else start,
+            end,
+            settings.course if isinstance(settings, MedicationCount) else "any",
+            patients=held,
+            statuses=settings.statuses,
+        ).subquery()
+        ranked = select(
+            m,
+            func.row_number()
+            .over(
+                partition_by=m.c.patient_id,
+                order_by=(
+                    m.c.date.desc() if newest_first else m.c.date.asc(),
+                    m.c.system,
+                    m.c.code,
+                    func.coalesce(m.c.term, ""),
+                ),
             )
-            m = m.subquery()
-            ranked = select(
-                m,
-                func.row_number()
-                .over(
-                    partition_by=m.c.patient_id,
-                    order_by=(
-                        m.c.date.desc() if newest_first else m.c.date.asc(),
-                        m.c.system,
-                        m.c.code,
-                        func.coalesce(m.c.term, ""),
-                    ),
-                )
-                .label("rn"),
-            ).subquery()
-            query = select(
-                ranked.c.patient_id, ranked.c.date, ranked.c.system, ranked.c.code, ranked.c.term
-            ).where(ranked.c.rn == 1)
-        else:  # all / any: the first child, in file order, that holds and has evidence
-            found = [t for t in (self.evidence(child, held) for child in body) if t is not None]
-            children = [t.alias(f"e{i}") for i, t in enumerate(found)]
-            query = select(held.c.patient_id)
-            for table in children:
-                query = query.outerjoin(table, table.c.patient_id == held.c.patient_id)
-            picked = []
-            for name in columns[1:]:
-                whens = [(t.c.patient_id.is_not(None), t.c[name]) for t in children]
-                picked.append(case(*whens, else_=null()).label(name))
-            query = query.add_columns(*picked).where(or_(*(t.c.patient_id.is_not(None) for t in children)))
-        table = self.temp_table(
-            self.key_column(),
-            Column("ev_date", Date),
-            Column("ev_system", String(10)),
-            Column("ev_code", String(20)),
-            Column("ev_term", String(255)),
+            .label("rn"),
+        ).subquery()
+        return select(
+            ranked.c.patient_id, ranked.c.date, ranked.c.system, ranked.c.code, ranked.c.term
+        ).where(ranked.c.rn == 1)
+
+
+EVIDENCE_COLUMNS = ("patient_id", "ev_date", "ev_system", "ev_code", "ev_term")
+
+# --- the compiler's form of each criterion kind ---------------------------------------------------
+#
+# CONDITION: the boolean expression over PATIENT and the flags table. Criteria about coded records
+# go through compiler.atom (one query of the patients they hold for, gathered into the flags).
+# EVIDENCE: None if the criterion can name no record, else a function of the patients it holds
+# for giving each one's deciding record (EVIDENCE_COLUMNS).
+
+CONDITION: KindTable[ColumnElement[bool]] = KindTable("The SQL compiler")
+Evidence = Callable[[Table], Select] | None
+EVIDENCE: KindTable[Evidence] = KindTable("The SQL compiler's evidence")
+
+
+@CONDITION.register(Registered)
+def _registered(c: Registered, compiler: Compiler) -> ColumnElement[bool]:
+    index = compiler.index_date
+    start_by = months_before(index, c.for_at_least_months)
+    start_ok = and_(PATIENT.c.registration_start.is_not(None), PATIENT.c.registration_start <= start_by)
+    if c.unknown_start == "counts":
+        start_ok = or_(PATIENT.c.registration_start.is_(None), PATIENT.c.registration_start <= start_by)
+    return and_(start_ok, or_(PATIENT.c.registration_end.is_(None), PATIENT.c.registration_end >= index))
+
+
+@CONDITION.register(Alive)
+def _alive(c: Alive, compiler: Compiler) -> ColumnElement[bool]:
+    return or_(PATIENT.c.date_of_death.is_(None), PATIENT.c.date_of_death > compiler.index_date)
+
+
+@CONDITION.register(NhsNumberVerified)
+def _nhs_number_verified(c: NhsNumberVerified, compiler: Compiler) -> ColumnElement[bool]:
+    # The loader stores only verified numbers. A pseudonymised extract holds none, but its
+    # provider verified identity before pseudonymising: its patients pass (never written to).
+    return or_(PATIENT.c.nhs_number.is_not(None), PATIENT.c.pseudonymised == literal(True))
+
+
+@CONDITION.register(AgeBetween)
+def _age_between(c: AgeBetween, compiler: Compiler) -> ColumnElement[bool]:
+    # A partial birth date spans date_of_birth (first possible day) to date_of_birth_latest
+    # (last); the minimum age must hold for the latest possible birth and the maximum for the
+    # earliest. date_of_birth is never NULL, so neither side is NULL either.
+    index = compiler.index_date
+    latest_birth = func.coalesce(PATIENT.c.date_of_birth_latest, PATIENT.c.date_of_birth)
+    return and_(
+        latest_birth <= years_before(index, c.min),
+        PATIENT.c.date_of_birth > years_before(index, c.max + 1),
+    )
+
+
+@CONDITION.register(HasCode)
+def _has_code(c: HasCode, compiler: Compiler) -> ColumnElement[bool]:
+    def query() -> Select:
+        start, end = window_bounds(c.window, compiler.index_date)
+        if c.occurrence == "any":
+            return compiler._matches(
+                EVENT, c.names, c.categories, start, end, patient_only=True, statuses=c.statuses
+            )
+        # The first or last such record up to the index date must fall in the window.
+        m = compiler._matches(
+            EVENT, c.names, c.categories, None, compiler.index_date, statuses=c.statuses
+        ).subquery()
+        edge = func.min(m.c.date) if c.occurrence == "first" else func.max(m.c.date)
+        having = [edge <= end] + ([edge >= start] if start is not None else [])
+        return select(m.c.patient_id).group_by(m.c.patient_id).having(and_(*having))
+
+    return compiler.atom(c, query)
+
+
+@CONDITION.register(CodeOnDays)
+def _code_on_days(c: CodeOnDays, compiler: Compiler) -> ColumnElement[bool]:
+    def query() -> Select:
+        start, end = window_bounds(c.window, compiler.index_date)
+        m = compiler._matches(EVENT, c.names, c.categories, start, end, statuses=c.statuses).subquery()
+        return (
+            select(m.c.patient_id)
+            .group_by(m.c.patient_id)
+            .having(func.count(distinct(m.c.date)) >= c.min_days)
         )
-        self.fill(table, columns, query)
-        return table
+
+    return compiler.atom(c, query)
+
+
+@CONDITION.register(MedicationCount)
+def _medication_count(c: MedicationCount, compiler: Compiler) -> ColumnElement[bool]:
+    def query() -> Select:
+        start, end = window_bounds(c.window, compiler.index_date)
+        m = compiler._matches(
+            MEDICATION, c.names, c.categories, start, end, course=c.course, statuses=c.statuses
+        ).subquery()
+        having = [func.count() >= c.min_issues]
+        if c.min_distinct_months is not None:
+            month = func.extract("year", m.c.date) * 12 + func.extract("month", m.c.date)
+            having.append(func.count(distinct(month)) >= c.min_distinct_months)
+        return select(m.c.patient_id).group_by(m.c.patient_id).having(and_(*having))
+
+    return compiler.atom(c, query)
+
+
+@CONDITION.register(LatestCodeAmong)
+def _latest_code_among(c: LatestCodeAmong, compiler: Compiler) -> ColumnElement[bool]:
+    return compiler.latest_condition(c)
+
+
+@CONDITION.register(LikelyInWork)
+def _likely_in_work(c: LikelyInWork, compiler: Compiler) -> ColumnElement[bool]:
+    return compiler.latest_condition(c.as_latest())
+
+
+@CONDITION.register(AlreadyInvited)
+def _already_invited(c: AlreadyInvited, compiler: Compiler) -> ColumnElement[bool]:
+    def query() -> Select:
+        study_id = compiler.study_id(c.study or compiler.rule_set.study)
+        return compiler._invited(INVITATION.c.study_id == (study_id if study_id is not None else -1))
+
+    return compiler.atom(c, query)
+
+
+@CONDITION.register(DoNotContact)
+def _do_not_contact(c: DoNotContact, compiler: Compiler) -> ColumnElement[bool]:
+    def query() -> Select:
+        asked = or_(INVITATION.c.status == "do_not_contact", INVITATION.c.reply == "do_not_contact")
+        if not c.any_study:
+            study_id = compiler.study_id(c.study or compiler.rule_set.study)
+            asked = and_(asked, INVITATION.c.study_id == (study_id if study_id is not None else -1))
+        return compiler._invited(asked)
+
+    return compiler.atom(c, query)
+
+
+@CONDITION.register(AllOf)
+def _all(c: AllOf, compiler: Compiler) -> ColumnElement[bool]:
+    return and_(*(compiler.condition(child) for child in c.items))
+
+
+@CONDITION.register(AnyOf)
+def _any(c: AnyOf, compiler: Compiler) -> ColumnElement[bool]:
+    return or_(*(compiler.condition(child) for child in c.items))
+
+
+@CONDITION.register(Not)
+def _not(c: Not, compiler: Compiler) -> ColumnElement[bool]:
+    return not_(compiler.condition(c.item))
+
+
+@CONDITION.register(Ref)
+def _ref(c: Ref, compiler: Compiler) -> ColumnElement[bool]:
+    return compiler.condition(compiler.resolve(c))
+
+
+@EVIDENCE.register(Registered, Alive, NhsNumberVerified, AgeBetween, AlreadyInvited, DoNotContact, Not)
+def _no_record(c: Kind, compiler: Compiler) -> Evidence:
+    return None
+
+
+@EVIDENCE.register(Ref)
+def _ref_evidence(c: Ref, compiler: Compiler) -> Evidence:
+    return EVIDENCE(compiler.resolve(c), compiler)
+
+
+@EVIDENCE.register(HasCode)
+def _has_code_evidence(c: HasCode, compiler: Compiler) -> Evidence:
+    # first / last: the first or last such record ever (up to the index date) is the one in the window
+    if c.occurrence == "any":
+        return lambda held: compiler.newest_record(EVENT, c, held)
+    return lambda held: compiler.newest_record(
+        EVENT, c, held, newest_first=c.occurrence == "last", whole_history=True
+    )
+
+
+@EVIDENCE.register(CodeOnDays)
+def _code_on_days_evidence(c: CodeOnDays, compiler: Compiler) -> Evidence:
+    return lambda held: compiler.newest_record(EVENT, c, held)
+
+
+@EVIDENCE.register(MedicationCount)
+def _medication_count_evidence(c: MedicationCount, compiler: Compiler) -> Evidence:
+    return lambda held: compiler.newest_record(MEDICATION, c, held)
+
+
+def _deciding_record(latest: LatestCodeAmong, compiler: Compiler) -> Evidence:
+    def build(held: Table) -> Select:
+        deciding = compiler.deciding_table(latest)
+        return select(
+            deciding.c.patient_id,
+            deciding.c.ev_date,
+            deciding.c.ev_system,
+            deciding.c.ev_code,
+            deciding.c.ev_term,
+        ).join(held, held.c.patient_id == deciding.c.patient_id)
+
+    return build
+
+
+@EVIDENCE.register(LatestCodeAmong)
+def _latest_evidence(c: LatestCodeAmong, compiler: Compiler) -> Evidence:
+    return _deciding_record(c, compiler)
+
+
+@EVIDENCE.register(LikelyInWork)
+def _likely_in_work_evidence(c: LikelyInWork, compiler: Compiler) -> Evidence:
+    return _deciding_record(c.as_latest(), compiler)
+
+
+@EVIDENCE.register(AllOf, AnyOf)
+def _first_child_evidence(c: AllOf | AnyOf, compiler: Compiler) -> Evidence:
+    """The first child, in file order, that holds and has evidence."""
+    if not any(compiler.can_have_evidence(child) for child in c.items):
+        return None
+
+    def build(held: Table) -> Select:
+        found = [t for t in (compiler.evidence(child, held) for child in c.items) if t is not None]
+        children = [t.alias(f"e{i}") for i, t in enumerate(found)]
+        query = select(held.c.patient_id)
+        for table in children:
+            query = query.outerjoin(table, table.c.patient_id == held.c.patient_id)
+        picked = []
+        for name in EVIDENCE_COLUMNS[1:]:
+            whens = [(t.c.patient_id.is_not(None), t.c[name]) for t in children]
+            picked.append(case(*whens, else_=null()).label(name))
+        return query.add_columns(*picked).where(or_(*(t.c.patient_id.is_not(None) for t in children)))
+
+    return build
+
+
+CONDITION.complete()
+EVIDENCE.complete()

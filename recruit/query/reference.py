@@ -15,9 +15,24 @@ from typing import Any
 from recruit.codelists import Codelist
 from recruit.load.status import EVENT_STATUS_WHEN_NULL, MEDICATION_STATUS_WHEN_NULL
 from recruit.query.dates import age_on, months_before, window_bounds
-from recruit.rules.model import (
-    Criterion,
+from recruit.query.model import (
+    AgeBetween,
+    Alive,
+    AllOf,
+    AlreadyInvited,
+    AnyOf,
+    CodeOnDays,
+    DoNotContact,
+    HasCode,
+    Kind,
+    KindTable,
     LatestCodeAmong,
+    LikelyInWork,
+    MedicationCount,
+    NhsNumberVerified,
+    Not,
+    Ref,
+    Registered,
     RuleSet,
     StatusSource,
     Window,
@@ -106,97 +121,12 @@ class Reference:
                 found.append(row)
         return found
 
-    def holds(self, c: Criterion, p: Row) -> bool:
+    def holds(self, c: Kind, p: Row) -> bool:
         return self.evaluate(c, p)[0]
 
-    def evaluate(self, c: Criterion, p: Row) -> tuple[bool, Evidence | None]:
+    def evaluate(self, c: Kind, p: Row) -> tuple[bool, Evidence | None]:
         """Whether the criterion holds for patient p, and the record that decided it."""
-        kind, body, index = c.kind, c.body, self.index
-        if kind == "ref":
-            return self.evaluate(self.rule_set.definitions[body], p)
-        if kind == "registered":
-            start = p["registration_start"]
-            end = p["registration_end"]
-            if start is None:
-                ok = body.unknown_start == "counts"
-            else:
-                ok = start <= months_before(index, body.for_at_least_months)
-            return ok and (end is None or end >= index), None
-        if kind == "alive":
-            return p["date_of_death"] is None or p["date_of_death"] > index, None
-        if kind == "nhs_number_verified":
-            # (a pseudonymised patient was verified by the provider before pseudonymising)
-            return p.get("nhs_number") is not None or bool(p.get("pseudonymised")), None
-        if kind == "age_between":
-            # Safe direction for partial birth dates: old enough if born on the last possible
-            # day, young enough if born on the first.
-            latest_birth = p.get("date_of_birth_latest") or p["date_of_birth"]
-            return body.min <= age_on(latest_birth, index) and age_on(
-                p["date_of_birth"], index
-            ) <= body.max, None
-        if kind == "has_code":
-            if body.occurrence == "any":
-                rows = self._records(
-                    self.data.events, "event_date", p, body.names, body.categories, body.window, body.statuses
-                )
-                return bool(rows), _newest(rows, "event_date")
-            rows = self._records(
-                self.data.events,
-                "event_date",
-                p,
-                body.names,
-                body.categories,
-                Window(ever=True),
-                body.statuses,
-            )
-            if not rows:
-                return False, None
-            pick = _oldest(rows, "event_date") if body.occurrence == "first" else _newest(rows, "event_date")
-            start, end = window_bounds(body.window, index)
-            ok = pick is not None and pick[0] <= end and (start is None or pick[0] >= start)
-            return ok, pick if ok else None
-        if kind == "medication_count":
-            rows = self._records(
-                self.data.medications,
-                "issue_date",
-                p,
-                body.names,
-                body.categories,
-                body.window,
-                body.statuses,
-            )
-            if body.course != "any":
-                rows = [r for r in rows if r["course"] == body.course]
-            months = {(r["issue_date"].year, r["issue_date"].month) for r in rows}
-            ok = len(rows) >= body.min_issues and (
-                body.min_distinct_months is None or len(months) >= body.min_distinct_months
-            )
-            return ok, _newest(rows, "issue_date") if ok else None
-        if kind in ("latest_code_among", "likely_in_work"):
-            latest: LatestCodeAmong = body if kind == "latest_code_among" else body.as_latest()
-            decided = self._deciding(latest.sources, latest.window, p)
-            if decided is None:
-                return latest.when_none, None
-            status, evidence = decided
-            ok = status in latest.status_in
-            return ok, evidence if ok else None
-        if kind == "already_invited":
-            study = self.study_ids.get(body.study or self.rule_set.study)
-            return any(i["study_id"] == study for i in self._invitations(p)), None
-        if kind == "do_not_contact":
-            study = self.study_ids.get(body.study or self.rule_set.study)
-            return any(
-                (i["status"] == "do_not_contact" or i.get("reply") == "do_not_contact")
-                and (body.any_study or i["study_id"] == study)
-                for i in self._invitations(p)
-            ), None
-        if kind == "not_":
-            return not self.holds(body, p), None
-        results = [self.evaluate(child, p) for child in body]
-        ok = all(r[0] for r in results) if kind == "all_" else any(r[0] for r in results)
-        if not ok:
-            return False, None
-        return True, next((ev for held, ev in results if held and ev is not None), None)
+        return EVALUATE(c, self, p)
 
     def _invitations(self, p: Row) -> list[Row]:
         return [
@@ -265,6 +195,128 @@ class Reference:
                 }
             )
         return ReferenceRun(results, counts)
+
+
+Outcome = tuple[bool, Evidence | None]
+EVALUATE: KindTable[Outcome] = KindTable("The reference evaluator")
+
+
+@EVALUATE.register(Ref)
+def _ref(c: Ref, ref: Reference, p: Row) -> Outcome:
+    return ref.evaluate(ref.rule_set.definitions[c.name], p)
+
+
+@EVALUATE.register(Registered)
+def _registered(c: Registered, ref: Reference, p: Row) -> Outcome:
+    start, end = p["registration_start"], p["registration_end"]
+    if start is None:
+        ok = c.unknown_start == "counts"
+    else:
+        ok = start <= months_before(ref.index, c.for_at_least_months)
+    return ok and (end is None or end >= ref.index), None
+
+
+@EVALUATE.register(Alive)
+def _alive(c: Alive, ref: Reference, p: Row) -> Outcome:
+    return p["date_of_death"] is None or p["date_of_death"] > ref.index, None
+
+
+@EVALUATE.register(NhsNumberVerified)
+def _nhs_number_verified(c: NhsNumberVerified, ref: Reference, p: Row) -> Outcome:
+    # (a pseudonymised patient was verified by the provider before pseudonymising)
+    return p.get("nhs_number") is not None or bool(p.get("pseudonymised")), None
+
+
+@EVALUATE.register(AgeBetween)
+def _age_between(c: AgeBetween, ref: Reference, p: Row) -> Outcome:
+    # Safe direction for partial birth dates: old enough if born on the last possible day,
+    # young enough if born on the first.
+    latest_birth = p.get("date_of_birth_latest") or p["date_of_birth"]
+    return c.min <= age_on(latest_birth, ref.index) and age_on(p["date_of_birth"], ref.index) <= c.max, None
+
+
+@EVALUATE.register(HasCode)
+def _has_code(c: HasCode, ref: Reference, p: Row) -> Outcome:
+    events = ref.data.events
+    if c.occurrence == "any":
+        rows = ref._records(events, "event_date", p, c.names, c.categories, c.window, c.statuses)
+        return bool(rows), _newest(rows, "event_date")
+    rows = ref._records(events, "event_date", p, c.names, c.categories, Window(ever=True), c.statuses)
+    if not rows:
+        return False, None
+    pick = _oldest(rows, "event_date") if c.occurrence == "first" else _newest(rows, "event_date")
+    start, end = window_bounds(c.window, ref.index)
+    ok = pick is not None and pick[0] <= end and (start is None or pick[0] >= start)
+    return ok, pick if ok else None
+
+
+@EVALUATE.register(CodeOnDays)
+def _code_on_days(c: CodeOnDays, ref: Reference, p: Row) -> Outcome:
+    rows = ref._records(ref.data.events, "event_date", p, c.names, c.categories, c.window, c.statuses)
+    ok = len({r["event_date"] for r in rows}) >= c.min_days
+    return ok, _newest(rows, "event_date") if ok else None
+
+
+@EVALUATE.register(MedicationCount)
+def _medication_count(c: MedicationCount, ref: Reference, p: Row) -> Outcome:
+    rows = ref._records(ref.data.medications, "issue_date", p, c.names, c.categories, c.window, c.statuses)
+    if c.course != "any":
+        rows = [r for r in rows if r["course"] == c.course]
+    months = {(r["issue_date"].year, r["issue_date"].month) for r in rows}
+    ok = len(rows) >= c.min_issues and (c.min_distinct_months is None or len(months) >= c.min_distinct_months)
+    return ok, _newest(rows, "issue_date") if ok else None
+
+
+def _latest(latest: LatestCodeAmong, ref: Reference, p: Row) -> Outcome:
+    decided = ref._deciding(latest.sources, latest.window, p)
+    if decided is None:
+        return latest.when_none, None
+    status, evidence = decided
+    ok = status in latest.status_in
+    return ok, evidence if ok else None
+
+
+@EVALUATE.register(LatestCodeAmong)
+def _latest_code_among(c: LatestCodeAmong, ref: Reference, p: Row) -> Outcome:
+    return _latest(c, ref, p)
+
+
+@EVALUATE.register(LikelyInWork)
+def _likely_in_work(c: LikelyInWork, ref: Reference, p: Row) -> Outcome:
+    return _latest(c.as_latest(), ref, p)
+
+
+@EVALUATE.register(AlreadyInvited)
+def _already_invited(c: AlreadyInvited, ref: Reference, p: Row) -> Outcome:
+    study = ref.study_ids.get(c.study or ref.rule_set.study)
+    return any(i["study_id"] == study for i in ref._invitations(p)), None
+
+
+@EVALUATE.register(DoNotContact)
+def _do_not_contact(c: DoNotContact, ref: Reference, p: Row) -> Outcome:
+    study = ref.study_ids.get(c.study or ref.rule_set.study)
+    return any(
+        (i["status"] == "do_not_contact" or i.get("reply") == "do_not_contact")
+        and (c.any_study or i["study_id"] == study)
+        for i in ref._invitations(p)
+    ), None
+
+
+@EVALUATE.register(Not)
+def _not(c: Not, ref: Reference, p: Row) -> Outcome:
+    return not ref.holds(c.item, p), None
+
+
+@EVALUATE.register(AllOf, AnyOf)
+def _combination(c: AllOf | AnyOf, ref: Reference, p: Row) -> Outcome:
+    results = [ref.evaluate(child, p) for child in c.items]
+    ok = all(r[0] for r in results) if isinstance(c, AllOf) else any(r[0] for r in results)
+    if not ok:
+        return False, None
+    return True, next((ev for held, ev in results if held and ev is not None), None)
+
+
+EVALUATE.complete()
 
 
 def _evidence(row: Row, date_key: str) -> Evidence:

@@ -11,34 +11,53 @@ check files as they are written.
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
-import re
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from recruit.errors import RecruitError
-from recruit.load.status import (
-    EVENT_STATUSES,
-    MEDICATION_STATUSES,
+from recruit.query.model import (  # noqa: F401 (the model's names, read here by older imports)
+    EVER,
+    ISSUE_STATUSES,
+    KIND_BY_KEY,
+    KIND_KEYS,
+    KINDS,
+    MAX_STEPS,
+    AgeBetween,
+    Alive,
+    AllOf,
+    AlreadyInvited,
+    AnyOf,
+    CodeOnDays,
+    Criterion,
+    DoNotContact,
+    EventStatus,
+    HasCode,
+    IssueStatus,
+    Kind,
+    LatestCodeAmong,
+    LikelyInWork,
+    MedicationCount,
+    NhsNumberVerified,
+    Not,
+    Ref,
+    Registered,
+    RuleSet,
+    ScoreComponent,
+    StatusSource,
+    Step,
+    Window,
+    codelist_refs,
+    parse_criterion,
+    walk,
 )
 
 SCHEMA_PATH = Path("rules") / "rule-set.schema.json"
-MAX_STEPS = 62  # bit i of a signed 64-bit step_mask is step i
-
-# The record statuses the loader stores (clinical_event.status, medication_issue.status), named
-# once in recruit.load.status. A rule may count only some of them; a record loaded before
-# statuses were kept (NULL) counts as a plain `recorded` event or an `unknown` issue.
-EventStatus = Literal[EVENT_STATUSES]  # type: ignore[valid-type]
-IssueStatus = Literal[MEDICATION_STATUSES]  # type: ignore[valid-type]
-ISSUE_STATUSES = MEDICATION_STATUSES
-
 
 # Given the parsed rule set: the codelist names that exist, or a mapping of name -> the values of
 # its category column (None when it has none), which also lets categories be checked.
@@ -47,384 +66,6 @@ KnownCodelists = Callable[["RuleSet"], "Collection[str] | Mapping[str, Collectio
 
 class RuleSetError(RecruitError):
     """A rule file is broken; the message names file, line and field for each problem."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-# --- windows and codelist selections ----------------------------------------------------------
-
-
-class Window(_Strict):
-    """Which dates count. Records after the index date never count (they are in its future).
-
-    Write `ever`, `{last_months: N}`, `{last_days: N}` (both ending on the index date, both ends
-    included) or `{start: DATE, end: DATE}` (end defaults to the index date).
-    """
-
-    ever: bool | None = None
-    last_months: int | None = Field(default=None, ge=1, le=1200)
-    last_days: int | None = Field(default=None, ge=1, le=36600)
-    start: dt.date | None = None
-    end: dt.date | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        if value == "ever":
-            return {"ever": True}
-        if isinstance(value, str):
-            raise ValueError(
-                f"unknown window {value!r}: write ever, {{last_months: N}}, {{last_days: N}} "
-                "or {start: DATE, end: DATE}"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _one_form(self) -> Window:
-        forms = [
-            self.ever is True,
-            self.last_months is not None,
-            self.last_days is not None,
-            self.start is not None or self.end is not None,
-        ]
-        if sum(forms) != 1:
-            raise ValueError("give exactly one of ever, last_months, last_days or start/end")
-        if self.ever is False:
-            raise ValueError("ever must be true (leave it out and give another window instead)")
-        if (self.start is None) != (self.end is None) and self.start is None:
-            raise ValueError("a window with an end needs a start")
-        if self.start and self.end and self.start > self.end:
-            raise ValueError(f"window start {self.start} is after its end {self.end}")
-        return self
-
-
-EVER = Window(ever=True)
-
-
-class _Codelists(_Strict):
-    """One or more codelists, optionally narrowed to some values of their `category` column."""
-
-    codelist: str | None = Field(default=None, description="One codelist name (or use codelists).")
-    codelists: list[str] | None = Field(default=None, min_length=1)
-    categories: list[str] | None = Field(
-        default=None, min_length=1, description="Only rows whose category column is one of these."
-    )
-
-    @model_validator(mode="after")
-    def _one_of(self) -> _Codelists:
-        if (self.codelist is None) == (self.codelists is None):
-            raise ValueError("give either codelist: NAME or codelists: [NAME, ...]")
-        return self
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return (self.codelist,) if self.codelist is not None else tuple(self.codelists or ())
-
-
-# --- criteria --------------------------------------------------------------------------------
-
-
-class Registered(_Strict):
-    """Registered at the practice on the index date (and for at least N months before it).
-
-    Many extracts say a patient is registered (a practice named in `generalPractitioner`, an
-    active record) but not since when: the registration start is unknown. `unknown_start` says
-    how such a registration counts: `counts` takes it as begun long enough before the index
-    date; `does_not_count` (the default, as before) leaves the person out. A registration that
-    has ended before the index date never counts.
-    """
-
-    for_at_least_months: int = Field(default=0, ge=0, le=1200)
-    unknown_start: Literal["counts", "does_not_count"] = "does_not_count"
-
-
-class Alive(_Strict):
-    """No date of death on or before the index date."""
-
-
-class NhsNumberVerified(_Strict):
-    """The record carries an NHS number that passes its check digit and is not marked unverified
-    (untraced). Without one, opt-outs and earlier invitations cannot be matched and no letter can
-    be written, so searches leave such patients out at a step of their own and say so."""
-
-
-class AgeBetween(_Strict):
-    """Age in whole years on the index date, both ends included.
-
-    A partial birth date (a year, or a year and month) is decided in the safe direction: the
-    person must be at least `min` even if born on the last possible day, and at most `max` even
-    if born on the first, so nobody can be too young or too old on any reading of the record.
-    """
-
-    min: int = Field(ge=0, le=130)
-    max: int = Field(ge=0, le=130)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> AgeBetween:
-        if self.min > self.max:
-            raise ValueError(f"min {self.min} is greater than max {self.max}")
-        return self
-
-
-class HasCode(_Codelists):
-    """A clinical event with a code from the codelist(s) in the window.
-
-    occurrence `any` (default): any such event; `first`: the patient's first ever such event
-    falls in the window (new onset); `last`: their most recent one does.
-    """
-
-    window: Window = EVER
-    occurrence: Literal["any", "first", "last"] = "any"
-    statuses: list[EventStatus] | None = Field(
-        default=None,
-        min_length=1,
-        description=(
-            "Only events with one of these statuses count (default: every status). An event "
-            "loaded without a status counts as recorded."
-        ),
-    )
-
-
-class MedicationCount(_Codelists):
-    """Enough prescription issues in the window: repeat prescribing shows as several issues
-    spread over several calendar months, which one acute prescription cannot fake."""
-
-    window: Window
-    min_issues: int = Field(default=1, ge=1)
-    min_distinct_months: int | None = Field(default=None, ge=1)
-    course: Literal["any", "repeat", "acute"] = "any"
-    statuses: list[IssueStatus] | None = Field(
-        default=None,
-        min_length=1,
-        description=(
-            "Only issues with one of these statuses count (default: every status). An issue "
-            "loaded without a status counts as unknown."
-        ),
-    )
-
-
-class StatusSource(_Strict):
-    """Codes (a codelist, optionally some categories) that mean one status."""
-
-    codelist: str
-    categories: list[str] | None = Field(default=None, min_length=1)
-    status: str = Field(min_length=1)
-
-
-class LatestCodeAmong(_Strict):
-    """The most recent code among several codelists decides a status (status-like codes:
-    a newer code replaces an older one). On one day, the source listed first wins."""
-
-    sources: list[StatusSource] = Field(min_length=1)
-    window: Window = EVER
-    status_in: list[str] = Field(
-        min_length=1, description="The criterion holds if the status is one of these."
-    )
-    when_none: bool = Field(default=False, description="Whether it holds when no code is in the window.")
-
-
-class LikelyInWork(_Strict):
-    """Dated evidence of work status: the most recent evidence inside the look-back decides.
-
-    Holds (so an exclusion step excludes) when the deciding evidence has a status in
-    `in_work_statuses`; with no evidence in the look-back it holds only if unknown is `exclude`.
-    """
-
-    look_back_months: int = Field(default=12, ge=1, le=1200)
-    evidence: list[StatusSource] = Field(min_length=1)
-    in_work_statuses: list[str] = Field(default=["in_work"], min_length=1)
-    unknown: Literal["keep", "exclude"] = "keep"
-
-    def as_latest(self) -> LatestCodeAmong:
-        return LatestCodeAmong(
-            sources=self.evidence,
-            window=Window(last_months=self.look_back_months),
-            status_in=self.in_work_statuses,
-            when_none=self.unknown == "exclude",
-        )
-
-
-class AlreadyInvited(_Strict):
-    """An invitation to the study exists (any status), matched by patient or NHS number."""
-
-    study: str | None = Field(default=None, description="Study code; defaults to the rule set's study.")
-
-
-class DoNotContact(_Strict):
-    """The person asked not to be contacted (an invitation with status or reply do_not_contact)."""
-
-    any_study: bool = Field(default=True, description="Count such a request made in any study.")
-    study: str | None = None
-
-
-class Criterion(_Strict):
-    """Exactly one of the keys below."""
-
-    model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
-
-    registered: Registered | None = None
-    alive: Alive | None = None
-    nhs_number_verified: NhsNumberVerified | None = None
-    age_between: AgeBetween | None = None
-    has_code: HasCode | None = None
-    medication_count: MedicationCount | None = None
-    latest_code_among: LatestCodeAmong | None = None
-    likely_in_work: LikelyInWork | None = None
-    already_invited: AlreadyInvited | None = None
-    do_not_contact: DoNotContact | None = None
-    all_: list[Criterion] | None = Field(default=None, alias="all", min_length=1)
-    any_: list[Criterion] | None = Field(default=None, alias="any", min_length=1)
-    not_: Criterion | None = Field(default=None, alias="not")
-    ref: str | None = Field(default=None, description="The name of a definition.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_bodies(cls, value: Any) -> Any:
-        # `alive:` with nothing after it reads as null; it means "with default settings".
-        if isinstance(value, dict):
-            return {k: ({} if v is None and k in _EMPTY_OK else v) for k, v in value.items()}
-        return value
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Criterion:
-        given = [name for name in _KINDS if getattr(self, name) is not None]
-        if len(given) != 1:
-            keys = ", ".join(k.rstrip("_") for k in _KINDS)
-            raise ValueError(f"a criterion needs exactly one of: {keys} (found {len(given)})")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(name for name in _KINDS if getattr(self, name) is not None)
-
-    @property
-    def body(self) -> Any:
-        return getattr(self, self.kind)
-
-
-_KINDS = [name for name in Criterion.model_fields]
-_EMPTY_OK = {"registered", "alive", "nhs_number_verified", "already_invited", "do_not_contact"}
-
-
-class Step(_Strict):
-    """One inclusion or exclusion, applied in file order."""
-
-    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=100)
-    kind: Literal["include", "exclude"]
-    reason: str = Field(min_length=1, description="Why, in words for a GP: shown in the flow table.")
-    criterion: Criterion
-
-
-class ScoreComponent(_Strict):
-    """A weighted piece of out-of-work evidence; a candidate's score is the sum of the weights
-    of the components that hold for them."""
-
-    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=100)
-    weight: float
-    why: str = Field(min_length=1, description="The reasoning behind the weight.")
-    criterion: Criterion
-
-
-class RuleSet(_Strict):
-    """A search: who is in, who is out and why, in order."""
-
-    model_config = ConfigDict(title="recruit rule set")
-
-    name: str = Field(min_length=1, max_length=200)
-    version: str = Field(min_length=1, max_length=100)
-    description: str | None = None
-    study: str | None = Field(default=None, description="Study code (study.code) the search is for.")
-    codelist_directory: str | None = Field(
-        default=None, description="Folder of codelists, relative to this file; default codelists/."
-    )
-    definitions: dict[str, Criterion] = Field(default_factory=dict)
-    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
-    score: list[ScoreComponent] = Field(default_factory=list)
-
-    @field_validator("steps", "score")
-    @classmethod
-    def _unique_ids(cls, items: list[Any]) -> list[Any]:
-        seen: set[str] = set()
-        for item in items:
-            if item.id in seen:
-                raise ValueError(f"id {item.id!r} is used twice")
-            seen.add(item.id)
-        return items
-
-    @field_validator("definitions")
-    @classmethod
-    def _definition_names(cls, definitions: dict[str, Criterion]) -> dict[str, Criterion]:
-        for name in definitions:
-            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-                raise ValueError(f"definition name {name!r}: use lower-case letters, digits and _")
-        return definitions
-
-    def fingerprint(self) -> str:
-        """sha256 of the canonical JSON: equal rule sets share it whatever their layout.
-
-        Fields added later and left unset (`statuses`) are left out, so a rule set written
-        before they existed keeps its fingerprint and its stored runs still match it."""
-        data = _without_unset(self.model_dump(mode="json", by_alias=True), _ADDED_FIELDS)
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    def codelist_names(self) -> list[str]:
-        """Every codelist the rule set uses, in first-use order."""
-        names: dict[str, None] = {}
-        for _, criterion in self.criteria():
-            for name, _path in _codelist_refs(criterion, ()):
-                names.setdefault(name, None)
-        return list(names)
-
-    def criteria(self) -> Iterator[tuple[tuple[str | int, ...], Criterion]]:
-        """Every top-level criterion with its location in the file."""
-        for name, criterion in self.definitions.items():
-            yield ("definitions", name), criterion
-        for i, step in enumerate(self.steps):
-            yield ("steps", i, "criterion"), step.criterion
-        for i, component in enumerate(self.score):
-            yield ("score", i, "criterion"), component.criterion
-
-
-_ADDED_FIELDS = frozenset({"statuses"})
-
-
-def _without_unset(node: Any, names: frozenset[str]) -> Any:
-    if isinstance(node, dict):
-        return {k: _without_unset(v, names) for k, v in node.items() if not (k in names and v is None)}
-    if isinstance(node, list):
-        return [_without_unset(v, names) for v in node]
-    return node
-
-
-def walk(
-    criterion: Criterion, path: tuple[str | int, ...]
-) -> Iterator[tuple[tuple[str | int, ...], Criterion]]:
-    """This criterion and every criterion nested in it, with their paths."""
-    yield path, criterion
-    kind = criterion.kind
-    alias = kind.rstrip("_")
-    if kind in ("all_", "any_"):
-        for i, child in enumerate(criterion.body):
-            yield from walk(child, (*path, alias, i))
-    elif kind == "not_":
-        yield from walk(criterion.body, (*path, alias))
-
-
-def _codelist_refs(criterion: Criterion, path: tuple[str | int, ...]) -> Iterator[tuple[str, tuple]]:
-    for sub_path, node in walk(criterion, path):
-        body, kind = node.body, node.kind
-        if kind in ("has_code", "medication_count"):
-            if body.codelist is not None:
-                yield body.codelist, (*sub_path, kind, "codelist")
-            for i, name in enumerate(body.codelists or ()):
-                yield name, (*sub_path, kind, "codelists", i)
-        elif kind in ("latest_code_among", "likely_in_work"):
-            field = "sources" if kind == "latest_code_among" else "evidence"
-            for i, source in enumerate(getattr(body, field)):
-                yield source.codelist, (*sub_path, kind, field, i, "codelist")
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -461,8 +102,7 @@ def parse_rule_set(
         rule_set = RuleSet.model_validate(data)
     except ValidationError as exc:
         problems = [
-            _located(filename, root, tuple(err["loc"]), _message(err))
-            for err in exc.errors(include_url=False)
+            _located(filename, root, _file_path(err), _message(err)) for err in exc.errors(include_url=False)
         ]
         raise RuleSetError("\n".join(problems)) from None
     problems = _check_references(rule_set, filename, root, known_codelists)
@@ -471,9 +111,28 @@ def parse_rule_set(
     return rule_set
 
 
+# The field a combination kind keeps its criteria in: not written in files (`all: [...]`).
+_INNER_FIELDS = {"all": "items", "any": "items", "not": "item", "ref": "name"}
+
+
+def _file_path(err: ErrorDetails) -> tuple[Any, ...]:
+    """Where an error is in the file: pydantic's location less the fields files do not write."""
+    loc = tuple(err["loc"])
+    path = [part for i, part in enumerate(loc) if not (i and _INNER_FIELDS.get(loc[i - 1]) == part)]
+    given = err.get("input")
+    if err["type"] == "criterion" and isinstance(given, dict) and len(given) == 1:
+        path.append(next(iter(given)))  # the misspelt kind's own line
+    return tuple(path)
+
+
 def _message(err: ErrorDetails) -> str:
     if err["type"] == "extra_forbidden":
         return "unknown field (misspelt?)"
+    given = err.get("input")
+    if err["type"] == "criterion" and isinstance(given, dict):
+        if len(given) == 1:
+            return f"unknown field (misspelt?): a criterion is one of {KIND_KEYS}"
+        return f"{err['msg']} (found {len(given)})"
     msg = str(err["msg"])
     return msg.removeprefix("Value error, ")
 
@@ -485,21 +144,21 @@ def _check_references(
     known = known_codelists(rule_set) if known_codelists else None
     for path, criterion in rule_set.criteria():
         for sub_path, node in walk(criterion, path):
-            if node.kind == "ref" and node.ref not in rule_set.definitions:
+            if isinstance(node, Ref) and node.name not in rule_set.definitions:
                 names = ", ".join(rule_set.definitions) or "none"
                 problems.append(
                     _located(
-                        filename, root, (*sub_path, "ref"), f"no definition named {node.ref!r} ({names})"
+                        filename, root, (*sub_path, "ref"), f"no definition named {node.name!r} ({names})"
                     )
                 )
-            if node.kind == "already_invited" and not (node.body.study or rule_set.study):
+            if isinstance(node, AlreadyInvited) and not (node.study or rule_set.study):
                 problems.append(
                     _located(
                         filename, root, (*sub_path, "already_invited"), "needs a study (or a top-level study)"
                     )
                 )
         if known is not None:
-            for name, ref_path in _codelist_refs(criterion, path):
+            for name, ref_path in codelist_refs(criterion, path):
                 if name not in known:
                     problems.append(_located(filename, root, ref_path, f"unknown codelist {name!r}"))
             if isinstance(known, Mapping):
@@ -518,7 +177,7 @@ def _check_references(
 
 
 def _check_categories(
-    criterion: Criterion,
+    criterion: Kind,
     path: tuple[str | int, ...],
     known: Mapping[str, Collection[str] | None],
     filename: str,
@@ -527,16 +186,9 @@ def _check_categories(
     """A category no listed codelist has would silently match nothing: report it."""
     problems = []
     for sub_path, node in walk(criterion, path):
-        body, kind = node.body, node.kind
-        groups: list[tuple[tuple[str, ...], list[str] | None, tuple]] = []
-        if kind in ("has_code", "medication_count"):
-            groups.append((body.names, body.categories, (*sub_path, kind, "categories")))
-        elif kind in ("latest_code_among", "likely_in_work"):
-            field = "sources" if kind == "latest_code_among" else "evidence"
-            for i, source in enumerate(getattr(body, field)):
-                groups.append(
-                    ((source.codelist,), source.categories, (*sub_path, kind, field, i, "categories"))
-                )
+        groups = [
+            (names, categories, (*sub_path, *where)) for names, categories, where in node.category_groups()
+        ]
         for names, categories, where in groups:
             have: set[str] = set()
             for name in names:
@@ -556,8 +208,10 @@ def _check_categories(
 
 
 def _definition_cycle(rule_set: RuleSet) -> list[str] | None:
-    def refs(criterion: Criterion) -> list[str]:
-        return [n.ref for _, n in walk(criterion, ()) if n.kind == "ref" and n.ref in rule_set.definitions]
+    def refs(criterion: Kind) -> list[str]:
+        return [
+            n.name for _, n in walk(criterion, ()) if isinstance(n, Ref) and n.name in rule_set.definitions
+        ]
 
     state: dict[str, int] = {}
 

@@ -7,7 +7,8 @@ import datetime as dt
 
 from hypothesis import strategies as st
 
-from recruit.rules.model import EVENT_STATUSES, ISSUE_STATUSES, RuleSet
+from recruit.load.status import EVENT_STATUSES
+from recruit.query.model import ISSUE_STATUSES, KINDS, AllOf, AnyOf, Not, Ref, RuleSet
 from tests.search_helpers import Population, make_codelist
 
 EVENT_CODES = [
@@ -153,24 +154,14 @@ def status_sources(draw):
     ]
 
 
+# Every kind of the query model that is not a combination (all, any, not) or a reference: the
+# generative tests build rule sets from all of them, so a new kind is compared across engines.
+LEAF_KINDS = [kind.key for kind in KINDS if kind not in (AllOf, AnyOf, Not, Ref)]
+
+
 @st.composite
 def leaves(draw):
-    kind = draw(
-        st.sampled_from(
-            [
-                "registered",
-                "alive",
-                "nhs_number_verified",
-                "age_between",
-                "has_code",
-                "medication_count",
-                "latest_code_among",
-                "likely_in_work",
-                "already_invited",
-                "do_not_contact",
-            ]
-        )
-    )
+    kind = draw(st.sampled_from(LEAF_KINDS))
     if kind == "registered":
         return {
             "registered": {
@@ -193,6 +184,13 @@ def leaves(draw):
                 st.lists(st.sampled_from(EVENT_STATUSES), min_size=1, max_size=3, unique=True)
             )
         return {"has_code": body}
+    if kind == "code_on_days":
+        body = _codes(draw, ["a", "b", "c"]) | {"window": draw(windows), "min_days": draw(st.integers(1, 3))}
+        if draw(st.booleans()):
+            body["statuses"] = draw(
+                st.lists(st.sampled_from(EVENT_STATUSES), min_size=1, max_size=3, unique=True)
+            )
+        return {"code_on_days": body}
     if kind == "medication_count":
         body = _codes(draw, ["m"]) | {"window": draw(windows), "min_issues": draw(st.integers(1, 3))}
         body.pop("categories", None)
@@ -226,7 +224,9 @@ def leaves(draw):
         }
     if kind == "already_invited":
         return {"already_invited": {}}
-    return {"do_not_contact": {"any_study": draw(st.booleans())}}
+    if kind == "do_not_contact":
+        return {"do_not_contact": {"any_study": draw(st.booleans())}}
+    raise AssertionError(f"no strategy for the {kind!r} criterion kind: add one here")
 
 
 def criteria(definitions: list[str]):

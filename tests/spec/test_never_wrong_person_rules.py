@@ -225,8 +225,8 @@ def test_case11_exclusions_count_records_of_every_status(engine, instep):
 def test_case11_the_rule_file_says_which_statuses_each_rule_uses(instep):
     rule_set, _, _ = instep
     assert rule_set.version == "0.5-draft"
-    pain = rule_set.definitions["chronic_pain_coded"].body
-    opioids = rule_set.definitions["repeat_opioids"].body
+    pain = rule_set.definitions["chronic_pain_coded"]
+    opioids = rule_set.definitions["repeat_opioids"]
     assert pain.statuses == ["recorded", "active"]
     assert opioids.statuses == ["issued", "active", "completed", "unknown"]
     for step in rule_set.steps:

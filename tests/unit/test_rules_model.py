@@ -66,8 +66,8 @@ def errors_of(text: str, known: set[str] | None = None) -> str:
 def test_a_good_file_parses():
     rule_set = parse_rule_set(GOOD, "x.yaml", lambda _rs: {"chronic_pain", "opioids", "fit_note"})
     assert [s.id for s in rule_set.steps] == ["registered", "pain", "invited"]
-    assert rule_set.steps[0].criterion.kind == "registered"
-    assert rule_set.steps[1].criterion.body[0].ref == "pain"
+    assert rule_set.steps[0].criterion.key == "registered"
+    assert rule_set.steps[1].criterion.items[0].name == "pain"
     assert rule_set.codelist_names() == ["chronic_pain", "opioids", "fit_note"]
     assert rule_set.score[0].weight == 2
     assert len(rule_set.fingerprint()) == 64
