@@ -285,6 +285,16 @@ def _allow_ever(node: Any) -> Any:
     return node
 
 
+def kinds_markdown() -> str:
+    """The README's table of criterion kinds, from the classes' own docstrings (a test keeps the
+    README equal to it, so a new kind is documented where rule writers look)."""
+    rows = ["| criterion | holds when |", "|---|---|"]
+    for kind in KINDS:
+        first = " ".join((kind.__doc__ or "").strip().split("\n\n")[0].split())
+        rows.append(f"| `{kind.key}` | {first} |")
+    return "\n".join(rows) + "\n"
+
+
 def rule_set_json_schema_text() -> str:
     return json.dumps(rule_set_json_schema(), indent=2, sort_keys=True) + "\n"
 

@@ -158,6 +158,38 @@ def test_has_code_categories(engine):
     assert passing(engine, pop, {"has_code": {"codelist": "work", "categories": ["unemployed"]}}) == {2}
 
 
+def test_code_on_days_counts_different_days(engine):
+    """code_on_days: codes on at least N different days in the window; several codes entered on
+    one day are one day, a prefix row counts, a code after the index date never does."""
+    pop = Population()
+    for pid in range(1, 7):
+        pop.add_patient(pid)
+    for day in (D(2025, 1, 5), D(2025, 3, 5), D(2025, 5, 5)):
+        pop.add_event(1, day, "snomedct", "1000001")  # three consultations
+    for code in ("1000001", "1000001"):
+        pop.add_event(2, D(2025, 1, 5), "snomedct", code)  # two codes, one day
+    pop.add_event(2, D(2025, 1, 5), "readv2", "N2411")
+    pop.add_event(3, D(2025, 1, 5), "readv2", "N2412")  # the N24.. prefix row
+    pop.add_event(3, D(2025, 2, 5), "snomedct", "1000001")
+    pop.add_event(3, D(2020, 2, 5), "snomedct", "1000001")  # outside 12 months
+    pop.add_event(4, D(2025, 1, 5), "snomedct", "1000001")
+    pop.add_event(4, D(2025, 7, 5), "snomedct", "1000001")  # after the index date
+    pop.add_event(5, D(2025, 1, 5), "snomedct", "1000001", status="refuted")
+    pop.add_event(5, D(2025, 2, 5), "snomedct", "1000001")
+    pop.add_event(6, D(2025, 1, 5), "snomedct", "9999999")
+    pop.add_event(6, D(2025, 2, 5), "snomedct", "9999999")
+    year = {"codelist": "pain", "window": {"last_months": 12}}
+    assert passing(engine, pop, {"code_on_days": {**year, "min_days": 1}}) == {1, 2, 3, 4, 5}
+    assert passing(engine, pop, {"code_on_days": {**year, "min_days": 2}}) == {1, 3, 5}
+    assert passing(engine, pop, {"code_on_days": {**year, "min_days": 3}}) == {1}
+    assert passing(engine, pop, {"code_on_days": {"codelist": "pain", "min_days": 3}}) == {1, 3}  # any date
+    recorded = {**year, "min_days": 2, "statuses": ["recorded", "active"]}
+    assert passing(engine, pop, {"code_on_days": recorded}) == {1, 3}
+    # The evidence an exclusion shows is the newest of the records counted.
+    run = check(engine, pop, one_step({"code_on_days": {**year, "min_days": 3}}, kind="exclude"), CODELISTS)
+    assert run.results[1]["evidence"]["date"] == "2025-05-05"
+
+
 def test_medication_count_issues_and_distinct_months(engine):
     pop = Population()
     for pid in range(1, 6):
