@@ -16,11 +16,12 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, true
 
+from recruit.codelists import Code, Codelist, CodeSystem
 from recruit.errors import RecruitError
 from recruit.rules.model import RuleSet
-from recruit.tables import RESULT, RUN, STEP_COUNT
+from recruit.tables import CODELIST, CODES, RESULT, RUN, STEP_COUNT
 
 
 class NoSuchRun(RecruitError):
@@ -144,6 +145,36 @@ class SearchRun:
         except (yaml.YAMLError, ValidationError):
             return None
 
+    def codelists(self, conn: Connection) -> tuple[dict[str, Codelist], dict[str, int]] | None:
+        """The codelists exactly as the run used them (stored with it): their ids, which the SQL
+        joins on, and the rows matched by prefix, the only ones the compiler needs to see in
+        Python. None if one is no longer stored (a run older than stored codelists)."""
+        codelists: dict[str, Codelist] = {}
+        ids: dict[str, int] = {}
+        for name, fingerprint in self.codelist_fingerprints.items():
+            row = conn.execute(
+                select(CODELIST.c.id, CODELIST.c.version).where(
+                    CODELIST.c.name == name, CODELIST.c.fingerprint == fingerprint
+                )
+            ).first()
+            if row is None:
+                return None
+            prefixed = conn.execute(
+                select(CODES).where(CODES.c.codelist_id == row.id, CODES.c.match_prefix == true())
+            )
+            codes = tuple(
+                Code(
+                    CodeSystem(c.code_system),
+                    c.code,
+                    c.term or "",
+                    MappingProxyType({"match": "prefix", **({"category": c.category} if c.category else {})}),
+                )
+                for c in prefixed
+            )
+            codelists[name] = Codelist(name, codes, row.version or "", (), fingerprint)
+            ids[name] = row.id
+        return codelists, ids
+
     @property
     def step_ids(self) -> tuple[str, ...]:
         """The steps' ids in order: bit i of search_result.step_mask is step i."""
@@ -172,7 +203,7 @@ class SearchRun:
         """What made one candidate a candidate, worked out as the review sheet does (from the
         rules and codelists stored with the run, over the candidates of that person's practice).
         Call it inside a transaction: the explanation uses temporary tables."""
-        from recruit.review import _explain
+        from recruit.explain import explain_candidates
 
         practice_id = conn.execute(
             select(RESULT.c.practice_id).where(
@@ -183,7 +214,7 @@ class SearchRun:
         ).scalar()
         if practice_id is None:
             raise RecruitError(f"Patient {patient_id} is not a candidate in search run {self.id}.")
-        explained = _explain(conn, self, practice_id)
+        explained = explain_candidates(conn, self, practice_id)
         why = explained.why.get(patient_id) or ([explained.missing] if explained.missing else [])
         return Explanation(
             why=tuple(why),
