@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Integer, Table, case, func, literal_column, s
 
 from recruit.codelists import Codelist
 from recruit.rules.model import RuleSet
+from recruit.search_run import SearchRun
 from recruit.tables import PATIENT
 
 CEILING_FEATURES_FILE = "ceiling_features.yaml"
@@ -85,7 +86,7 @@ def top_precision(shares: Sequence[tuple[float, int]], size: float) -> float:
 
 
 def ceiling_groups(
-    conn: Connection, run: Any, people: Any, truth: Table, features: CeilingFeatures
+    conn: Connection, run: SearchRun, people: Any, truth: Table, features: CeilingFeatures
 ) -> list[tuple[int, int, tuple[Any, ...]]]:
     """(people, truly eligible, features) for each group of candidates with identical recorded
     features (the run's score, then 1 or 0 for each criterion of `features`).

@@ -70,7 +70,8 @@ from recruit.evaluation.truth import (
     truth_extract_date,
     truth_rows,
 )
-from recruit.tables import PATIENT, RESULT, RUN, STEP_COUNT
+from recruit.search_run import SearchRun
+from recruit.tables import PATIENT, RESULT, STEP_COUNT
 from synthetic_ehr.truth_columns import ELIGIBLE_IPS
 
 WAVES: tuple[tuple[str, float], ...] = (("top 10%", 0.10), ("top 25%", 0.25), ("top 50%", 0.50), ("all", 1.0))
@@ -252,11 +253,7 @@ def evaluate_run(
     if ceiling is None:
         ceiling = load_ceiling_features()
     with engine.begin() as conn:
-        run: Any = conn.execute(select(RUN).where(RUN.c.id == run_id)).one_or_none()
-        if run is None:
-            raise RecruitError(f"There is no search run {run_id}.")
-        if run.status != "finished":
-            raise RecruitError(f"Search run {run_id} did not finish ({run.status}); run the search again.")
+        run = SearchRun.load(conn, run_id).require_finished()
         steps = conn.execute(
             select(STEP_COUNT).where(STEP_COUNT.c.run_id == run_id).order_by(STEP_COUNT.c.step_index)
         ).all()
@@ -382,7 +379,7 @@ def _people(conn: Connection, run_id: int, step_ids: Sequence[str], truth: Table
 
 def _evaluate(
     conn: Connection,
-    run: Any,
+    run: SearchRun,
     steps: Sequence[Any],
     truth: Table,
     eligibility: str,

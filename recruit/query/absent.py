@@ -16,8 +16,8 @@ from sqlalchemy import Connection, and_, exists, func, or_, select
 from recruit.load.codes import CODE_SYSTEMS
 from recruit.load.coverage import system_words
 from recruit.query.model import Kind, Ref, Registered, RuleSet, walk
-from recruit.rules.model import parse_rule_set
-from recruit.tables import CODELIST, CODES, EVENT, MEDICATION, PATIENT, RESULT, RUN, STEP_COUNT
+from recruit.search_run import SearchRun
+from recruit.tables import CODELIST, CODES, EVENT, MEDICATION, PATIENT, RESULT, STEP_COUNT
 
 # A step "removes nearly everyone" when it removes at least this share of at least this many.
 NEARLY_ALL = 0.95
@@ -40,11 +40,11 @@ class SearchWarning:
 
 def search_warnings(conn: Connection, run_id: int, rule_set: RuleSet | None = None) -> list[SearchWarning]:
     """The warnings for a finished run; the rule set defaults to the text stored with the run."""
+    run = SearchRun.load(conn, run_id)
     if rule_set is None:
-        text = conn.execute(select(RUN.c.rule_set_text).where(RUN.c.id == run_id)).scalar()
-        if not text:
+        rule_set = run.rule_set
+        if rule_set is None:
             return []
-        rule_set = parse_rule_set(text)
     counts = {
         row.step_index: row
         for row in conn.execute(
@@ -54,7 +54,7 @@ def search_warnings(conn: Connection, run_id: int, rule_set: RuleSet | None = No
         )
     }
     found: list[SearchWarning] = []
-    systems = _Systems(conn, run_id)
+    systems = _Systems(conn, run)
     for i, step in enumerate(rule_set.steps):
         row = counts.get(i)
         if row is not None and (
@@ -70,7 +70,7 @@ def search_warnings(conn: Connection, run_id: int, rule_set: RuleSet | None = No
         warning = None
         if isinstance(criterion, Registered):
             earlier = [s.id for s in rule_set.steps[:i]]
-            warning = _registration_absent(conn, run_id, step.id, earlier, row, criterion)
+            warning = _registration_absent(conn, run, step.id, earlier, row, criterion)
         elif criterion.key == "nhs_number_verified":
             warning = _nhs_numbers_absent(step.id, row)
         else:
@@ -133,8 +133,8 @@ class _Systems:
     """The code systems the run's patients' records hold, per kind of record (asked once, and
     only if some step reads codes): one EXISTS per system, on the (code_system, code) index."""
 
-    def __init__(self, conn: Connection, run_id: int) -> None:
-        self.conn, self.run_id = conn, run_id
+    def __init__(self, conn: Connection, run: SearchRun) -> None:
+        self.conn, self.run_id, self.run = conn, run.id, run
         self._held: dict[str, set[str]] | None = None
         self._lists: dict[str, set[str]] = {}
 
@@ -157,10 +157,7 @@ class _Systems:
     def of_list(self, name: str) -> set[str] | None:
         """The systems a codelist the run used has codes in; None if the run did not store it."""
         if name not in self._lists:
-            prints = self.conn.execute(
-                select(RUN.c.codelist_fingerprints).where(RUN.c.id == self.run_id)
-            ).scalar()
-            fingerprint = (prints or {}).get(name)
+            fingerprint = self.run.codelist_fingerprints.get(name)
             if not fingerprint:
                 return None
             ids = select(CODELIST.c.id).where(CODELIST.c.name == name, CODELIST.c.fingerprint == fingerprint)
@@ -234,22 +231,22 @@ def _nhs_numbers_absent(step_id: str, counts: Any) -> SearchWarning:
 
 
 def _registration_absent(
-    conn: Connection, run_id: int, step_id: str, earlier: list[str], counts: Any, criterion: Registered
+    conn: Connection, run: SearchRun, step_id: str, earlier: list[str], counts: Any, criterion: Registered
 ) -> SearchWarning | None:
     """Warn when (nearly) all the patients the step removed, leaving aside those who had left the
     practice, have no registration start date: the rule needed a start the extract lacks."""
     if criterion.unknown_start == "counts":
         return None  # an unknown start passes; whoever was removed left the practice
-    run = conn.execute(select(RUN.c.index_date).where(RUN.c.id == run_id)).scalar_one()
+    run_id, index_date = run.id, run.index_date
     no_start = and_(
         PATIENT.c.registration_start.is_(None),
-        or_(PATIENT.c.registration_end.is_(None), PATIENT.c.registration_end >= run),
+        or_(PATIENT.c.registration_end.is_(None), PATIENT.c.registration_end >= index_date),
     )  # still registered on the index date, since an unknown day
     entering, removed = counts.entering, counts.excluded
     among = select(func.count()).select_from(RESULT.join(PATIENT, PATIENT.c.id == RESULT.c.patient_id))
     among = among.where(RESULT.c.run_id == run_id)
     # Those removed who had not left the practice by the index date (leaving is a true answer).
-    still = or_(PATIENT.c.registration_end.is_(None), PATIENT.c.registration_end >= run)
+    still = or_(PATIENT.c.registration_end.is_(None), PATIENT.c.registration_end >= index_date)
     removed_here = conn.execute(among.where(RESULT.c.excluding_step == step_id, still)).scalar_one()
     without = conn.execute(among.where(RESULT.c.excluding_step == step_id, no_start)).scalar_one()
     if not removed_here or without < NEARLY_ALL * removed_here:
