@@ -93,7 +93,7 @@ def explain_candidates(conn: Connection, run: SearchRun, practice_id: int | None
             if table is None:
                 continue
             for ev in conn.execute(select(table)):
-                words = _record_words(ev.ev_term, ev.ev_system, ev.ev_code, ev.ev_date)
+                words = record_words(ev.ev_term, ev.ev_system, ev.ev_code, ev.ev_date)
                 explained.why.setdefault(ev.patient_id, []).append(f"{step.reason}: {words}")
     for step, criterion in not_counted:
         # Candidates passed this exclusion, so a record found with the window widened to "ever"
@@ -102,7 +102,7 @@ def explain_candidates(conn: Connection, run: SearchRun, practice_id: int | None
         if table is None:
             continue
         for ev in conn.execute(select(table)):
-            words = _record_words(ev.ev_term, ev.ev_system, ev.ev_code, ev.ev_date)
+            words = record_words(ev.ev_term, ev.ev_system, ev.ev_code, ev.ev_date)
             explained.check_first.setdefault(ev.patient_id, []).append(
                 f"Not counted by the search (outside its window or status) for '{step.reason}': {words}"
             )
@@ -122,7 +122,7 @@ def explain_candidates(conn: Connection, run: SearchRun, practice_id: int | None
         since = months_before(run.index_date, look_back) if look_back else None
         for ev in conn.execute(select(deciding)):
             status = STATUS_WORDS.get(ev.status, ev.status.replace("_", " ").capitalize())
-            words = _record_words(ev.ev_term, ev.ev_system, ev.ev_code, ev.ev_date)
+            words = record_words(ev.ev_term, ev.ev_system, ev.ev_code, ev.ev_date)
             text = f"{status}: {words}"
             older = since is not None and _as_date(ev.ev_date) < since
             if older:
@@ -170,7 +170,7 @@ def _not_counted(rule_set: RuleSet) -> list[tuple[Step, Kind]]:
     return out
 
 
-def _record_words(term: str | None, system: str | None, code: str | None, day: Any) -> str:
+def record_words(term: str | None, system: str | None, code: str | None, day: Any) -> str:
     if isinstance(day, str):
         day = dt.date.fromisoformat(day[:10])
     label = SYSTEM_NAMES.get(system or "", system or "")

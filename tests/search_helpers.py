@@ -243,14 +243,18 @@ def run_engine(
 def reference_run(
     population: Population, rules: RuleSet, codelists: Mapping[str, Codelist], index: dt.date = INDEX
 ) -> ReferenceRun:
-    data = Data(
+    return run_reference(rules, codelists, reference_data(population), index)
+
+
+def reference_data(population: Population) -> Data:
+    """The population as the reference evaluator reads it."""
+    return Data(
         population.patients,
         population.events,
         population.medications,
         population.invitations,
         population.studies,
     )
-    return run_reference(rules, codelists, data, index)
 
 
 def assert_agrees(engine_run: EngineRun, reference: ReferenceRun) -> None:

@@ -74,7 +74,8 @@ def births(draw):
 
 
 @st.composite
-def populations(draw):
+def populations(draw, max_records: int = 4, record_dates: st.SearchStrategy[dt.date] = dates):
+    """max_records and record_dates: more records, closer together, put several in one window."""
     pop = Population()
     pop.practices.append({"id": 1, "ods_code": "A00001", "name": "One"})
     pop.practices.append({"id": 2, "ods_code": "A00002", "name": "Two"})
@@ -94,15 +95,15 @@ def populations(draw):
             registration_end=draw(st.one_of(st.none(), dates)),
             date_of_death=draw(st.one_of(st.none(), dates)),
         )
-        for _ in range(draw(st.integers(0, 4))):
+        for _ in range(draw(st.integers(0, max_records))):
             system, code = draw(st.sampled_from(EVENT_CODES))
             term = draw(st.sampled_from([None, "t1", "t2"]))
-            pop.add_event(pid, draw(dates), system, code, term, status=draw(event_statuses))
-        for _ in range(draw(st.integers(0, 4))):
+            pop.add_event(pid, draw(record_dates), system, code, term, status=draw(event_statuses))
+        for _ in range(draw(st.integers(0, max_records))):
             _, code = draw(st.sampled_from(DRUG_CODES))
             pop.add_issue(
                 pid,
-                draw(dates),
+                draw(record_dates),
                 code,
                 course=draw(st.sampled_from(["acute", "repeat", "unknown"])),
                 status=draw(issue_statuses),
@@ -267,6 +268,55 @@ def rule_sets(draw):
             "weight": draw(st.sampled_from([0.5, 1.0, 2.0, 3.0])),
             "why": "w",
             "criterion": draw(criteria(names)),
+        }
+        for j in range(draw(st.integers(0, 2)))
+    ]
+    return RuleSet.model_validate(
+        {
+            "name": "gen",
+            "version": "1",
+            "study": "instep",
+            "definitions": definitions,
+            "steps": steps,
+            "score": score,
+        }
+    )
+
+
+# Kinds that name a record as their evidence: rule sets whose inclusions are made of them give
+# candidates something to be explained by (review's explanations are compared on these).
+EVIDENCE_KINDS = ["has_code", "code_on_days", "medication_count", "latest_code_among", "likely_in_work"]
+
+
+@st.composite
+def evidence_leaves(draw):
+    while True:
+        leaf = draw(leaves())
+        if next(iter(leaf)) in EVIDENCE_KINDS:
+            return leaf
+
+
+@st.composite
+def explained_rule_sets(draw):
+    """One to three inclusions built from record criteria (with any / all and a definition), so
+    most candidates have evidence, and a score from any criteria."""
+    definitions = {"d1": draw(evidence_leaves())}
+    inner = st.one_of(evidence_leaves(), st.just({"ref": "d1"}))
+    combined = st.one_of(
+        inner,
+        st.builds(lambda xs: {"any": xs}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda xs: {"all": xs}, st.lists(inner, min_size=1, max_size=2)),
+    )
+    steps = [
+        {"id": f"s{i}", "kind": "include", "reason": f"reason {i}", "criterion": draw(combined)}
+        for i in range(draw(st.integers(1, 3)))
+    ]
+    score = [
+        {
+            "id": f"c_{j}",
+            "weight": draw(st.sampled_from([0.5, 1.0, 2.0])),
+            "why": "w",
+            "criterion": draw(criteria(["d1"])),
         }
         for j in range(draw(st.integers(0, 2)))
     ]

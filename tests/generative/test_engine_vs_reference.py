@@ -12,22 +12,37 @@ One schema per database serves the whole module (tables are emptied between exam
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import os
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+import yaml
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from recruit.explain import explain_candidates, record_words
 from recruit.query.flow import flow_for_order, mask_histogram, step_costs
+from recruit.query.reference import Reference
 from recruit.rules.model import RuleSet
+from recruit.search_run import SearchRun
 from tests.conftest import postgres_schema_url
-from tests.generative.strategies import INDEX_DATES, codelists, criteria, populations, rule_sets
+from tests.generative.strategies import (
+    INDEX_DATES,
+    codelists,
+    criteria,
+    explained_rule_sets,
+    populations,
+    rule_sets,
+)
 from tests.search_helpers import (
     Population,
     assert_agrees,
     duckdb_available,
     fresh_engine,
+    make_codelist,
+    reference_data,
     reference_run,
     run_engine,
 )
@@ -178,3 +193,71 @@ def test_one_practice_is_the_same_as_filtering_the_whole_run(sqlite_engine, popu
     assert {pid: {k: r[k] for k in keep} for pid, r in one.results.items()} == {
         pid: {k: r[k] for k in keep} for pid, r in whole.results.items() if pid in in_practice
     }
+
+
+def _two_records_example() -> dict:
+    """One candidate with two matching records in the window: the newer one is the evidence."""
+    pop = Population()
+    pop.practices.append({"id": 1, "ods_code": "A00001", "name": "One"})
+    pop.add_patient(1, practice_id=1)
+    pop.add_event(1, dt.date(2024, 1, 1), "snomedct", "1000001", "older")
+    pop.add_event(1, dt.date(2025, 1, 1), "snomedct", "1000001", "newer")
+    pop.add_issue(1, dt.date(2024, 2, 1), "2000001")
+    pop.add_issue(1, dt.date(2025, 2, 1), "2000001")
+    step = {"id": "s0", "kind": "include", "reason": "r"}
+    rules = RuleSet.model_validate(
+        {
+            "name": "gen",
+            "version": "1",
+            "study": "instep",
+            "steps": [
+                {**step, "criterion": {"has_code": {"codelist": "a"}}},
+                {**step, "id": "s1", "criterion": {"code_on_days": {"codelist": "a", "min_days": 2}}},
+                {**step, "id": "s2", "criterion": {"medication_count": {"codelist": "m", "window": "ever"}}},
+            ],
+        }
+    )
+    lists = {
+        "a": make_codelist("a", [("snomedct", "1000001")]),
+        "m": make_codelist("m", [("dmd", "2000001")]),
+    }
+    return {"population": pop, "rules": rules, "lists": lists, "index": dt.date(2025, 6, 30)}
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@example(**_two_records_example())
+@given(
+    population=populations(max_records=12, record_dates=st.dates(dt.date(2023, 1, 1), dt.date(2025, 6, 30))),
+    rules=explained_rule_sets(),
+    lists=codelists(),
+    index=st.sampled_from(INDEX_DATES),
+)
+def test_review_explanations_agree_with_reference(engine, population, rules, lists, index):
+    """The third engine, review's explanations (the run's rules compiled again over its candidates):
+    each candidate's evidence for each inclusion, and the score items that held, are the
+    reference evaluator's."""
+    got = run_engine(engine, population, rules, lists, index)
+    reference = Reference(rules, lists, reference_data(population), index)
+    text = yaml.safe_dump(rules.model_dump(mode="json"), sort_keys=False)
+    with engine.begin() as conn:
+        run = dataclasses.replace(SearchRun.load(conn, got.run_id), rule_set_text=text)
+        explained = explain_candidates(conn, run)
+    assert not explained.missing, "the run's rules and codelists were read back"
+    patients = {p["id"]: p for p in population.patients}
+    for pid in got.candidates():
+        why = []
+        for step in rules.steps:
+            if step.kind != "include":
+                continue
+            held, evidence = reference.evaluate(step.criterion, patients[pid])
+            assert held
+            if evidence is not None:
+                day, system, code, term = evidence
+                why.append(f"{step.reason}: {record_words(term, system, code, day)}")
+        assert explained.why.get(pid, []) == why, f"patient {pid}"
+        items = [
+            f"{c.id.replace('_', ' ')} (+{c.weight:g})"
+            for c in rules.score
+            if reference.holds(c.criterion, patients[pid])
+        ]
+        assert explained.score_parts.get(pid, []) == items, f"patient {pid}"
