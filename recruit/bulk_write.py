@@ -100,7 +100,7 @@ class BulkWriter:
         if len(buffer) >= self.batch:
             self.flush(table.name)
 
-    def add_many(self, name: str, rows: list[Row]) -> None:
+    def add_many(self, name: str, rows: Sequence[Row]) -> None:
         buffer = self.buffers[name]
         buffer.extend(rows)
         if len(buffer) >= self.batch:

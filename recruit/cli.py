@@ -104,7 +104,7 @@ def db_status(db: DbOption = None) -> None:
         out.print(f"Revision: {current}; this recruit expects {head}. Run `recruit db upgrade` to update.")
 
 
-def _ready_engine(db: str | None, *, create: bool = False, create_flag: str | None = None):  # type: ignore[no-untyped-def]
+def _ready_engine(db: str | None, *, create: bool = False, create_flag: str | None = None):
     """An engine on an existing, up-to-date database; otherwise one line saying what to run.
 
     Only `recruit db upgrade` (or a command's --create) makes a database, and only it upgrades one.
@@ -116,7 +116,7 @@ def _ready_engine(db: str | None, *, create: bool = False, create_flag: str | No
     return engine
 
 
-def _clean_leftovers(engine) -> None:  # type: ignore[no-untyped-def]
+def _clean_leftovers(engine) -> None:
     """Delete what a killed command left half-written (folders of letters), and say so."""
     from recruit.work_folders import clean_leftovers
 
@@ -141,7 +141,7 @@ def _date_option(value: str | None, option: str) -> dt.date | None:
         raise RecruitError(f"{option} '{value}' is not a date like 2026-11-01.") from None
 
 
-def _bar(description: str, total: int | None):  # type: ignore[no-untyped-def]
+def _bar(description: str, total: int | None):
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
     progress = Progress(
@@ -342,7 +342,7 @@ FileOption = Annotated[
 ]
 
 
-def _nothing_quarantined(engine, only) -> str:  # type: ignore[no-untyped-def]
+def _nothing_quarantined(engine, only) -> str:
     """No records match: say so, and which reasons there are when a reason was asked for."""
     from recruit.load.quarantine import quarantine_reasons
 
@@ -727,7 +727,7 @@ def evaluate(
 class _LettersGroup(TyperGroup):
     """`recruit letters RUN --out DIR` writes letters; `recruit letters check` checks templates."""
 
-    def parse_args(self, ctx, args):  # type: ignore[no-untyped-def]
+    def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["write", *args]
         return super().parse_args(ctx, args)

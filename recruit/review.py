@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
     bindparam,
     func,
     insert,
@@ -458,8 +459,9 @@ def _write_workbook(
         # complain when garbage-collected); the caller removes the file.
         for ws in wb.worksheets:
             with contextlib.suppress(Exception):
-                if ws._rows is not None:
-                    ws._rows.close()
+                stream = getattr(ws, "_rows", None)  # openpyxl's write-only stream (private)
+                if stream is not None:
+                    stream.close()
         raise
 
 
@@ -1097,7 +1099,12 @@ def _match_rows(conn: Connection, run: SearchRun, sheet: Any, rows: Sequence[_Sh
             and before is not None
             and (before.decision, before.reason_code, before.reason_text) != (r.decision, r.reason, r.detail)
         )
-        if differs and before.sheet_id != sheet.id and _aware(before.decided_at) > exported_at:
+        if (
+            differs
+            and before is not None
+            and before.sheet_id != sheet.id
+            and _aware(before.decided_at) > exported_at
+        ):
             checked.refused.append(
                 (
                     r.number,
@@ -1116,7 +1123,9 @@ def _match_rows(conn: Connection, run: SearchRun, sheet: Any, rows: Sequence[_Sh
     return checked
 
 
-def _in_chunks(conn: Connection, ids: Sequence[int], query) -> list[Any]:  # type: ignore[no-untyped-def]
+def _in_chunks(
+    conn: Connection, ids: Sequence[int], query: Callable[[Sequence[int]], Select[Any]]
+) -> list[Any]:
     """Rows for many ids without one enormous IN list (SQLite limits bound parameters)."""
     out: list[Any] = []
     for i in range(0, len(ids), 500):

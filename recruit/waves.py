@@ -201,7 +201,8 @@ def fit_weights(
             )
         n_out = sum(out for _, out in rows)
         check_enough(len(rows) - n_out, n_out)
-        x = np.array([[(mask >> j) & 1 for j in range(len(items))] for mask, _ in rows], dtype=float)
+        masks = [mask for mask, _ in rows if mask is not None]
+        x = np.array([[(mask >> j) & 1 for j in range(len(items))] for mask in masks], dtype=np.float64)
         y = np.array([int(out) for _, out in rows])
         fitted = fit_items(x, y, [c.weight for c in items], seed)
         before = latest_weights(conn, run_id)

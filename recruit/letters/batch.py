@@ -482,7 +482,7 @@ def _plan(
                     f"Add one under signing_gps in the study settings, e.g. {prac.ods_code}: "
                     "{name: Dr A Patel, role: GP partner}."
                 )
-            gp = GPView(name, row.role or "GP")
+            gp = GPView(name, (row.role if row else None) or "GP")
         patient = PatientView(
             full_name=full_name(c.title, c.given_name, c.family_name),
             salutation=salutation(c.title, c.given_name, c.family_name),

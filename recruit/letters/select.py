@@ -327,7 +327,7 @@ def _invitation(p: FromClause, condition: Any) -> Any:
 
 def _no_text(column: ColumnElement[Any]) -> ColumnElement[bool]:
     """NULL, or nothing but spaces, tabs and line breaks (an address is lines joined by \n)."""
-    text = func.coalesce(column, "")
+    text: ColumnElement[Any] = func.coalesce(column, "")
     for space in ("\n", "\r", "\t"):
         text = func.replace(text, space, "")
     return func.trim(text) == ""

@@ -27,9 +27,11 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 
 from sqlalchemy import (
     Column,
+    CompoundSelect,
     Connection,
     Date,
     FromClause,
@@ -82,6 +84,7 @@ from recruit.tables import EVENT, INVITATION, MEDICATION, PATIENT, STUDY
 
 _run_counter = itertools.count(1)
 FLAG_BITS = 30  # atoms per flags column
+Query = Select | CompoundSelect  # a query of rows (UNION where codes match two ways)
 
 
 class Compiler:
@@ -110,7 +113,7 @@ class Compiler:
         self.meta = MetaData()
         self.prefix = f"rq{next(_run_counter)}_"
         self.tables: list[Table] = []
-        self._atoms: dict[str, Select] = {}  # key -> query of the patients the atom holds for
+        self._atoms: dict[str, Query] = {}  # key -> query of the patients the atom holds for
         self._deciding: dict[str, Table] = {}
         self._deciding_windows: list[tuple[str, dt.date | None, dt.date, Table]] = []
         self._evidence: dict[str, Table] = {}
@@ -171,9 +174,9 @@ class Compiler:
         # Widest windows first, so a narrower window's deciding records come from a wider one's.
         for latest in sorted(self._latest, key=self._window_start):
             deciding = self.deciding_table(latest)
-            self._atom(self._held_key(latest), lambda d=deciding, la=latest: self._latest_held(d, la))
+            self._atom(self._held_key(latest), partial(self._latest_held, deciding, latest))
             if latest.when_none:
-                self._atom(self._any_key(latest), lambda d=deciding: select(d.c.patient_id))
+                self._atom(self._any_key(latest), partial(select, deciding.c.patient_id))
         self._flag_bits = {}
         if not self._atoms:
             return
@@ -200,7 +203,7 @@ class Compiler:
             key: (self.flags.c[word], bit) for key, (word, bit) in zip(keys, bits, strict=True)
         }
 
-    def atom(self, criterion: Kind, make: Callable[[], Select]) -> ColumnElement[bool]:
+    def atom(self, criterion: Kind, make: Callable[[], Query]) -> ColumnElement[bool]:
         """A criterion about coded records: one query of the patients it holds for (made once,
         while collecting), read back as its bit of the flags table."""
         key = self.key(criterion)
@@ -221,7 +224,7 @@ class Compiler:
         start, _ = window_bounds(latest.window, self.index_date)
         return start or dt.date.min
 
-    def _atom(self, key: str, make: Callable[[], Select]) -> None:
+    def _atom(self, key: str, make: Callable[[], Query]) -> None:
         if key not in self._atoms:
             self._atoms[key] = make()
 
@@ -238,7 +241,7 @@ class Compiler:
         if self._flag_bits is None:
             return true()  # collecting: the atom stands in as true
         column, bit = self._flag_bits[key]
-        bits = literal_column(str(bit))
+        bits: ColumnElement[int] = literal_column(str(bit))
         return func.coalesce(column, literal_column("0")).op("&")(bits) == bits
 
     def condition(self, criterion: Kind) -> ColumnElement[bool]:
@@ -257,7 +260,7 @@ class Compiler:
 
     # --- atoms -------------------------------------------------------------------------------
 
-    def _invited(self, condition: ColumnElement[bool]) -> Select:
+    def _invited(self, condition: ColumnElement[bool]) -> Query:
         """Invitations match by patient or by NHS number (the key across re-registrations)."""
         by_patient = select(PATIENT.c.id.label("patient_id")).join(
             INVITATION, INVITATION.c.patient_id == PATIENT.c.id
@@ -291,7 +294,7 @@ class Compiler:
         patients: Table | None = None,
         patient_only: bool = False,
         statuses: Sequence[str] | None = None,
-    ) -> Select:
+    ) -> Query:
         """Distinct records (id, patient_id, date, system, code, term) with a code from the lists,
         of the patients searched (or of `patients`, a subset of them), and with one of
         `statuses` when given (a record with no status counts as recorded / unknown)."""
@@ -533,7 +536,7 @@ def _age_between(c: AgeBetween, compiler: Compiler) -> ColumnElement[bool]:
 
 @CONDITION.register(HasCode)
 def _has_code(c: HasCode, compiler: Compiler) -> ColumnElement[bool]:
-    def query() -> Select:
+    def query() -> Query:
         start, end = window_bounds(c.window, compiler.index_date)
         if c.occurrence == "any":
             return compiler._matches(
@@ -552,7 +555,7 @@ def _has_code(c: HasCode, compiler: Compiler) -> ColumnElement[bool]:
 
 @CONDITION.register(CodeOnDays)
 def _code_on_days(c: CodeOnDays, compiler: Compiler) -> ColumnElement[bool]:
-    def query() -> Select:
+    def query() -> Query:
         start, end = window_bounds(c.window, compiler.index_date)
         m = compiler._matches(EVENT, c.names, c.categories, start, end, statuses=c.statuses).subquery()
         return (
@@ -566,7 +569,7 @@ def _code_on_days(c: CodeOnDays, compiler: Compiler) -> ColumnElement[bool]:
 
 @CONDITION.register(MedicationCount)
 def _medication_count(c: MedicationCount, compiler: Compiler) -> ColumnElement[bool]:
-    def query() -> Select:
+    def query() -> Query:
         start, end = window_bounds(c.window, compiler.index_date)
         m = compiler._matches(
             MEDICATION, c.names, c.categories, start, end, course=c.course, statuses=c.statuses
@@ -592,7 +595,7 @@ def _likely_in_work(c: LikelyInWork, compiler: Compiler) -> ColumnElement[bool]:
 
 @CONDITION.register(AlreadyInvited)
 def _already_invited(c: AlreadyInvited, compiler: Compiler) -> ColumnElement[bool]:
-    def query() -> Select:
+    def query() -> Query:
         study_id = compiler.study_id(c.study or compiler.rule_set.study)
         return compiler._invited(INVITATION.c.study_id == (study_id if study_id is not None else -1))
 
@@ -601,7 +604,7 @@ def _already_invited(c: AlreadyInvited, compiler: Compiler) -> ColumnElement[boo
 
 @CONDITION.register(DoNotContact)
 def _do_not_contact(c: DoNotContact, compiler: Compiler) -> ColumnElement[bool]:
-    def query() -> Select:
+    def query() -> Query:
         asked = or_(INVITATION.c.status == "do_not_contact", INVITATION.c.reply == "do_not_contact")
         if not c.any_study:
             study_id = compiler.study_id(c.study or compiler.rule_set.study)

@@ -532,7 +532,7 @@ _CRITERION = TypeAdapter(Criterion)
 
 def parse_criterion(data: Any) -> Kind:
     """A criterion from its file form (`{"has_code": {...}}`)."""
-    return _CRITERION.validate_python(data)  # type: ignore[no-any-return]
+    return _CRITERION.validate_python(data)
 
 
 # --- engines' dispatch -----------------------------------------------------------------------

@@ -67,7 +67,7 @@ class PatientResult:
 @dataclass
 class ReferenceRun:
     results: dict[int, PatientResult]
-    counts: list[dict[str, int]] = field(default_factory=list)
+    counts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _code_matches(codelist: Codelist, categories: Sequence[str] | None, system: str, code: str) -> bool:

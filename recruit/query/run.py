@@ -356,7 +356,7 @@ def _tune_sqlite(conn: Connection) -> list[str]:
     if conn.dialect.name != "sqlite":
         return []
     undo = [
-        f"PRAGMA {name} = {int(conn.exec_driver_sql(f'PRAGMA {name}').scalar())}"
+        f"PRAGMA {name} = {int(conn.exec_driver_sql(f'PRAGMA {name}').scalar_one())}"
         for name in ("temp_store", "cache_size")
     ]
     conn.exec_driver_sql("PRAGMA temp_store = MEMORY")
@@ -374,7 +374,8 @@ def _pass_table(compiler: Compiler) -> Any:
     score, from one scan of the patients left-joined to the flags of the atoms."""
     rule_set = compiler.rule_set
     steps = rule_set.steps
-    one, zero = literal_column("1"), literal_column("0")
+    one: ColumnElement[int] = literal_column("1")
+    zero: ColumnElement[int] = literal_column("0")
     pass_cols = []
     for step in steps:
         holds = compiler.condition(step.criterion)
@@ -463,7 +464,7 @@ def _write_results(conn: Connection, run_id: int, rule_set: RuleSet, compiler: C
     ]
     columns = ["run_id", "patient_id", "practice_id", "outcome", "excluding_step", "reason", "evidence"]
     columns += ["step_mask", "score", "rank", "score_items"]
-    run = literal_column(str(int(run_id)))
+    run: ColumnElement[int] = literal_column(str(int(run_id)))
     failed = passes.c.first_fail
 
     def plain_reason(i: int) -> ColumnElement[str]:

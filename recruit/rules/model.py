@@ -118,7 +118,7 @@ _INNER_FIELDS = {"all": "items", "any": "items", "not": "item", "ref": "name"}
 def _file_path(err: ErrorDetails) -> tuple[Any, ...]:
     """Where an error is in the file: pydantic's location less the fields files do not write."""
     loc = tuple(err["loc"])
-    path = [part for i, part in enumerate(loc) if not (i and _INNER_FIELDS.get(loc[i - 1]) == part)]
+    path = [part for i, part in enumerate(loc) if not (i and _INNER_FIELDS.get(str(loc[i - 1])) == part)]
     given = err.get("input")
     if err["type"] == "criterion" and isinstance(given, dict) and len(given) == 1:
         path.append(next(iter(given)))  # the misspelt kind's own line
@@ -138,7 +138,7 @@ def _message(err: ErrorDetails) -> str:
 
 
 def _check_references(
-    rule_set: RuleSet, filename: str, root: yaml.Node, known_codelists: KnownCodelists | None
+    rule_set: RuleSet, filename: str, root: yaml.Node | None, known_codelists: KnownCodelists | None
 ) -> list[str]:
     problems: list[str] = []
     known = known_codelists(rule_set) if known_codelists else None
@@ -181,7 +181,7 @@ def _check_categories(
     path: tuple[str | int, ...],
     known: Mapping[str, Collection[str] | None],
     filename: str,
-    root: yaml.Node,
+    root: yaml.Node | None,
 ) -> list[str]:
     """A category no listed codelist has would silently match nothing: report it."""
     problems = []
