@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from recruit.letters.batch import write_letters
-    from tests.letters.builders import STUDY_FILE, Person, build
+    from tests.integration.letters.builders import STUDY_FILE, Person, build
     from tests.search_helpers import fresh_engine
 
     surnames = ["Smith", "Jones", "Khan", "Nowak", "O'Brien", "Okafor", "Evans", "Patel", "Łukasz", "Müller"]

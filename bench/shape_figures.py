@@ -1,7 +1,7 @@
 """Per-shape figures (issue 16 closing note): load each published-shape fixture folder into a
 fresh SQLite database and print what became of its records.
 
-For each folder under tests/load/shapes/ (UK Core, CareConnect, HL7 R4, GP Connect STU3, PDS,
+For each folder under tests/integration/load/shapes/ (UK Core, CareConnect, HL7 R4, GP Connect STU3, PDS,
 EPS messages, Synthea, Bulk NDJSON, batch, XML): files, records read, stored, quarantined (with
 the commonest reasons), not used, and patients stored. read = stored + quarantined; records
 recruit has no use for are counted apart as not used.

@@ -1,7 +1,7 @@
 """Tabular shapes (issue 18 closing note): what each fixture loads to, and one synthetic
 population searched from every shape beside its FHIR form.
 
-1. Each hand-written fixture folder under tests/load/tabular/fixtures/ (EMIS extract, SystmOne
+1. Each hand-written fixture folder under tests/integration/load/tabular/fixtures/ (EMIS extract, SystmOne
    SRE, CPRD Aurum with its made-up dictionaries, OpenSAFELY core tables, OMOP CDM 5.4, a practice
    report) is loaded into a fresh SQLite database: per file, rows read, stored, quarantined, not
    used; read = stored + quarantined for every file.

@@ -20,7 +20,7 @@ from recruit.load import load_extract
 from recruit.migrate import upgrade
 from recruit.models import ClinicalEvent, Patient
 from tests.generative.conftest import clear_database
-from tests.load import fhir_samples as fx
+from tests.integration.load import fhir_samples as fx
 
 WHEN = dt.date(2025, 6, 1)
 IDS = ["p1", "p2", "p3"]

@@ -23,7 +23,7 @@ from recruit.migrate import upgrade
 from recruit.private_files import hold_private_umask, owner_only, release_private_umask
 from recruit.tables import STUDY
 from tests.helpers import run_cli
-from tests.load import fhir_samples as fx
+from tests.integration.load import fhir_samples as fx
 from tests.search_helpers import duckdb_available
 
 EXTRACT_DATE = dt.date(2026, 11, 1)

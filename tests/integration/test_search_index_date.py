@@ -10,7 +10,7 @@ from recruit.load import load_extract
 from recruit.migrate import upgrade
 from recruit.query.run import default_index_date
 from tests.helpers import run_cli
-from tests.load import fhir_samples as fx
+from tests.integration.load import fhir_samples as fx
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,7 +23,7 @@ from recruit.search_run import NoSuchRun, RunStep, SearchRun, StepTally
 from recruit.tables import RUN, STEP_COUNT
 from recruit.waves import run_score_items
 from tests.conftest import postgres_schema_url
-from tests.review.practice import INDEX, RULES, load_and_search, practice
+from tests.integration.review.practice import INDEX, RULES, load_and_search, practice
 from tests.search_helpers import fresh_engine
 
 MISSING = 99

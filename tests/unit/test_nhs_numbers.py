@@ -7,7 +7,7 @@ import pytest
 from recruit import nhs_numbers
 from recruit.load.values import Invalid, clean_nhs_number, nhs_number_is_valid
 from synthetic_ehr import nhs_number as synthetic
-from tests.load.fhir_samples import NHS_NUMBERS
+from tests.integration.load.fhir_samples import NHS_NUMBERS
 
 
 @pytest.mark.parametrize("number", NHS_NUMBERS)
