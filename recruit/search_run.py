@@ -20,7 +20,7 @@ from sqlalchemy import Connection, select, true
 
 from recruit.codelists import Code, Codelist, CodeSystem
 from recruit.errors import RecruitError
-from recruit.rules.model import RuleSet
+from recruit.query.model import RuleSet
 from recruit.tables import CODELIST, CODES, RESULT, RUN, STEP_COUNT
 
 

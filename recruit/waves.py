@@ -32,7 +32,7 @@ from sqlalchemy import Connection, Engine, and_, exists, func, insert, or_, sele
 
 from recruit.errors import RecruitError
 from recruit.models import utcnow
-from recruit.rules.model import RuleSet
+from recruit.query.model import RuleSet
 from recruit.search_run import SearchRun
 from recruit.tables import INVITATION, RESULT, WEIGHTS
 

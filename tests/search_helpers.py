@@ -27,9 +27,9 @@ from recruit.models import (
     Study,
 )
 from recruit.models import Codelist as CodelistRow
+from recruit.query.model import RuleSet
 from recruit.query.reference import Data, ReferenceRun, run_reference
 from recruit.query.run import run_rule_set
-from recruit.rules.model import RuleSet
 
 INDEX = dt.date(2025, 6, 30)
 

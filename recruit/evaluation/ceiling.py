@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Integer, Table, case, func, literal_column, select
 
 from recruit.codelists import Codelist
-from recruit.rules.model import RuleSet
+from recruit.query.model import RuleSet
 from recruit.search_run import SearchRun
 from recruit.tables import PATIENT
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 
-from recruit.rules.model import Window
+from recruit.query.model import Window
 
 
 def months_before(day: dt.date, months: int) -> dt.date:

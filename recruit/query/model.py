@@ -391,21 +391,29 @@ class DoNotContact(Kind):
     study: str | None = None
 
 
-class _Combination(Kind):
-    """all / any: a list of criteria under the kind's key."""
+class _OneField(Kind):
+    """A kind whose file form holds one value, not a mapping of settings (`all: [...]`,
+    `not: {...}`, `ref: name`): the class keeps it in the field named by `inner`."""
 
-    items: list[Criterion] = Field(min_length=1)
+    inner: ClassVar[str]
 
     @classmethod
-    def _settings(cls, inner: Any) -> Any:
-        return {"items": inner}
+    def _settings(cls, value: Any) -> Any:
+        return {cls.inner: value}
 
     def _dumped(self, settings: Any) -> Any:
-        return settings["items"]
+        return settings[self.inner]
 
     @classmethod
     def _settings_schema(cls, settings: JsonSchemaValue) -> JsonSchemaValue:
-        return settings["properties"]["items"]
+        return settings["properties"][cls.inner]
+
+
+class _Combination(_OneField):
+    """all / any: a list of criteria under the kind's key."""
+
+    inner: ClassVar[str] = "items"
+    items: list[Criterion] = Field(min_length=1)
 
     def children(self) -> tuple[Criterion, ...]:
         return tuple(self.items)
@@ -423,43 +431,23 @@ class AnyOf(_Combination):
     key: ClassVar[str] = "any"
 
 
-class Not(Kind):
+class Not(_OneField):
     """The criterion under it does not hold."""
 
     key: ClassVar[str] = "not"
+    inner: ClassVar[str] = "item"
     item: Criterion
-
-    @classmethod
-    def _settings(cls, inner: Any) -> Any:
-        return {"item": inner}
-
-    def _dumped(self, settings: Any) -> Any:
-        return settings["item"]
-
-    @classmethod
-    def _settings_schema(cls, settings: JsonSchemaValue) -> JsonSchemaValue:
-        return settings["properties"]["item"]
 
     def children(self) -> tuple[Criterion, ...]:
         return (self.item,)
 
 
-class Ref(Kind):
+class Ref(_OneField):
     """The criterion of a named definition."""
 
     key: ClassVar[str] = "ref"
+    inner: ClassVar[str] = "name"
     name: str = Field(description="The name of a definition.")
-
-    @classmethod
-    def _settings(cls, inner: Any) -> Any:
-        return {"name": inner}
-
-    def _dumped(self, settings: Any) -> Any:
-        return settings["name"]
-
-    @classmethod
-    def _settings_schema(cls, settings: JsonSchemaValue) -> JsonSchemaValue:
-        return settings["properties"]["name"]
 
 
 # Every kind, in the order files, flow tables and error messages list them.
@@ -482,6 +470,8 @@ KINDS: tuple[type[Kind], ...] = (
 )
 KIND_BY_KEY: dict[str, type[Kind]] = {kind.key: kind for kind in KINDS}
 KIND_KEYS = ", ".join(KIND_BY_KEY)
+# The field each one-value kind keeps its value in (files do not write it: `all: [...]`).
+INNER_FIELDS = {kind.key: kind.inner for kind in KINDS if issubclass(kind, _OneField)}
 
 
 def _kind_key(value: Any) -> str | None:

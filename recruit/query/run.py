@@ -56,7 +56,8 @@ from recruit.models import (
 from recruit.query.codes_match import code_matches_by_prefix
 from recruit.query.compiler import Compiler
 from recruit.query.flow import flow_for_order
-from recruit.rules.model import RuleSet, load_rule_set
+from recruit.query.model import RuleSet
+from recruit.rules.model import load_rule_set
 from recruit.tables import CODELIST, CODES, EXTRACT, PATIENT, PRACTICE, RESULT, RUN, STEP_COUNT, STUDY
 
 # --- files ---------------------------------------------------------------------------------

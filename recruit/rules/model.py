@@ -21,39 +21,15 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from recruit.errors import RecruitError
-from recruit.query.model import (  # noqa: F401 (the model's names, read here by older imports)
-    EVER,
-    ISSUE_STATUSES,
-    KIND_BY_KEY,
+from recruit.query.model import (
+    INNER_FIELDS,
     KIND_KEYS,
     KINDS,
-    MAX_STEPS,
-    AgeBetween,
-    Alive,
-    AllOf,
     AlreadyInvited,
-    AnyOf,
-    CodeOnDays,
-    Criterion,
-    DoNotContact,
-    EventStatus,
-    HasCode,
-    IssueStatus,
     Kind,
-    LatestCodeAmong,
-    LikelyInWork,
-    MedicationCount,
-    NhsNumberVerified,
-    Not,
     Ref,
-    Registered,
     RuleSet,
-    ScoreComponent,
-    StatusSource,
-    Step,
-    Window,
     codelist_refs,
-    parse_criterion,
     walk,
 )
 
@@ -111,14 +87,10 @@ def parse_rule_set(
     return rule_set
 
 
-# The field a combination kind keeps its criteria in: not written in files (`all: [...]`).
-_INNER_FIELDS = {"all": "items", "any": "items", "not": "item", "ref": "name"}
-
-
 def _file_path(err: ErrorDetails) -> tuple[Any, ...]:
     """Where an error is in the file: pydantic's location less the fields files do not write."""
     loc = tuple(err["loc"])
-    path = [part for i, part in enumerate(loc) if not (i and _INNER_FIELDS.get(str(loc[i - 1])) == part)]
+    path = [part for i, part in enumerate(loc) if not (i and INNER_FIELDS.get(str(loc[i - 1])) == part)]
     given = err.get("input")
     if err["type"] == "criterion" and isinstance(given, dict) and len(given) == 1:
         path.append(next(iter(given)))  # the misspelt kind's own line

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from recruit.explain import explain_candidates, record_words
 from recruit.query.flow import flow_for_order, mask_histogram, step_costs
+from recruit.query.model import RuleSet
 from recruit.query.reference import Reference
-from recruit.rules.model import RuleSet
 from recruit.search_run import SearchRun
 from tests.conftest import postgres_schema_url
 from tests.generative.strategies import (

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from recruit.codelists import CodeSystem, load_codelist
+from recruit.query.model import RuleSet
 from recruit.query.run import load_search
-from recruit.rules.model import RuleSet, RuleSetError, parse_rule_set
+from recruit.rules.model import RuleSetError, parse_rule_set
 from tests.search_helpers import Population, check, make_codelist, one_step
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recruit.query.dates import age_on, months_before, window_bounds, years_before
+from recruit.query.model import Window
 from recruit.rules.model import (
     RuleSetError,
-    Window,
     load_rule_set,
     parse_rule_set,
     rule_set_json_schema_text,
