@@ -57,6 +57,22 @@ class StepTally:
 
 
 @dataclass(frozen=True)
+class PatientOutcome:
+    """One patient's result in the run (a search_result row): candidate or excluded, at which
+    step and why, with the record that decided it, the step mask, score and rank."""
+
+    patient_id: int
+    practice_id: int
+    outcome: str
+    excluding_step: str | None
+    reason: str | None
+    evidence: Mapping[str, Any] | None
+    step_mask: int
+    score: float | None
+    rank: int | None
+
+
+@dataclass(frozen=True)
 class Explanation:
     """Why one candidate is on the list, in the review sheet's words."""
 
@@ -195,6 +211,32 @@ class SearchRun:
                 kept=r.kept,
                 excluded=r.excluded,
                 failing_alone=r.failing_alone,
+            )
+            for r in rows
+        ]
+
+    def results(
+        self, conn: Connection, outcome: str | None = None, practice_id: int | None = None
+    ) -> list[PatientOutcome]:
+        """Every patient's result (only candidates with outcome="candidate"; one practice's with
+        practice_id), candidates by rank, then by patient."""
+        query = select(RESULT).where(RESULT.c.run_id == self.id)
+        if outcome is not None:
+            query = query.where(RESULT.c.outcome == outcome)
+        if practice_id is not None:
+            query = query.where(RESULT.c.practice_id == practice_id)
+        rows = conn.execute(query.order_by(RESULT.c.rank.is_(None), RESULT.c.rank, RESULT.c.patient_id))
+        return [
+            PatientOutcome(
+                patient_id=r.patient_id,
+                practice_id=r.practice_id,
+                outcome=r.outcome,
+                excluding_step=r.excluding_step,
+                reason=r.reason,
+                evidence=r.evidence,
+                step_mask=r.step_mask,
+                score=r.score,
+                rank=r.rank,
             )
             for r in rows
         ]

@@ -20,7 +20,7 @@ from recruit.query.flow import flow_of, run_flow
 from recruit.query.run import load_search
 from recruit.review import candidate_rows, export_review
 from recruit.search_run import NoSuchRun, RunStep, SearchRun, StepTally
-from recruit.tables import RUN, STEP_COUNT
+from recruit.tables import RESULT, RUN, STEP_COUNT
 from recruit.waves import run_score_items
 from tests.conftest import postgres_schema_url
 from tests.integration.review.practice import INDEX, RULES, load_and_search, practice
@@ -132,6 +132,25 @@ def test_counts_are_the_stored_step_counts_in_order(searched):
     assert [(f.entering, f.kept, f.excluded) for f in flows] == [
         (c.entering, c.kept, c.excluded) for c in counts
     ]
+
+
+def test_results_are_the_stored_results(searched):
+    """Every patient's result; candidates by rank; the flow's last step kept exactly them."""
+    engine, run_id = searched
+    with engine.connect() as conn:
+        run = SearchRun.load(conn, run_id)
+        everyone = run.results(conn)
+        candidates = run.results(conn, outcome="candidate")
+        stored = conn.execute(select(RESULT).where(RESULT.c.run_id == run_id)).all()
+        last = run.counts(conn)[-1]
+        nobody = run.results(conn, practice_id=-1)
+    assert nobody == []
+    assert {r.patient_id for r in everyone} == {row.patient_id for row in stored}
+    assert {r.patient_id for r in candidates} == {r.patient_id for r in everyone if r.outcome == "candidate"}
+    assert len(candidates) == last.kept > 0
+    assert [r.rank for r in candidates] == sorted(r.rank for r in candidates if r.rank is not None)
+    excluded = [r for r in everyone if r.outcome == "excluded"]
+    assert excluded and all(r.excluding_step in run.step_ids and r.reason for r in excluded)
 
 
 def test_explain_says_what_the_review_sheet_says(searched):
