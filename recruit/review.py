@@ -30,11 +30,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, TypeVar
 
 from sqlalchemy import (
     Connection,
     Engine,
+    Row,
     Select,
     bindparam,
     func,
@@ -61,7 +62,15 @@ from recruit.tables import (
     STUDY,
 )
 from recruit.work_folders import clean_leftovers, discard, open_folder, staging_path
-from recruit.workbook import cell_text, match_headers, open_workbook, parse_day, put_text
+from recruit.workbook import CellValue, cell_text, match_headers, open_workbook, parse_day, put_text
+
+if TYPE_CHECKING:  # openpyxl is imported when a sheet is written or read
+    from openpyxl import Workbook
+    from openpyxl.cell import Cell, MergedCell
+    from openpyxl.styles import Alignment, Font, PatternFill
+    from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+
+_T = TypeVar("_T")
 
 # What the GP chooses from: stored code -> the words on the sheet.
 DECISIONS: Mapping[str, str] = MappingProxyType({"invite": "Invite", "do_not_invite": "Do not invite"})
@@ -123,7 +132,7 @@ def _run(conn: Connection, run_id: int) -> SearchRun:
     return SearchRun.load(conn, run_id).require_finished("no list to review")
 
 
-def _candidate_query(run_id: int, practice_id: int | None) -> Any:
+def _candidate_query(run_id: int, practice_id: int | None) -> Select[Any]:
     query = (
         select(
             RESULT.c.patient_id,
@@ -184,7 +193,7 @@ def candidate_rows(
         return list(_iter_candidates(conn, run_id, practice_id, explained, today))
 
 
-def _check_first(r: Any, today: dt.date) -> list[str]:
+def _check_first(r: Row[Any], today: dt.date) -> list[str]:
     """What changed since the search, or needs that mean a standard letter will not do."""
     notes = []
     if r.date_of_death is not None:
@@ -466,7 +475,7 @@ def _write_workbook(
 
 
 def _fill_workbook(
-    wb: Any,
+    wb: Workbook,
     path: Path,
     run: SearchRun,
     study: str | None,
@@ -486,7 +495,7 @@ def _fill_workbook(
     lists = wb.create_sheet(LISTS)
     hidden = wb.create_sheet(META)
 
-    def text(ws: Any, value: str | None, **style: Any) -> Any:
+    def text(ws: WriteOnlyWorksheet, value: str | None, **style: Font | PatternFill | Alignment) -> Cell:
         cell = WriteOnlyCell(ws)
         put_text(cell, value)
         for name, v in style.items():
@@ -527,7 +536,7 @@ def _fill_workbook(
     dob_col = HEADERS["Date of birth"] - 1
     n = 0
     for row in rows:
-        values: list[Any] = [
+        values: list[str | int | float | dt.date | None] = [
             row.key,
             row.rank,
             row.score,
@@ -548,7 +557,8 @@ def _fill_workbook(
             if isinstance(value, str):
                 cells.append(text(sheet, value, alignment=align))
             else:
-                cell = WriteOnlyCell(sheet, value)
+                cell = WriteOnlyCell(sheet)
+                cell.value = value  # as WriteOnlyCell(sheet, value) does; its stub leaves out dates
                 cell.alignment = align
                 if c == dob_col:
                     cell.number_format = "DD/MM/YYYY"
@@ -713,8 +723,8 @@ class _SheetRow:
     run_id: int
     patient_id: int
     nhs_digits: str
-    name: str
-    date_of_birth: Any
+    name: CellValue  # as typed in the sheet; same_name compares it
+    date_of_birth: CellValue  # as typed in the sheet; parse_day reads it
     decision: str | None
     reason: str | None
     detail: str | None
@@ -745,7 +755,7 @@ class ReviewSheetError(RecruitError):
     """The sheet does not match its run; nothing was recorded."""
 
 
-def _words(value: Any) -> str:
+def _words(value: object) -> str:
     return " ".join(str(value).split()).lower() if value is not None else ""
 
 
@@ -753,17 +763,17 @@ _DECISION_BY_WORDS = {label.lower(): code for code, label in DECISIONS.items()}
 _REASON_BY_WORDS = {label.lower(): code for code, label in REASONS.items()}
 
 
-def _text_value(value: Any) -> str | None:
+def _text_value(value: object) -> str | None:
     if value is None:
         return None
     text = str(value).strip()
     return text or None
 
 
-def same_name(shown: Any, name: str) -> bool:
+def same_name(shown: object, name: str) -> bool:
     """The Name cell against the name exported for the person: spaces and case do not matter."""
 
-    def norm(value: Any) -> str:
+    def norm(value: object) -> str:
         return " ".join(cell_text(str(value)).split()).casefold() if value is not None else ""
 
     return norm(shown) == norm(name)
@@ -805,18 +815,17 @@ def read_review_sheet(path: Path) -> tuple[_SheetMeta, list[_SheetRow], list[tup
         raise ReviewSheetError(
             f"{path.name} is not a review sheet made by this version of `recruit review export`."
         )
-    sheet_meta = _SheetMeta(int(meta["run"]), str(meta["sheet"]), str(meta.get("practice") or ""))
+    sheet_meta = _SheetMeta(int(str(meta["run"])), str(meta["sheet"]), str(meta.get("practice") or ""))
     ws = wb[SHEET]
     header = [c.value for c in next(ws.iter_rows(min_row=1, max_row=1), ())]
     cols = match_headers(header, IMPORT_HEADERS, f"{path.name}, sheet {SHEET}")
     rows: list[_SheetRow] = []
     problems: list[tuple[int, str]] = []
-    for cells in ws.iter_rows(min_row=2):
+    for number, cells in enumerate(ws.iter_rows(min_row=2), 2):  # rows run on from row 2, none skipped
         if not cells:
             continue
-        number = cells[0].row
 
-        def value(name: str, cells: Sequence[Any] = cells) -> Any:
+        def value(name: str, cells: Sequence[Cell | MergedCell] = cells) -> CellValue:
             i = cols[name]
             return cells[i].value if i < len(cells) else None
 
@@ -950,12 +959,45 @@ def import_review(
     return summary
 
 
+class _Patient(NamedTuple):
+    """Who a sheet row's hidden key names, as recorded (to check the row still shows them)."""
+
+    id: int
+    nhs_number: str | None
+    title: str | None
+    given_name: str | None
+    family_name: str | None
+    date_of_birth: dt.date | None
+
+
+class _Result(NamedTuple):
+    """The search's result for a sheet row's person."""
+
+    patient_id: int
+    outcome: str
+    excluding_step: str | None
+    practice_id: int
+
+
+class _Decision(NamedTuple):
+    """A decision already recorded for the run (a newer one is not overwritten by an older sheet)."""
+
+    id: int
+    patient_id: int
+    decision: str
+    reason_code: str | None
+    reason_text: str | None
+    reviewer: str
+    decided_at: dt.datetime
+    sheet_id: int | None
+
+
 @dataclass
 class _Checked:
     problems: list[tuple[int, str]] = field(default_factory=list)  # refuse the whole sheet
     refused: list[tuple[int, str]] = field(default_factory=list)  # these rows are not recorded
     to_record: list[_SheetRow] = field(default_factory=list)
-    existing: dict[int, Any] = field(default_factory=dict)
+    existing: dict[int, _Decision] = field(default_factory=dict)
     strangers: int = 0  # rows whose key names nobody, or someone else, in this run's candidates
 
 
@@ -975,7 +1017,7 @@ NOT_THE_PERSON = (
 )
 
 
-def _identity_problem(r: _SheetRow, patient: Any) -> str | None:
+def _identity_problem(r: _SheetRow, patient: _Patient) -> str | None:
     """Whether the row still shows the person its hidden key names; words saying what differs."""
     differ = []
     if not same_name(r.name, person_name(patient.title, patient.given_name, patient.family_name)):
@@ -997,14 +1039,14 @@ def _aware(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
-def _decision_words(d: Any) -> str:
+def _decision_words(d: _Decision) -> str:
     words = DECISIONS.get(d.decision, d.decision)
     if d.decision == "do_not_invite" and d.reason_code:
         words += f": {REASONS.get(d.reason_code, d.reason_code)}"
     return words
 
 
-def _match_rows(conn: Connection, run: SearchRun, sheet: Any, rows: Sequence[_SheetRow]) -> _Checked:
+def _match_rows(conn: Connection, run: SearchRun, sheet: Row[Any], rows: Sequence[_SheetRow]) -> _Checked:
     """Sort the rows into: problems that refuse the sheet (it does not belong to this run's
     candidate list, or a letter makes a decision final), rows not recorded (not the person shown,
     another practice's patient, older than a decision made since), and rows to record."""
@@ -1018,6 +1060,7 @@ def _match_rows(conn: Connection, run: SearchRun, sheet: Any, rows: Sequence[_Sh
             lambda chunk: select(
                 RESULT.c.patient_id, RESULT.c.outcome, RESULT.c.excluding_step, RESULT.c.practice_id
             ).where(RESULT.c.run_id == run.id, RESULT.c.patient_id.in_(chunk)),
+            _Result,
         )
     }
     patients = {
@@ -1033,6 +1076,7 @@ def _match_rows(conn: Connection, run: SearchRun, sheet: Any, rows: Sequence[_Sh
                 PATIENT.c.family_name,
                 PATIENT.c.date_of_birth,
             ).where(PATIENT.c.id.in_(chunk)),
+            _Patient,
         )
     }
     keyed_numbers = {re.sub(r"\D", "", p.nhs_number or "") for p in patients.values()}
@@ -1124,34 +1168,36 @@ def _match_rows(conn: Connection, run: SearchRun, sheet: Any, rows: Sequence[_Sh
 
 
 def _in_chunks(
-    conn: Connection, ids: Sequence[int], query: Callable[[Sequence[int]], Select[Any]]
-) -> list[Any]:
-    """Rows for many ids without one enormous IN list (SQLite limits bound parameters)."""
-    out: list[Any] = []
+    conn: Connection,
+    ids: Sequence[int],
+    query: Callable[[Sequence[int]], Select[Any]],
+    make: Callable[..., _T],
+) -> list[_T]:
+    """Rows for many ids without one enormous IN list (SQLite limits bound parameters), each
+    made into `make` (its columns in order)."""
+    out: list[_T] = []
     for i in range(0, len(ids), 500):
-        out.extend(conn.execute(query(list(ids[i : i + 500]))).all())
+        out.extend(make(*row) for row in conn.execute(query(list(ids[i : i + 500]))))
     return out
 
 
-def _existing(conn: Connection, run_id: int) -> dict[int, Any]:
-    return {
-        d.patient_id: d
-        for d in conn.execute(
-            select(
-                DECISION.c.id,
-                DECISION.c.patient_id,
-                DECISION.c.decision,
-                DECISION.c.reason_code,
-                DECISION.c.reason_text,
-                DECISION.c.reviewer,
-                DECISION.c.decided_at,
-                DECISION.c.sheet_id,
-            ).where(DECISION.c.run_id == run_id)
-        )
-    }
+def _existing(conn: Connection, run_id: int) -> dict[int, _Decision]:
+    rows = conn.execute(
+        select(
+            DECISION.c.id,
+            DECISION.c.patient_id,
+            DECISION.c.decision,
+            DECISION.c.reason_code,
+            DECISION.c.reason_text,
+            DECISION.c.reviewer,
+            DECISION.c.decided_at,
+            DECISION.c.sheet_id,
+        ).where(DECISION.c.run_id == run_id)
+    )
+    return {d.patient_id: d for d in (_Decision(*row) for row in rows)}
 
 
-def _invited(conn: Connection, run: SearchRun, patients: Iterable[Any]) -> set[int]:
+def _invited(conn: Connection, run: SearchRun, patients: Iterable[_Patient]) -> set[int]:
     """Which of these patients already have an invitation for the run's study (or from the run),
     matched by patient or by NHS number like the search's already_invited."""
     patients = list(patients)
@@ -1180,11 +1226,11 @@ def _invited(conn: Connection, run: SearchRun, patients: Iterable[Any]) -> set[i
 def _record(
     conn: Connection,
     run: SearchRun,
-    sheet: Any,
+    sheet: Row[Any],
     rows: Sequence[_SheetRow],
     reviewer: str,
     source: str,
-    existing: Mapping[int, Any],
+    existing: Mapping[int, _Decision],
 ) -> ImportSummary:
     summary = ImportSummary(run_id=run.id, rows=len(rows))
     now = utcnow()
@@ -1255,7 +1301,16 @@ def _fill_totals(
     summary.not_in_sheet = len(set(conn.execute(query).scalars()) - in_sheet)
 
 
-def review_counts(conn: Connection, run_id: int) -> dict[str, Any]:
+class ReviewCounts(TypedDict):
+    """Where a run's review stands (a dict, as the audit's figures write it out)."""
+
+    candidates: int
+    invite: int
+    not_invited: dict[str, int]  # reason label -> count
+    not_reviewed: int
+
+
+def review_counts(conn: Connection, run_id: int) -> ReviewCounts:
     """Where a run's review stands: candidates, invite, not invited by reason, not yet reviewed."""
     candidates = conn.execute(
         select(func.count()).where(RESULT.c.run_id == run_id, RESULT.c.outcome == "candidate")
@@ -1271,12 +1326,12 @@ def review_counts(conn: Connection, run_id: int) -> dict[str, Any]:
         if d == "do_not_invite":
             not_invited[REASONS.get(reason or "", reason or "no reason")] += n
     decided = sum(n for _, _, n in rows)
-    return {
-        "candidates": candidates,
-        "invite": invite,
-        "not_invited": dict(sorted(not_invited.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "not_reviewed": candidates - decided,
-    }
+    return ReviewCounts(
+        candidates=candidates,
+        invite=invite,
+        not_invited=dict(sorted(not_invited.items(), key=lambda kv: (-kv[1], kv[0]))),
+        not_reviewed=candidates - decided,
+    )
 
 
 def format_import_summary(s: ImportSummary, source: str) -> str:

@@ -24,13 +24,20 @@ import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
 
 from openpyxl.cell.cell import Cell
 from openpyxl.utils.exceptions import InvalidFileException
 
 from recruit.errors import RecruitError
 from recruit.safe_text import FORMULA_STARTS
+
+if TYPE_CHECKING:
+    from openpyxl import Workbook
+
+# What a cell holds, as openpyxl or the CSV reader hands it over (text, a number, a date, None, ...):
+# staff type anything, so callers look at it with isinstance or str() and never assume a type.
+CellValue: TypeAlias = object
 
 _NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -52,12 +59,14 @@ def put_text(cell: Cell, value: str | None) -> None:
         cell.quotePrefix = True
 
 
-def normalise_header(text: Any) -> str:
+def normalise_header(text: CellValue) -> str:
     """'Study No.' -> 'studyno': case, spaces and punctuation do not matter in headers."""
     return re.sub(r"[^a-z0-9]", "", str(text or "").lower())
 
 
-def match_headers(headers: Sequence[Any], wanted: Mapping[str, Sequence[str]], what: str) -> dict[str, int]:
+def match_headers(
+    headers: Sequence[CellValue], wanted: Mapping[str, Sequence[str]], what: str
+) -> dict[str, int]:
     """Column index of each wanted field, from headers spelt in any case, with punctuation, or
     slightly misspelt ('Studdy number'); a missing or doubly matched field is one plain error."""
     found: dict[str, int] = {}
@@ -86,10 +95,10 @@ class TableRow:
     """One data row of a table a person made: its row number as their program shows it."""
 
     number: int
-    values: tuple[Any, ...]
+    values: tuple[CellValue, ...]
 
 
-def read_table(path: Path) -> tuple[list[Any], list[TableRow]]:
+def read_table(path: Path) -> tuple[list[CellValue], list[TableRow]]:
     """The header row and the data rows of a CSV or XLSX file (first sheet), blank rows skipped.
 
     XLSX cells come back as their stored values (dates as dates); a formula cell comes back as
@@ -104,7 +113,7 @@ def read_table(path: Path) -> tuple[list[Any], list[TableRow]]:
         rows = _csv_rows(path)
     else:
         raise RecruitError(f"{path.name}: recruit reads CSV (.csv) or Excel (.xlsx) files, not {suffix}.")
-    header: list[Any] | None = None
+    header: list[CellValue] | None = None
     data: list[TableRow] = []
     for number, values in rows:
         if all(_blank(v) for v in values):
@@ -118,11 +127,11 @@ def read_table(path: Path) -> tuple[list[Any], list[TableRow]]:
     return header, data
 
 
-def _blank(value: Any) -> bool:
+def _blank(value: CellValue) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def open_workbook(path: Path, *, what: str = "spreadsheet") -> Any:
+def open_workbook(path: Path, *, what: str = "spreadsheet") -> Workbook:
     """An openpyxl workbook, or one plain sentence saying why the file cannot be read."""
     from openpyxl import load_workbook
 
@@ -134,21 +143,21 @@ def open_workbook(path: Path, *, what: str = "spreadsheet") -> Any:
         raise RecruitError(f"{path.name} cannot be read as an Excel {what} (.xlsx): {exc}") from None
 
 
-def _xlsx_rows(path: Path) -> Iterator[tuple[int, tuple[Any, ...]]]:
+def _xlsx_rows(path: Path) -> Iterator[tuple[int, tuple[CellValue, ...]]]:
     sheet = open_workbook(path).worksheets[0]
-    for cells in sheet.iter_rows():
+    for number, cells in enumerate(sheet.iter_rows(), 1):  # rows run on from row 1, none skipped
         if cells:
-            yield cells[0].row, tuple(c.value for c in cells)
+            yield number, tuple(c.value for c in cells)
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, tuple[Any, ...]]]:
+def _csv_rows(path: Path) -> Iterator[tuple[int, tuple[CellValue, ...]]]:
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         text = raw.decode("cp1252", errors="replace")  # Excel's "CSV" on Windows
     try:
-        dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+        dialect: type[csv.Dialect] = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel
     reader = csv.reader(io.StringIO(text, newline=""), dialect)
@@ -156,7 +165,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, tuple[Any, ...]]]:
         yield reader.line_num, tuple(values)
 
 
-def parse_day(value: Any) -> dt.date | None:
+def parse_day(value: CellValue) -> dt.date | None:
     """A date from a cell: a spreadsheet date, or text as 2025-07-01 or 01/07/2025 (day first, as
     in the UK). None when it is not one of those."""
     if isinstance(value, dt.datetime):
