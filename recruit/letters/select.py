@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -125,13 +124,13 @@ class Classification:
     refused: dict[int, str] = field(default_factory=dict)
 
 
-def _blank(column: ColumnElement[Any]) -> ColumnElement[bool]:
+def _blank(column: ColumnElement[str | None]) -> ColumnElement[bool]:
     return or_(column.is_(None), func.trim(column) == "")
 
 
 def _has_code(
-    patient_id: ColumnElement[Any], codelist_ids: Sequence[int], category: str | None = None
-) -> Any:
+    patient_id: ColumnElement[int], codelist_ids: Sequence[int], category: str | None = None
+) -> ColumnElement[bool]:
     """The patient has a record with a code from the lists (Read v2 prefix rows match by prefix)."""
     if not codelist_ids:
         return false()
@@ -155,7 +154,7 @@ def _same_person(other: FromClause, p: FromClause) -> ColumnElement[bool]:
     return or_(other.c.id == p.c.id, and_(~_blank(p.c.nhs_number), other.c.nhs_number == p.c.nhs_number))
 
 
-def _opt_out_kind(code: FromClause) -> tuple[ColumnElement[Any], ColumnElement[bool]]:
+def _opt_out_kind(code: FromClause) -> tuple[ColumnElement[str], ColumnElement[bool]]:
     """A codelist row's kind of opt-out and whether it is a withdrawal, from its category:
     type1_dissent / type1_withdrawn -> (type1, no / yes). A category with neither ending (an
     older list's type1_opt_out, or none at all) is dissent: in doubt, no letter."""
@@ -171,7 +170,7 @@ def _opt_out_kind(code: FromClause) -> tuple[ColumnElement[Any], ColumnElement[b
     return kind, withdrawn
 
 
-def _opted_out(p: FromClause, codelist_ids: Sequence[int]) -> Any:
+def _opted_out(p: FromClause, codelist_ids: Sequence[int]) -> ColumnElement[bool]:
     """For some kind of opt-out, the latest dated record over ALL the person's records is dissent
     (a dissent and a withdrawal on the same day: dissent wins)."""
     if not codelist_ids:
@@ -198,14 +197,14 @@ def _opted_out(p: FromClause, codelist_ids: Sequence[int]) -> Any:
     )
 
 
-def _died(p: FromClause) -> Any:
+def _died(p: FromClause) -> ColumnElement[bool]:
     same = PATIENT.alias()
     return exists(
         select(literal(1)).select_from(same).where(_same_person(same, p), same.c.date_of_death.is_not(None))
     )
 
 
-def _held(p: FromClause, signal: str, codelist_ids: Sequence[int] = ()) -> Any:
+def _held(p: FromClause, signal: str, codelist_ids: Sequence[int] = ()) -> ColumnElement[bool]:
     """A quarantined record still signals this about the person. Death and dissent: a hold
     under their NHS number, or under any of their records' practice ids. Leaving: only a hold
     for this practice (or one whose practice is unknown) - leaving another practice is no
@@ -214,7 +213,7 @@ def _held(p: FromClause, signal: str, codelist_ids: Sequence[int] = ()) -> Any:
     hold, same = HOLD.alias(), PATIENT.alias()
     by_number = and_(~_blank(p.c.nhs_number), hold.c.nhs_number == p.c.nhs_number)
     if signal == "left":
-        where: list[Any] = [
+        where: list[ColumnElement[bool]] = [
             or_(
                 and_(by_number, or_(hold.c.practice_id.is_(None), hold.c.practice_id == p.c.practice_id)),
                 and_(hold.c.practice_id == p.c.practice_id, hold.c.source_id == p.c.source_id),
@@ -258,7 +257,7 @@ def _held(p: FromClause, signal: str, codelist_ids: Sequence[int] = ()) -> Any:
     return exists(select(literal(1)).select_from(hold).where(hold.c.signal == signal, *where))
 
 
-def _registered_elsewhere(p: FromClause, unclear: bool) -> Any:
+def _registered_elsewhere(p: FromClause, unclear: bool) -> ColumnElement[bool]:
     """Another record of the person's NHS number at ANOTHER practice started later (moved
     there), or - `unclear` - on the same day, or either start is unknown while that record is
     still open: the current registration cannot be told, so this practice does not write."""
@@ -285,7 +284,9 @@ def _registered_elsewhere(p: FromClause, unclear: bool) -> Any:
     )
 
 
-def _said_no(p: FromClause, where: Callable[[FromClause, FromClause], Sequence[Any]]) -> Any:
+def _said_no(
+    p: FromClause, where: Callable[[FromClause, FromClause], Sequence[ColumnElement[bool]]]
+) -> ColumnElement[bool]:
     """A GP said "do not invite" for a record of the same person as `p`, in a decision that also
     meets `where(record, decision)`."""
     same, decision = PATIENT.alias(), DECISION.alias()
@@ -296,12 +297,12 @@ def _said_no(p: FromClause, where: Callable[[FromClause, FromClause], Sequence[A
     )
 
 
-def _other_record_refused(p: FromClause, run_id: int) -> Any:
+def _other_record_refused(p: FromClause, run_id: int) -> ColumnElement[bool]:
     """A GP said "do not invite" in this run for another record of the same person."""
     return _said_no(p, lambda same, decision: (same.c.id != p.c.id, decision.c.run_id == run_id))
 
 
-def _refused_later(p: FromClause, review: FromClause, run_id: int) -> Any:
+def _refused_later(p: FromClause, review: FromClause, run_id: int) -> ColumnElement[bool]:
     """A GP said "do not invite" for this person (any record of theirs) when reviewing another
     search, after this run's Invite: their latest decision is not to invite."""
     return _said_no(
@@ -310,7 +311,7 @@ def _refused_later(p: FromClause, review: FromClause, run_id: int) -> Any:
     )
 
 
-def _invitation(p: FromClause, condition: Any) -> Any:
+def _invitation(p: FromClause, condition: Callable[[FromClause], ColumnElement[bool]]) -> ColumnElement[bool]:
     """An invitation matching the patient by row or by NHS number (the key across practices)."""
     by_row, by_number = INVITATION.alias(), INVITATION.alias()
     return or_(
@@ -325,9 +326,9 @@ def _invitation(p: FromClause, condition: Any) -> Any:
     )
 
 
-def _no_text(column: ColumnElement[Any]) -> ColumnElement[bool]:
+def _no_text(column: ColumnElement[str | None]) -> ColumnElement[bool]:
     """NULL, or nothing but spaces, tabs and line breaks (an address is lines joined by \n)."""
-    text: ColumnElement[Any] = func.coalesce(column, "")
+    text: ColumnElement[str] = func.coalesce(column, "")
     for space in ("\n", "\r", "\t"):
         text = func.replace(text, space, "")
     return func.trim(text) == ""
@@ -381,7 +382,7 @@ def classify(
         else_=literal(None),
     ).label("reason")
 
-    def need(flag: ColumnElement[Any], category: str) -> Any:
+    def need(flag: ColumnElement[bool | None], category: str) -> ColumnElement[int]:
         return case((or_(flag == true(), _has_code(p.c.id, accessible_codelists, category)), 1), else_=0)
 
     query = (
