@@ -27,14 +27,14 @@ import unicodedata
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, case, func, insert, select, true
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from recruit.codelists import codelist_directory, load_codelist
+from recruit.codelists import Codelist, codelist_directory, load_codelist
 from recruit.db import unavailable
 from recruit.errors import RecruitError
 from recruit.letters import mailmerge
@@ -227,10 +227,10 @@ def _write(
     limit: int | None,
     settings: StudySettings,
     templates: LetterTemplates,
-    opt_out: Any,
-    accessible: Any,
+    opt_out: Codelist,
+    accessible: Codelist,
     day: dt.date,
-    pool: Any,
+    pool: ProcessPoolExecutor | None,
     progress: Callable[[int], None] | None,
 ) -> LetterSummary:
     from recruit import work_folders
@@ -366,7 +366,7 @@ def _write(
     return summary
 
 
-def _connect(engine: Engine) -> Any:
+def _connect(engine: Engine) -> Connection:
     """PostgreSQL reads one snapshot for the whole run, so the checks and inserts agree."""
     if engine.dialect.name == "postgresql":
         return engine.connect().execution_options(isolation_level="REPEATABLE READ")
@@ -390,7 +390,7 @@ def _publish(staging: Path, out: Path) -> None:
     staging.rename(out)
 
 
-def _letter_codelists(settings: StudySettings, study_path: Path) -> tuple[Any, Any]:
+def _letter_codelists(settings: StudySettings, study_path: Path) -> tuple[Codelist, Codelist]:
     # A study file sits in rules/studies/: its rules folder is the one above.
     directory = codelist_directory(study_path, settings.codelist_directory, study_path.parent.parent)
     opt_out = load_codelist(settings.codelists.research_opt_out, directory)
@@ -451,7 +451,7 @@ COULD_NOT_PRINT_REASONS = {
 
 
 def _plan(
-    conn: Any, wave: list[Candidate], settings: StudySettings, numbers: dict[str, str]
+    conn: Connection, wave: list[Candidate], settings: StudySettings, numbers: dict[str, str]
 ) -> list[_Planned]:
     practice_ids = sorted({c.practice_id for c in wave})
     practice_rows = practices(conn, practice_ids)
@@ -520,7 +520,7 @@ def _print(
     planned: list[_Planned],
     day: dt.date,
     folder: Path,
-    pool: Any,
+    pool: ProcessPoolExecutor | None,
     progress: Callable[[int], None] | None,
 ) -> tuple[list[_Planned], list[tuple[_Planned, str]], list[tuple[int, int]]]:
     """Lay out and write the PDFs; (letters printed, letters that could not be printed with the
@@ -620,7 +620,7 @@ def _check_pack(key: PackKey, doc: RenderedDoc) -> None:
 # --- the lists ---------------------------------------------------------------------------------
 
 
-def _merge_row(p: _Planned, day: dt.date, pages: int, first_page: int) -> dict[str, Any]:
+def _merge_row(p: _Planned, day: dt.date, pages: int, first_page: int) -> dict[str, str | int]:
     c = p.candidate
     address = mailmerge.address_columns(p.patient.address_lines)
     return {
@@ -643,7 +643,7 @@ def _merge_row(p: _Planned, day: dt.date, pages: int, first_page: int) -> dict[s
     }
 
 
-def _person_columns(p: _Planned) -> dict[str, Any]:
+def _person_columns(p: _Planned) -> dict[str, str]:
     """Who and where, as the practice's lists show them (NHS number, name, address, practice).
     The NHS number is printed 3-3-4, as people read it; the mail-merge data has no NHS number."""
     c = p.candidate
@@ -659,11 +659,11 @@ def _person_columns(p: _Planned) -> dict[str, Any]:
     }
 
 
-def _contact_row(p: _Planned, need: str, study_number: str) -> dict[str, Any]:
+def _contact_row(p: _Planned, need: str, study_number: str) -> dict[str, str]:
     return {"StudyNumber": study_number, **_person_columns(p), "WhatIsNeeded": need}
 
 
-def _unaddressed_rows(conn: Any, people: list[Candidate]) -> list[dict[str, Any]]:
+def _unaddressed_rows(conn: Connection, people: list[Candidate]) -> list[dict[str, str]]:
     """The practice's list of approved people with no current postal address (no letter, no
     invitation, so no study number): the practice may check the address or contact them."""
     if not people:
@@ -696,7 +696,7 @@ def _write_lists(
     pages_info: list[tuple[int, int]],
     contact: list[_Planned],
     failed: Sequence[tuple[_Planned, str]] = (),
-    unaddressed: Sequence[dict[str, Any]] = (),
+    unaddressed: Sequence[dict[str, str]] = (),
 ) -> None:
     rows = [_merge_row(p, day, n, first) for p, (n, first) in zip(mailed, pages_info, strict=True)]
     mailmerge.write_csv(folder / "mail-merge.csv", mailmerge.MAIL_MERGE_COLUMNS, rows)
@@ -710,7 +710,7 @@ def _write_lists(
     mailmerge.write_csv(folder / "could-not-print.csv", mailmerge.COULD_NOT_PRINT_COLUMNS, problems)
 
 
-def _could_not_print_row(p: _Planned, reason: str) -> dict[str, Any]:
+def _could_not_print_row(p: _Planned, reason: str) -> dict[str, str]:
     why = COULD_NOT_PRINT_REASONS.get(reason, REFUSALS.get(reason, reason))
     return {**_person_columns(p), "WhyNotPrinted": why}
 
