@@ -26,6 +26,7 @@ from sqlalchemy import (
     Float,
     Integer,
     String,
+    Table,
     case,
     cast,
     func,
@@ -286,18 +287,18 @@ def _text(value: str) -> ColumnElement[str]:
     return cast(literal(value), String)
 
 
-def _concat(*parts: ColumnElement[Any]) -> ColumnElement[str]:
+def _concat(*parts: ColumnElement[str]) -> ColumnElement[str]:
     return reduce(lambda a, b: a.concat(b), parts)
 
 
-def _json_string(column: ColumnElement[Any]) -> ColumnElement[str]:
-    escaped: ColumnElement[Any] = cast(column, String)
+def _json_string(column: ColumnElement[object]) -> ColumnElement[str]:
+    escaped: ColumnElement[str] = cast(column, String)
     for old, new in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
         escaped = func.replace(escaped, _text(old), _text(new), type_=String)
     return case((column.is_(None), _text("null")), else_=_concat(_text('"'), escaped, _text('"')))
 
 
-def evidence_json(ev: Any) -> ColumnElement[str]:
+def evidence_json(ev: Table) -> ColumnElement[str]:
     """{"code","date","system","term"} as JSON text built in SQL (keys sorted like JSONText)."""
     return _concat(
         _text('{"code":'),
@@ -312,7 +313,7 @@ def evidence_json(ev: Any) -> ColumnElement[str]:
     )
 
 
-def evidence_words(ev: Any) -> ColumnElement[str]:
+def evidence_words(ev: Table) -> ColumnElement[str]:
     """': term (system code) on date', naming the record that decided."""
     return _concat(
         _text(": "),
@@ -370,7 +371,7 @@ SQLITE_CACHE_KIB = 256 * 1024
 POSTGRES_WORK_MEM = "256MB"
 
 
-def _pass_table(compiler: Compiler) -> Any:
+def _pass_table(compiler: Compiler) -> Table:
     """One row per patient searched: first_fail (the first step failed), the step mask and the
     score, from one scan of the patients left-joined to the flags of the atoms."""
     rule_set = compiler.rule_set
@@ -428,7 +429,7 @@ def _pass_table(compiler: Compiler) -> Any:
     return table
 
 
-def _write_step_counts(conn: Connection, run_id: int, rule_set: RuleSet, passes: Any) -> None:
+def _write_step_counts(conn: Connection, run_id: int, rule_set: RuleSet, passes: Table) -> None:
     """Flow counts in one pass: a GROUP BY of the step masks, then arithmetic on that histogram
     (at most a few hundred distinct masks, whatever the number of patients)."""
     rows = conn.execute(select(passes.c.mask, func.count()).group_by(passes.c.mask)).all()
@@ -456,7 +457,9 @@ def _write_step_counts(conn: Connection, run_id: int, rule_set: RuleSet, passes:
     )
 
 
-def _write_results(conn: Connection, run_id: int, rule_set: RuleSet, compiler: Compiler, passes: Any) -> None:
+def _write_results(
+    conn: Connection, run_id: int, rule_set: RuleSet, compiler: Compiler, passes: Table
+) -> None:
     """search_result rows: the excluded with a plain reason, then those an exclusion step with
     evidence excluded (joined to their evidence: few), then the candidates with their rank."""
     steps = rule_set.steps
