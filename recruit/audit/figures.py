@@ -12,7 +12,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple, TypedDict
 
 from sqlalchemy import Connection, and_, case, func, select
 
@@ -113,12 +113,28 @@ class ExtractFigures:
     reasons: list[str]
 
 
+class Provenance(TypedDict):
+    """Which search a run's figures come from, as audit.json records it (dates as ISO text)."""
+
+    run_id: int
+    rule_set_name: str
+    rule_set_version: str
+    rule_set_fingerprint: str
+    codelist_fingerprints: dict[str, str]
+    extract_fingerprints: list[str]
+    index_date: str
+    practice_ods_code: str | None
+    recruit_version: str | None
+    started_at: str | None
+    finished_at: str | None
+
+
 @dataclass
 class RunFigures:
     """One run's figures (true counts: never published before `protect`) and what they mean."""
 
     run_id: int
-    provenance: dict[str, Any]
+    provenance: Provenance
     rule_set_text: str | None
     steps: list[Step]
     columns: list[Column]
@@ -191,27 +207,27 @@ def gather(conn: Connection, run_id: int) -> RunFigures:
     counts = {
         code[pid]: PracticeCounts(
             histogram=histograms[pid],
-            screened=review["screened"].get(pid, 0),
-            reasons={reason: n for (p, reason), n in review["reasons"].items() if p == pid},
+            screened=review.screened.get(pid, 0),
+            reasons={reason: n for (p, reason), n in review.reasons.items() if p == pid},
             letters={item: n for (p, item), n in letters.items() if p == pid},
         )
         for pid in order
     }
     figures = RunFigures(
         run_id=run_id,
-        provenance={
-            "run_id": run.id,
-            "rule_set_name": run.rule_set_name,
-            "rule_set_version": run.rule_set_version,
-            "rule_set_fingerprint": run.rule_set_fingerprint,
-            "codelist_fingerprints": dict(sorted(run.codelist_fingerprints.items())),
-            "extract_fingerprints": list(run.extract_fingerprints),
-            "index_date": run.index_date.isoformat(),
-            "practice_ods_code": run.practice_ods_code,
-            "recruit_version": run.recruit_version,
-            "started_at": run.started_at.isoformat() if run.started_at else None,
-            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        },
+        provenance=Provenance(
+            run_id=run.id,
+            rule_set_name=run.rule_set_name,
+            rule_set_version=run.rule_set_version,
+            rule_set_fingerprint=run.rule_set_fingerprint,
+            codelist_fingerprints=dict(sorted(run.codelist_fingerprints.items())),
+            extract_fingerprints=list(run.extract_fingerprints),
+            index_date=run.index_date.isoformat(),
+            practice_ods_code=run.practice_ods_code,
+            recruit_version=run.recruit_version,
+            started_at=run.started_at.isoformat() if run.started_at else None,
+            finished_at=run.finished_at.isoformat() if run.finished_at else None,
+        ),
         rule_set_text=run.rule_set_text,
         steps=steps,
         columns=columns,
@@ -332,7 +348,12 @@ def _flow_relations(figures: RunFigures, col: str) -> None:
     table.sum_is(key(col, "replies.replied"), [key(col, f"replies.{c}") for c in REPLY_CATEGORIES])
 
 
-def _review_counts(conn: Connection, run_id: int) -> dict[str, Any]:
+class _ReviewCounts(NamedTuple):
+    screened: Counter[int]  # practice id -> candidates with a GP decision
+    reasons: Counter[tuple[int, str]]  # (practice id, reason) -> candidates not to be invited
+
+
+def _review_counts(conn: Connection, run_id: int) -> _ReviewCounts:
     """Candidates with a GP decision, and those not to be invited by reason, per practice."""
     rows = conn.execute(
         select(RESULT.c.practice_id, DECISION.c.decision, DECISION.c.reason_code, func.count())
@@ -349,7 +370,7 @@ def _review_counts(conn: Connection, run_id: int) -> dict[str, Any]:
         screened[practice_id] += n
         if decision != "invite":
             reasons[(practice_id, (reason_code or "").strip() or NO_REASON)] += n
-    return {"screened": screened, "reasons": reasons}
+    return _ReviewCounts(screened, reasons)
 
 
 def _letter_counts(conn: Connection, run_id: int) -> dict[tuple[int, str], int]:

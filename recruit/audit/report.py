@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from sqlalchemy import Connection, Engine, select
@@ -26,7 +26,7 @@ from recruit.safe_text import spreadsheet_safe
 from recruit.tables import BATCH
 
 from .diagram import Diagram, flow_diagram
-from .figures import ALL, REPLY_ITEMS, RunFigures, gather
+from .figures import ALL, REPLY_ITEMS, ExtractFigures, RunFigures, gather
 from .suppress import Protected, Rule, Shown, protect
 
 CSV_COLUMNS = ("run", "column", "item", "label", "shown", "number", "kind")
@@ -47,6 +47,57 @@ COMPARED = (
 )
 
 
+class WaveRanking(TypedDict):
+    """One letter batch of a run and the weights that ordered it (score item -> weight)."""
+
+    wave: int
+    batch: int
+    written_on: str
+    ranked_by: str
+    weights: dict[str, float]
+
+
+class FlowRow(TypedDict):
+    """One figure of the per-practice table: a cell per column, indented by level."""
+
+    label: str
+    cells: list[str]
+    level: int
+    group: str
+
+
+class StepRow(TypedDict):
+    number: int
+    id: str
+    kind: str
+    reason: str
+    entering: str
+    excluded: str
+    kept: str
+    cost: str
+
+
+class ExtractRow(TypedDict):
+    extract: ExtractFigures
+    read: str
+    loaded: str
+    quarantined: str
+    reasons: list[tuple[str, str]]  # (label, figure as shown)
+
+
+class ComparisonRow(TypedDict):
+    label: str
+    a: str
+    b: str
+    difference: str  # as shown ("+1,234", "0", or empty)
+    number: int | None  # the difference as a number, None when either side has none
+    step: bool
+
+
+# One published figure for the CSV and JSON, keyed by CSV_COLUMNS (read by name, so a plain dict).
+FigureRecord = dict[str, str | int | None]
+
+
 @dataclass
 class RunReport:
     figures: RunFigures
@@ -54,7 +105,7 @@ class RunReport:
     rules_file: str | None
     # Which weights put each wave of letters in order (issue 19): batch, date, the rule file's or
     # a fitted version, and the score items with their weights. No counts, no identifiers.
-    rankings: list[dict[str, Any]] = field(default_factory=list)
+    rankings: list[WaveRanking] = field(default_factory=list)
 
     def shown(self, column: str, item: str) -> Shown:
         return self.protected.shown[self.figures.key(column, item)]
@@ -75,14 +126,14 @@ class RunReport:
             [f"review.reason.{r}" for r in f.review_reasons],
         )
 
-    def flow_rows(self) -> list[dict[str, Any]]:
+    def flow_rows(self) -> list[FlowRow]:
         """The per-practice table: one row per figure, one cell per column."""
         f = self.figures
-        rows: list[dict[str, Any]] = []
+        rows: list[FlowRow] = []
 
         def row(label: str, keys: list[str], level: int = 0, group: str = "") -> None:
             rows.append(
-                {"label": label, "cells": [self.shown_key(k) for k in keys], "level": level, "group": group}
+                FlowRow(label=label, cells=[self.shown_key(k) for k in keys], level=level, group=group)
             )
 
         cols = [c.key for c in f.columns]
@@ -127,19 +178,19 @@ class RunReport:
             )
         return rows
 
-    def step_rows(self) -> list[dict[str, Any]]:
+    def step_rows(self) -> list[StepRow]:
         f = self.figures
         return [
-            {
-                "number": s.index + 1,
-                "id": s.step_id,
-                "kind": s.kind,
-                "reason": s.exclusion,
-                "entering": self.shown_key(f.step_entering(ALL, s.index)),
-                "excluded": self.text(ALL, f"step{s.index}.excluded"),
-                "kept": self.shown_key(f.step_kept(ALL, s.index)),
-                "cost": self.text(ALL, f"step{s.index}.cost"),
-            }
+            StepRow(
+                number=s.index + 1,
+                id=s.step_id,
+                kind=s.kind,
+                reason=s.exclusion,
+                entering=self.shown_key(f.step_entering(ALL, s.index)),
+                excluded=self.text(ALL, f"step{s.index}.excluded"),
+                kept=self.shown_key(f.step_kept(ALL, s.index)),
+                cost=self.text(ALL, f"step{s.index}.cost"),
+            )
             for s in f.steps
         ]
 
@@ -150,22 +201,22 @@ class RunReport:
             for r in f.refusal_reasons
         ]
 
-    def extract_rows(self) -> list[dict[str, Any]]:
+    def extract_rows(self) -> list[ExtractRow]:
         f = self.figures
         out = []
         for e in f.extracts:
             col = f"extract{e.extract_id}"
             out.append(
-                {
-                    "extract": e,
-                    "read": self.text(col, "quarantine.read"),
-                    "loaded": self.text(col, "quarantine.loaded"),
-                    "quarantined": self.text(col, "quarantine.quarantined"),
-                    "reasons": [
+                ExtractRow(
+                    extract=e,
+                    read=self.text(col, "quarantine.read"),
+                    loaded=self.text(col, "quarantine.loaded"),
+                    quarantined=self.text(col, "quarantine.quarantined"),
+                    reasons=[
                         (f.label(f"quarantine.reason.{r}"), self.text(col, f"quarantine.reason.{r}"))
                         for r in e.reasons
                     ],
-                }
+                )
             )
         return out
 
@@ -176,10 +227,10 @@ class RunReport:
             command += f" --practice {p['practice_ods_code']}"
         return command
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[FigureRecord]:
         """Every published figure, in report order, for CSV and JSON."""
         f = self.figures
-        out = []
+        out: list[FigureRecord] = []
         for key, shown in self.protected.shown.items():
             _, column, item = key.split("|", 2)
             out.append(
@@ -208,13 +259,13 @@ class Report:
     rule: Rule
     generated_on: dt.date
 
-    def comparison(self) -> list[dict[str, Any]]:
+    def comparison(self) -> list[ComparisonRow]:
         """Run A against run B, figure by figure, steps matched by id. A difference is taken
         between the figures as shown, so it tells nothing the two columns do not."""
         if len(self.runs) != 2:
             return []
         a, b = self.runs
-        rows = []
+        rows: list[ComparisonRow] = []
 
         def line(label: str, shown_a: Shown | None, shown_b: Shown | None, step: bool = False) -> None:
             diff = None
@@ -223,14 +274,14 @@ class Report:
                 if number_a is not None and number_b is not None:
                     diff = number_b - number_a
             rows.append(
-                {
-                    "label": label,
-                    "a": fmt(shown_a) if shown_a else "not in this run",
-                    "b": fmt(shown_b) if shown_b else "not in this run",
-                    "difference": "" if diff is None else f"{diff:+,}" if diff else "0",
-                    "number": diff,
-                    "step": step,
-                }
+                ComparisonRow(
+                    label=label,
+                    a=fmt(shown_a) if shown_a else "not in this run",
+                    b=fmt(shown_b) if shown_b else "not in this run",
+                    difference="" if diff is None else f"{diff:+,}" if diff else "0",
+                    number=diff,
+                    step=step,
+                )
             )
 
         line("Records searched", a.shown(ALL, "searched"), b.shown(ALL, "searched"))
@@ -253,7 +304,8 @@ class Report:
             line(a.figures.label(item), a.shown(ALL, item), b.shown(ALL, item))
         return rows
 
-    def data(self) -> dict[str, Any]:
+    def data(self) -> dict[str, object]:
+        """audit.json's document (written out whole with json.dumps)."""
         return {
             "report": "recruit audit",
             "generated_on": self.generated_on.isoformat(),
@@ -332,14 +384,14 @@ def build_report(engine: Engine, run_ids: Sequence[int], rule: Rule, today: dt.d
     return Report(runs, rule, today or dt.date.today())
 
 
-def wave_rankings(conn: Connection, run_id: int) -> list[dict[str, Any]]:
+def wave_rankings(conn: Connection, run_id: int) -> list[WaveRanking]:
     """Each letter batch of the run, oldest first, with the weights that ordered it."""
     rows = conn.execute(
         select(BATCH.c.id, BATCH.c.created_at, BATCH.c.ranking)
         .where(BATCH.c.run_id == run_id)
         .order_by(BATCH.c.id)
     ).all()
-    waves = []
+    waves: list[WaveRanking] = []
     for number, row in enumerate(rows, start=1):
         ranking = row.ranking or {"by": "rule file (recorded before recruit kept the ranking)", "weights": {}}
         created = row.created_at
@@ -347,13 +399,13 @@ def wave_rankings(conn: Connection, run_id: int) -> list[dict[str, Any]]:
         if by == "fitted":
             by = f"weights fitted to replies, version {ranking.get('version')}"
         waves.append(
-            {
-                "wave": number,
-                "batch": row.id,
-                "written_on": (created if isinstance(created, str) else created.isoformat())[:10],
-                "ranked_by": by,
-                "weights": dict(ranking.get("weights", {})),
-            }
+            WaveRanking(
+                wave=number,
+                batch=row.id,
+                written_on=(created if isinstance(created, str) else created.isoformat())[:10],
+                ranked_by=by,
+                weights=dict(ranking.get("weights", {})),
+            )
         )
     return waves
 
