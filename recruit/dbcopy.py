@@ -30,11 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
+    Column,
     Connection,
     DateTime,
     Engine,
     Index,
     Integer,
+    Row,
     Table,
     delete,
     func,
@@ -45,6 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, DropIndex
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 from recruit.bulk_write import insert_rows
@@ -166,18 +169,18 @@ def _holding(conn: Connection, tables: Sequence[Table], target: Engine, replace:
     return True
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     """A value as compared between engines: times in UTC without their zone (SQLite drops it)."""
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         return value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
 
 
-def _digest(values: Sequence[Any]) -> bytes:
+def _digest(values: Sequence[object]) -> bytes:
     return hashlib.blake2b(repr(tuple(_plain(v) for v in values)).encode(), digest_size=16).digest()
 
 
-def _row_digests(conn: Connection, table: Table) -> Iterator[tuple[bytes, Any]]:
+def _row_digests(conn: Connection, table: Table) -> Iterator[tuple[bytes, Row[Any]]]:
     """(digest of every column as stored, row) for each row, streamed."""
     # Options on the statement: Connection.execution_options() would change the connection
     # itself, and later DELETEs would be sent through a server-side cursor.
@@ -276,7 +279,7 @@ def _drop_plain_indexes(conn: Connection, tables: Sequence[Table]) -> list[Index
     return dropped
 
 
-def _raw_columns(table: Table) -> list[Any]:
+def _raw_columns(table: Table) -> list[ColumnElement[Any]]:
     """Columns as stored: JSON kept as its text, so it is copied byte for byte."""
     return [
         type_coerce(c, c.type.impl).label(c.name) if isinstance(c.type, TypeDecorator) else c
@@ -284,14 +287,14 @@ def _raw_columns(table: Table) -> list[Any]:
     ]
 
 
-def _batches(src: Connection, table: Table) -> Iterator[Sequence[Any]]:
+def _batches(src: Connection, table: Table) -> Iterator[Sequence[Sequence[object]]]:
     order = list(table.primary_key.columns)
     query = select(*_raw_columns(table)).order_by(*order)
     result = src.execution_options(yield_per=BATCH).execute(query)
     yield from result.partitions()
 
 
-def _as_utc(value: Any) -> Any:
+def _as_utc(value: object) -> object:
     """recruit writes times in UTC; SQLite gives them back without their zone, so put it back."""
     if isinstance(value, dt.datetime) and value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
@@ -312,7 +315,7 @@ def _copy_table(src: Connection, dst: Connection, table: Table, progress: Progre
     return n
 
 
-def _numbered(table: Table) -> Any:
+def _numbered(table: Table) -> Column[int] | None:
     column = table.autoincrement_column
     return column if column is not None and isinstance(column.type, Integer) else None
 
