@@ -150,7 +150,12 @@ def codelist_directory(file: Path, named: str | None, rules_root: Path) -> Path:
     return default_directory()
 
 
-def manifest_entry(name: str, directory: str | Path | None = None) -> dict[str, Any]:
+# A manifest entry as written in YAML: untyped (only name and file are checked; `sources` is
+# iterated as written), so Any, like raw FHIR.
+ManifestEntry = dict[str, Any]
+
+
+def manifest_entry(name: str, directory: str | Path | None = None) -> ManifestEntry:
     """A codelist's entry in the manifest (a copy), or {} when it lists none of that name."""
     return _read_manifest(_resolve_dir(directory)).get(name) or {}
 
@@ -159,7 +164,7 @@ def _resolve_dir(directory: str | Path | None) -> Path:
     return Path(directory) if directory is not None else default_directory()
 
 
-def _read_manifest(directory: Path) -> dict[str, dict[str, Any]]:
+def _read_manifest(directory: Path) -> dict[str, ManifestEntry]:
     path = directory / MANIFEST_NAME
     try:
         text = path.read_text(encoding="utf-8")
@@ -170,7 +175,7 @@ def _read_manifest(directory: Path) -> dict[str, dict[str, Any]]:
 
 
 @functools.lru_cache(maxsize=16)
-def _parse_manifest(path: Path, text: str) -> dict[str, dict[str, Any]]:
+def _parse_manifest(path: Path, text: str) -> dict[str, ManifestEntry]:
     """The manifest is read once per codelist a search loads: parse each version of it once
     (libyaml's C parser when PyYAML has it: the pure-Python one takes most of a second)."""
     try:
@@ -180,7 +185,7 @@ def _parse_manifest(path: Path, text: str) -> dict[str, dict[str, Any]]:
     entries = data.get("codelists") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise CodelistError(f"{path}: expected a top-level 'codelists' list")
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, ManifestEntry] = {}
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not entry.get("name") or not entry.get("file"):
             raise CodelistError(f"{path}: codelists[{i}] needs 'name' and 'file'")
@@ -295,10 +300,10 @@ def _system_from_words(text: str) -> CodeSystem | None:
     return None
 
 
-def _read_sidecar(path: Path) -> dict[str, Any]:
+def _read_sidecar(path: Path) -> dict[str, str]:
     """What a sidecar says about ``path``: ``<file>.yaml`` (system, version, id, url, downloaded_at)
     or this file's entry in an OpenSAFELY ``codelists.json`` (id, url, downloaded_at)."""
-    found: dict[str, Any] = {}
+    found: dict[str, str] = {}
     opensafely = path.parent / _SIDECAR
     if opensafely.is_file():
         try:
@@ -329,7 +334,7 @@ def _coding_system(value: str, where: str) -> CodeSystem:
     return system
 
 
-def download_info(path: Path, entry: Mapping[str, Any], header: Sequence[str] = ()) -> DownloadInfo:
+def download_info(path: Path, entry: Mapping[str, object], header: Sequence[str] = ()) -> DownloadInfo:
     """The coding system, version and provenance of a downloaded codelist: the manifest entry
     first, then a sidecar, then the names (codelist id, file name); dm+d's own columns say dm+d."""
     side = _read_sidecar(path)
