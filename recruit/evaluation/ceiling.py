@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Connection, Integer, Table, case, func, literal_column, select
+from sqlalchemy import Connection, Integer, Subquery, Table, case, func, literal_column, select
 
 from recruit.codelists import Codelist
 from recruit.query.model import RuleSet
 from recruit.search_run import SearchRun
 from recruit.tables import PATIENT
+
+# A group's recorded features: the run's score (None: no score), then 1 or 0 for each criterion.
+Features = tuple[float | None, ...]
 
 CEILING_FEATURES_FILE = "ceiling_features.yaml"
 SMALL_GROUP = 10  # fewer people than this with the same records: their share eligible is mostly chance
@@ -86,8 +88,8 @@ def top_precision(shares: Sequence[tuple[float, int]], size: float) -> float:
 
 
 def ceiling_groups(
-    conn: Connection, run: SearchRun, people: Any, truth: Table, features: CeilingFeatures
-) -> list[tuple[int, int, tuple[Any, ...]]]:
+    conn: Connection, run: SearchRun, people: Subquery, truth: Table, features: CeilingFeatures
+) -> list[tuple[int, int, Features]]:
     """(people, truly eligible, features) for each group of candidates with identical recorded
     features (the run's score, then 1 or 0 for each criterion of `features`).
 

@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import count
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -41,6 +40,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Subquery,
     Table,
     case,
     false,
@@ -52,12 +52,14 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
 
 from recruit.bulk_write import write_rows
 from recruit.errors import RecruitError
 from recruit.evaluation.ceiling import (
     SMALL_GROUP,
     CeilingFeatures,
+    Features,
     ceiling_by_wave,
     ceiling_groups,
     load_ceiling_features,
@@ -70,8 +72,8 @@ from recruit.evaluation.truth import (
     truth_extract_date,
     truth_rows,
 )
-from recruit.search_run import SearchRun
-from recruit.tables import PATIENT, RESULT, STEP_COUNT
+from recruit.search_run import SearchRun, StepTally
+from recruit.tables import PATIENT, RESULT
 from synthetic_ehr.truth_columns import ELIGIBLE_IPS
 
 WAVES: tuple[tuple[str, float], ...] = (("top 10%", 0.10), ("top 25%", 0.25), ("top 50%", 0.50), ("all", 1.0))
@@ -146,7 +148,7 @@ class Evaluation:
     ceiling_groups: int = 0  # candidates with identical features form one group
     ceiling_small_groups: int = 0  # candidates in groups of fewer than SMALL_GROUP people
     # (people, eligible, features) per group: counts only, for pooling runs (bench/score_ceiling.py)
-    ceiling_by_features: list[tuple[int, int, tuple[Any, ...]]] = field(default_factory=list)
+    ceiling_by_features: list[tuple[int, int, Features]] = field(default_factory=list)
 
     @property
     def precision(self) -> float | None:
@@ -166,7 +168,7 @@ class Evaluation:
         out.update({s.step_id: s.eligible_excluded for s in self.steps if s.eligible_excluded})
         return out
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """Plain data for machines (no patient identifiers: counts only)."""
         return {
             "run": {
@@ -254,9 +256,7 @@ def evaluate_run(
         ceiling = load_ceiling_features()
     with engine.begin() as conn:
         run = SearchRun.load(conn, run_id).require_finished()
-        steps = conn.execute(
-            select(STEP_COUNT).where(STEP_COUNT.c.run_id == run_id).order_by(STEP_COUNT.c.step_index)
-        ).all()
+        steps = run.counts(conn)
         pseudonyms = _has_pseudonymised(conn, run_id)
         table = Table(
             f"ev_truth_{next(_temp_names)}",
@@ -321,13 +321,13 @@ def _index_one_row_per_person(
         raise RecruitError(message) from None
 
 
-def _people(conn: Connection, run_id: int, step_ids: Sequence[str], truth: Table | None = None) -> Any:
+def _people(conn: Connection, run_id: int, step_ids: Sequence[str], truth: Table | None = None) -> Subquery:
     """One row per person in the run: the record that got furthest through the steps (a person
     with records at two practices counts once). A person is their NHS number; given the truth
     (a run on pseudonymised patients), a pseudonymised patient is the truth's person whose
     pseudonym is their patient id, or "pseudonym ID" when the truth has no such person."""
-    key: Any = PATIENT.c.nhs_number
-    matchable: Any = PATIENT.c.nhs_number.is_not(None)
+    key: ColumnElement[str | None] = PATIENT.c.nhs_number
+    matchable: ColumnElement[bool] = PATIENT.c.nhs_number.is_not(None)
     if truth is not None:
         by_pseudonym = (
             select(truth.c.nhs_number).where(truth.c.pseudonym == PATIENT.c.source_id).scalar_subquery()
@@ -380,7 +380,7 @@ def _people(conn: Connection, run_id: int, step_ids: Sequence[str], truth: Table
 def _evaluate(
     conn: Connection,
     run: SearchRun,
-    steps: Sequence[Any],
+    steps: Sequence[StepTally],
     truth: Table,
     eligibility: str,
     truth_file: Path,
