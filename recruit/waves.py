@@ -23,12 +23,13 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import NotRequired, Protocol, TypedDict, TypeVar
 
 import numpy as np
-from sqlalchemy import Connection, Engine, and_, exists, func, insert, or_, select
+from sqlalchemy import Connection, Engine, FromClause, and_, exists, func, insert, or_, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from recruit.errors import RecruitError
 from recruit.models import utcnow
@@ -68,7 +69,7 @@ class ItemWeight:
     learned: bool
     replies_with: int
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, float | bool | None]:
         return {
             "rule_weight": self.rule_weight,
             "weight": self.weight,
@@ -103,7 +104,7 @@ def run_score_items(conn: Connection, run_id: int) -> RuleSet:
     return rule_set
 
 
-def _asked_not_to_be_contacted(inv: Any) -> Any:
+def _asked_not_to_be_contacted(inv: FromClause) -> ColumnElement[bool]:
     """The person (by NHS number, in any study) asked not to be contacted."""
     other = INVITATION.alias()
     return exists(
@@ -277,12 +278,27 @@ def latest_weights(conn: Connection, run_id: int, version: int | None = None) ->
     )
 
 
-T = TypeVar("T")
+class _Person(Protocol):
+    @property
+    def patient_id(self) -> int: ...
+
+
+T = TypeVar("T", bound=_Person)
+
+
+class Ranking(TypedDict):
+    """What put a wave in order, as the batch records it: score items and weights, no people."""
+
+    by: str  # "rule file" or "fitted"
+    weights: dict[str, float]  # score item -> weight
+    version: NotRequired[int]  # the fit's, with its date and how many replies it used
+    fitted_at: NotRequired[str]
+    replies_used: NotRequired[int]
 
 
 def order_wave(
-    conn: Connection, run_id: int, eligible: Sequence[T], patient_id: Any = None
-) -> tuple[list[T], dict[str, Any]]:
+    conn: Connection, run_id: int, eligible: Sequence[T], patient_id: Callable[[T], int] | None = None
+) -> tuple[list[T], Ranking]:
     """The people who may be written to, in the order of the run's newest fitted weights (ties,
     and everyone when there is no fit, keep the search's order), and what ranked them: score
     items and weights only, for the batch record and the audit (no patient identifiers)."""
@@ -290,13 +306,12 @@ def order_wave(
     fitted = latest_weights(conn, run_id) if _has_weights(conn, run_id) else None
     # (checked first: a run without a fit may have no stored rules to read)
     if fitted is None:
-        ranking: dict[str, Any] = {"by": "rule file"}
         try:
-            ranking["weights"] = {c.id: float(c.weight) for c in run_score_items(conn, run_id).score}
+            weights = {c.id: float(c.weight) for c in run_score_items(conn, run_id).score}
         except RecruitError:
-            ranking["weights"] = {}
-        return list(eligible), ranking
-    weights = fitted.weight_by_bit()
+            weights = {}
+        return list(eligible), Ranking(by="rule file", weights=weights)
+    by_bit = fitted.weight_by_bit()
     masks: dict[int, int | None] = {}
     ids = [key(c) for c in eligible]
     for i in range(0, len(ids), 500):
@@ -311,16 +326,16 @@ def order_wave(
         mask = masks.get(key(c))
         if mask is None:
             return -math.inf
-        return sum(w for j, w in enumerate(weights) if mask >> j & 1)
+        return sum(w for j, w in enumerate(by_bit) if mask >> j & 1)
 
     order = sorted(range(len(eligible)), key=lambda i: (-learned_score(eligible[i]), i))
-    ranking = {
-        "by": "fitted",
-        "version": fitted.version,
-        "fitted_at": fitted.fitted_at.isoformat(),
-        "replies_used": fitted.replies_used,
-        "weights": {w.item: round(w.weight, 4) for w in fitted.items},
-    }
+    ranking = Ranking(
+        by="fitted",
+        version=fitted.version,
+        fitted_at=fitted.fitted_at.isoformat(),
+        replies_used=fitted.replies_used,
+        weights={w.item: round(w.weight, 4) for w in fitted.items},
+    )
     return [eligible[i] for i in order], ranking
 
 
