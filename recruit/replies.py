@@ -30,13 +30,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 from sqlalchemy import Engine, Row, bindparam, func, select, update
 
 from recruit.errors import RecruitError
 from recruit.tables import INVITATION
-from recruit.workbook import match_headers, normalise_header, parse_day, read_table
+from recruit.workbook import CellValue, match_headers, normalise_header, parse_day, read_table
 
 MAX_LISTED = 40
 
@@ -112,7 +111,7 @@ _IN_WORK_WORDS: Mapping[str, bool | None] = MappingProxyType(
 )
 
 
-def _in_work_column(header: list[Any]) -> int | None:
+def _in_work_column(header: list[CellValue]) -> int | None:
     """The in-paid-work column, if the file has one (matched exactly: it is optional, so a near
     miss must not capture another column)."""
     names = {normalise_header(h) for h in IN_WORK_HEADERS}
@@ -145,7 +144,7 @@ class RepliesSummary:
     in_work_set_aside: int = 0  # answers of people who asked not to be contacted: not kept
 
 
-def _study_number(value: Any) -> str:
+def _study_number(value: CellValue) -> str:
     """The study number as typed, without the spaces people put in ('INSTEP-7KQ3 M9XPA')."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # Excel turned 1234 into 1234.0
@@ -158,7 +157,7 @@ def match_key(number: str) -> str:
     return re.sub(r"[\s-]", "", number).upper()
 
 
-def _reply_code(value: Any) -> str | None:
+def _reply_code(value: CellValue) -> str | None:
     words = " ".join(str(value or "").replace("_", " ").split()).lower()
     return _REPLY_BY_WORDS.get(words)
 
@@ -174,7 +173,7 @@ def read_replies(path: Path, today: dt.date) -> tuple[list[_Reply], list[tuple[i
     accepted = ", ".join(REPLIES.values())
     for row in rows:
 
-        def value(name: str, values: tuple[Any, ...] = row.values) -> Any:
+        def value(name: str, values: tuple[CellValue, ...] = row.values) -> CellValue:
             i = cols[name]
             return values[i] if i < len(values) else None
 
