@@ -9,7 +9,7 @@ the missing field, so a practice does not read "0 candidates" as a true answer (
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import NamedTuple
 
 from sqlalchemy import Connection, and_, exists, func, or_, select
 
@@ -38,6 +38,14 @@ class SearchWarning:
         return self.message
 
 
+class _Counts(NamedTuple):
+    """A step's stored counts, as far as the warnings read them."""
+
+    step_index: int
+    entering: int
+    excluded: int
+
+
 def search_warnings(conn: Connection, run_id: int, rule_set: RuleSet | None = None) -> list[SearchWarning]:
     """The warnings for a finished run; the rule set defaults to the text stored with the run."""
     run = SearchRun.load(conn, run_id)
@@ -47,9 +55,12 @@ def search_warnings(conn: Connection, run_id: int, rule_set: RuleSet | None = No
             return []
     counts = {
         row.step_index: row
-        for row in conn.execute(
-            select(STEP_COUNT.c.step_index, STEP_COUNT.c.entering, STEP_COUNT.c.excluded).where(
-                STEP_COUNT.c.run_id == run_id
+        for row in (
+            _Counts(*r)
+            for r in conn.execute(
+                select(STEP_COUNT.c.step_index, STEP_COUNT.c.entering, STEP_COUNT.c.excluded).where(
+                    STEP_COUNT.c.run_id == run_id
+                )
             )
         )
     }
@@ -104,7 +115,7 @@ def _needed(rule_set: RuleSet, criterion: Kind, seen: int = 0) -> set[str]:
 
 
 def _records_absent(
-    conn: Connection, run_id: int, rule_set: RuleSet, step_id: str, criterion: Kind, counts: Any
+    conn: Connection, run_id: int, rule_set: RuleSet, step_id: str, criterion: Kind, counts: _Counts
 ) -> SearchWarning | None:
     """Warn when a step that reads coded entries or prescriptions removed (nearly) everyone and
     the patients searched have none of them at all: the extract did not carry them (a PDS or
@@ -182,7 +193,7 @@ def _code_reads(rule_set: RuleSet, criterion: Kind, seen: int = 0) -> list[tuple
 
 
 def _codes_not_held(
-    rule_set: RuleSet, step_id: str, criterion: Kind, systems: _Systems, counts: Any
+    rule_set: RuleSet, step_id: str, criterion: Kind, systems: _Systems, counts: _Counts
 ) -> SearchWarning | None:
     """Warn when none of a step's codelists has a code in any system the extract's records use
     (SNOMED CT lists on a CTV3 extract): the step cannot find anything in this extract, so its
@@ -216,7 +227,7 @@ def _codes_not_held(
     return SearchWarning(step_id, "code_system", counts.entering, counts.excluded, message)
 
 
-def _nhs_numbers_absent(step_id: str, counts: Any) -> SearchWarning:
+def _nhs_numbers_absent(step_id: str, counts: _Counts) -> SearchWarning:
     """The step removes only patients without a verified NHS number, so (nearly) all removed
     says the extract carries no usable NHS numbers (example data, or a feed that leaves them out)."""
     entering, removed = counts.entering, counts.excluded
@@ -231,7 +242,7 @@ def _nhs_numbers_absent(step_id: str, counts: Any) -> SearchWarning:
 
 
 def _registration_absent(
-    conn: Connection, run: SearchRun, step_id: str, earlier: list[str], counts: Any, criterion: Registered
+    conn: Connection, run: SearchRun, step_id: str, earlier: list[str], counts: _Counts, criterion: Registered
 ) -> SearchWarning | None:
     """Warn when (nearly) all the patients the step removed, leaving aside those who had left the
     practice, have no registration start date: the rule needed a start the extract lacks."""
