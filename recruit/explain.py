@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import Connection, Select, select
 
@@ -140,7 +139,8 @@ def explain_candidates(conn: Connection, run: SearchRun, practice_id: int | None
 IN_WORK_STATUSES = frozenset({"in_work"})
 
 
-def _as_date(value: Any) -> dt.date:
+def _as_date(value: dt.date | str) -> dt.date:
+    """A stored day: SQLite hands back text, the others a date."""
     return dt.date.fromisoformat(value[:10]) if isinstance(value, str) else value
 
 
@@ -170,7 +170,7 @@ def _not_counted(rule_set: RuleSet) -> list[tuple[Step, Kind]]:
     return out
 
 
-def record_words(term: str | None, system: str | None, code: str | None, day: Any) -> str:
+def record_words(term: str | None, system: str | None, code: str | None, day: dt.date | str | None) -> str:
     if isinstance(day, str):
         day = dt.date.fromisoformat(day[:10])
     label = SYSTEM_NAMES.get(system or "", system or "")

@@ -39,7 +39,9 @@ def has_prefix_rows(codelist: Codelist | None) -> bool:
     return codelist is not None and any(code_matches_by_prefix(code) for code in codelist.codes)
 
 
-def code_on_list(codes: FromClause, system: Any, value: Any, *, by_prefix: bool) -> ColumnElement[bool]:
+def code_on_list(
+    codes: FromClause, system: ColumnElement[str], value: ColumnElement[str], *, by_prefix: bool
+) -> ColumnElement[bool]:
     """A stored codelist row (`codes`: codelist_code or an alias of it) matches the recorded
     code (`system`, `value`): exactly, or (`by_prefix`) a prefix row by its code's stem."""
     if by_prefix:
@@ -52,7 +54,9 @@ def code_on_list(codes: FromClause, system: Any, value: Any, *, by_prefix: bool)
     return and_(codes.c.code_system == system, codes.c.code == value, codes.c.match_prefix == false())
 
 
-def code_on_list_either_way(codes: FromClause, system: Any, value: Any) -> ColumnElement[bool]:
+def code_on_list_either_way(
+    codes: FromClause, system: ColumnElement[str], value: ColumnElement[str]
+) -> ColumnElement[bool]:
     """The row matches the recorded code exactly or by prefix (one join condition for both)."""
     return or_(
         code_on_list(codes, system, value, by_prefix=False),
@@ -62,7 +66,7 @@ def code_on_list_either_way(codes: FromClause, system: Any, value: Any) -> Colum
 
 def records_on_lists(
     records: FromClause,
-    columns: Sequence[Any],
+    columns: Sequence[ColumnElement[Any]],
     codelist_ids: Iterable[int],
     *,
     by_prefix: bool,
