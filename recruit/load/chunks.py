@@ -46,6 +46,7 @@ from recruit.load.values import DateReader, Invalid, nhs_number_is_valid
 from recruit.nhs_numbers import digits_of
 
 if TYPE_CHECKING:
+    from recruit.load.strict import Failure, Key
     from recruit.models import Base
 
 CHUNK_BYTES = 4 << 20
@@ -66,7 +67,7 @@ class Chunk:
 
 
 # Where a record is (file, line, entry) -> (FHIR version, field, message), from --strict.
-StrictFailures = dict[tuple[Any, ...], tuple[str, str, str]]
+StrictFailures = dict["Key", "Failure"]
 
 
 @dataclass
