@@ -49,6 +49,7 @@ from recruit.load.mapping import (
     RowFilter,
     Table,
     TableFile,
+    Value,
     load_mapping,
 )
 from recruit.load.rows import EventRow, HoldRow, MedicationRow, PatientRow, PractitionerRow
@@ -783,7 +784,7 @@ class CsvSource:
 
     # --- values ----------------------------------------------------------------------------
 
-    def _text(self, row: dict[str, str], spec: Any) -> str | None:
+    def _text(self, row: dict[str, str], spec: Value | None) -> str | None:
         if spec is None:
             return None
         if isinstance(spec, FromLookup):
@@ -962,10 +963,10 @@ def _superseded(table: Table) -> str:
     }[table.part]
 
 
-_FIELDS: dict[int, tuple[Any, dict[str, str]]] = {}
+_FIELDS: dict[int, tuple[Columns, dict[str, str]]] = {}
 
 
-def _fields_of(c: Any) -> dict[str, str]:
+def _fields_of(c: Columns) -> dict[str, str]:
     """_fields of a table's columns, worked out once per table (the same dict for every row:
     the loader only reads it)."""
     found = _FIELDS.get(id(c))
@@ -974,7 +975,7 @@ def _fields_of(c: Any) -> dict[str, str]:
     return found[1]
 
 
-def _fields(c: Any) -> dict[str, str]:
+def _fields(c: Columns) -> dict[str, str]:
     """Staged column -> the CSV column it came from, so a quarantine names the CSV's own column."""
     named = {k: v for k, v in c.__dict__.items() if isinstance(v, str)}
     key_column = named.get("patient") or named.get("nhs_number") or "patient"
@@ -1036,16 +1037,16 @@ def _named_by(file: Path, given: Path, pattern: str) -> bool:
     return len(file.relative_to(given).parts) == len(Path(pattern).parts)
 
 
-def _name_order(path: Path) -> tuple[Any, ...]:
+def _name_order(path: Path) -> tuple[tuple[int | str, ...], str]:
     """Files of one table in the order their names number them (Observation_2 before _10)."""
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path.name)), str(path)
 
 
-def _columns(columns: dict[str, Any]) -> list[str]:
+def _columns(columns: dict[str, object]) -> list[str]:
     """Every column a table's mapping names (the file must have each)."""
     out: list[str] = []
 
-    def add(value: Any) -> None:
+    def add(value: object) -> None:
         if isinstance(value, str):
             out.append(value)
         elif isinstance(value, list):
@@ -1090,7 +1091,7 @@ def _quantity(raw: str, field: str) -> float | None:
     return _float(raw, field)
 
 
-def _snippet(row: Any) -> bytes:
+def _snippet(row: object) -> bytes:
     if not isinstance(row, dict):
         return b""
     return ",".join(row.values())[:300].encode()
