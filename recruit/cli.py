@@ -231,10 +231,9 @@ def load(
     db: DbOption = None,
 ) -> None:
     """Load a practice extract (FHIR or CSV); records that cannot be used are quarantined."""
+    from recruit.cli_render import code_system_lines, file_lines, patient_lines
     from recruit.load import load_extract
-    from recruit.load.coverage import code_system_lines
     from recruit.load.files import DELETED_PATIENT
-    from recruit.load.loader import file_lines, patient_lines
 
     when = _date_option(extract_date, "--extract-date")
     engine = _ready_engine(db, create=create, create_flag="--create")
@@ -575,7 +574,8 @@ def review_import(
     A sheet that does not match its search is refused whole; a row that no longer shows its person,
     is of another practice or is older than a newer decision is left out and listed (exit status 1).
     """
-    from recruit.review import format_import_summary, import_review
+    from recruit.cli_render import format_import_summary
+    from recruit.review import import_review
 
     summary = import_review(_ready_engine(db), sheet, reviewer, run_id=run)
     out.print(format_import_summary(summary, sheet.name), highlight=False, markup=False, soft_wrap=True)
@@ -601,7 +601,8 @@ def replies_import(
     db: DbOption = None,
 ) -> None:
     """Record reply slips: interested, not interested, do not contact, now in paid work."""
-    from recruit.replies import format_replies_summary, import_replies
+    from recruit.cli_render import format_replies_summary
+    from recruit.replies import import_replies
 
     summary = import_replies(_ready_engine(db), file)
     out.print(format_replies_summary(summary, file.name), highlight=False, markup=False, soft_wrap=True)

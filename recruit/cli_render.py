@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.table import Table
 from rich.text import Text
 
+from recruit.load.coverage import system_words
+
 if TYPE_CHECKING:  # `recruit search` need not import the evaluation (nor synthetic_ehr)
     from recruit.evaluation.judge import Evaluation
+    from recruit.load.loader import LoadSummary
     from recruit.query.flow import StepFlow
+    from recruit.replies import RepliesSummary
+    from recruit.review import ImportSummary
 
 
 class RunHeading(Protocol):
@@ -201,3 +207,166 @@ def render_evaluation(ev: Evaluation) -> list[Any]:
     out.append(Text(legend))
     out.extend(Text(f"Note: {note}") for note in ev.notes)
     return out
+
+
+# --- load, review and replies summaries ----------------------------------------------------
+
+
+def registration_lines(summary: LoadSummary) -> list[str]:
+    """What the load says about registration, in words for practice staff (no identifiers)."""
+    unknown, unnamed = summary.registration_start_unknown, summary.registration_practice_unnamed
+    if not unknown:
+        return []
+    lines = [
+        f"registration: {unknown:,} of {summary.patients:,} patient(s) have no registration start date "
+        "in the extract; they count as registered from an unknown date only where a rule says "
+        "'unknown_start: counts'"
+    ]
+    if unnamed:
+        lines.append(
+            f"  of them, {unnamed:,} name no practice at all and are filed under the extract's only practice"
+        )
+    return lines
+
+
+def patient_lines(summary: LoadSummary) -> list[str]:
+    """What the load says about the patients it stored, in words for practice staff."""
+    lines = registration_lines(summary)
+    if summary.same_person:
+        lines.append(
+            f"the same person: {summary.same_person:,} Patient record(s) repeat a person already sent in "
+            "another Bundle (same NHS number and birth date) and were joined to them; where the copies "
+            "disagree on name, address or registration, that person is held back from letters"
+        )
+    if summary.pseudonymised:
+        lines.append(
+            "pseudonymised extract: the data provider removed NHS numbers, names and addresses; its "
+            f"{summary.patients:,} patient(s) are counted and searched (the provider checked who they are "
+            "first), but no letter can ever be written to them"
+        )
+    elif summary.no_nhs_number:
+        lines.append(
+            f"no verified NHS number: {summary.no_nhs_number:,} patient(s) (missing, failing its check "
+            "digit, or not verified by trace); they are stored with their records and counted, but "
+            "searches leave them out and no letter can be written to them"
+        )
+    return lines
+
+
+FILE_LINES = 12  # at most this many per-file lines for a FHIR extract (the rest summed up)
+
+
+def file_lines(summary: LoadSummary) -> list[str]:
+    """Per-file counts, when some kind of record came in more than one file (a table split over
+    events_001.csv and events_002.csv, Observation split over several NDJSON files): read =
+    stored + quarantined for each. A CSV export lists every file; a FHIR extract only the files
+    of the kinds that were split, and at most FILE_LINES of them."""
+    files = summary.by_file
+    by_kind: dict[str, list[str]] = {}
+    for path, f in files.items():
+        by_kind.setdefault(f.kinds[0] if f.kinds else "", []).append(path)
+    split = {kind for kind, paths in by_kind.items() if kind and len(paths) > 1}
+    if not split:
+        return []
+    csv_only = all(Path(path).suffix.lower() == ".csv" for path in files)
+    shown = [path for path, f in files.items() if csv_only or (f.kinds and f.kinds[0] in split)]
+    names = [Path(path).name for path in shown]
+    if len(set(names)) < len(names):  # the same name in two folders: say which
+        names = shown
+    lines = ["by file (read = stored + quarantined):"]
+    width = min(max(len(name) for name in names), 40)
+    limit = len(shown) if csv_only else FILE_LINES
+    for path, name in list(zip(shown, names, strict=True))[:limit]:
+        f = files[path]
+        unused = f", not used {f.not_used:,}" if f.not_used else ""
+        lines.append(
+            f"  {name:<{width}}  read {f.read:,}, stored {f.stored:,}, quarantined {f.quarantined:,}{unused}"
+        )
+    if len(shown) > limit:
+        rest = [files[path] for path in shown[limit:]]
+        lines.append(
+            f"  and {len(rest):,} more file(s): read {sum(f.read for f in rest):,}, stored "
+            f"{sum(f.stored for f in rest):,}, quarantined {sum(f.quarantined for f in rest):,}"
+        )
+    return lines
+
+
+def code_system_lines(
+    coded: dict[str, int], prescribed: dict[str, int], uncovered: list[str], rule_set: str
+) -> list[str]:
+    """What the load says about code systems, in words for practice staff."""
+    lines = []
+    for what, counts in (("coded entries", coded), ("prescriptions", prescribed)):
+        if counts:
+            parts = ", ".join(
+                f"{system_words(s)} {n:,}" for s, n in sorted(counts.items(), key=lambda x: -x[1])
+            )
+            lines.append(f"{what} by code system: {parts}")
+    for system in uncovered:
+        name = system_words(system)
+        n = coded.get(system, 0) + prescribed.get(system, 0)
+        what = " and ".join(
+            w for w, counts in (("coded entries", coded), ("prescriptions", prescribed)) if counts.get(system)
+        )
+        lines.append(
+            f"{n:,} {what} are {name} codes; no codelist of {rule_set or 'the rule set'} has {name} codes, "
+            "so searches cannot find them"
+        )
+    return lines
+
+
+def format_import_summary(s: ImportSummary, source: str) -> str:
+    """What the import did and where the run's review stands, in words for practice staff."""
+    from recruit.review import MAX_LISTED  # here: recruit.review is heavy, `recruit search` needs none of it
+
+    lines = [
+        f"Recorded the GP review from {source} for search run {s.run_id}: "
+        f"{s.recorded} new decision(s), {s.changed} changed, {s.unchanged} unchanged.",
+    ]
+    if s.blank_kept_earlier:
+        lines.append(
+            f"{s.blank_kept_earlier} row(s) were empty here but decided before: the earlier decision stands."
+        )
+    if s.not_in_sheet:
+        whose = f"of practice {s.practice} " if s.practice else ""
+        lines.append(f"{s.not_in_sheet} candidate(s) {whose}in the run were not in this sheet.")
+    if s.refused_rows:
+        lines += ["", f"{len(s.refused_rows)} row(s) were NOT recorded (the other rows were):"]
+        lines += [f"  row {n}: {why}." for n, why in s.refused_rows[:MAX_LISTED]]
+        if len(s.refused_rows) > MAX_LISTED:
+            lines.append(f"  ... and {len(s.refused_rows) - MAX_LISTED} more")
+    lines += [
+        "",
+        f"Search run {s.run_id} now ({s.candidates} candidates):",
+        f"  invite:           {s.invite}",
+        f"  do not invite:    {sum(s.not_invited.values())}",
+    ]
+    lines += [f"    {label}: {n}" for label, n in s.not_invited.items()]
+    lines.append(f"  not yet reviewed: {s.not_reviewed} (nobody is written to until a GP chooses Invite)")
+    return "\n".join(lines)
+
+
+def format_replies_summary(s: RepliesSummary, source: str) -> str:
+    """What was recorded, in words for practice staff and the trial team."""
+    from recruit.replies import REPLIES
+
+    lines = [f"Read {s.rows} reply(ies) from {source}."]
+    if s.recorded:
+        lines.append(f"Recorded {sum(s.recorded.values())} (of which {s.changed} replaced an earlier reply):")
+        lines += [f"  {REPLIES[code]}: {n}" for code, n in sorted(s.recorded.items())]
+    if s.in_work_answers:
+        lines.append(
+            f"'In paid work' answers recorded: {s.in_work_answers[True]} yes, {s.in_work_answers[False]} no."
+        )
+    if s.in_work_set_aside:
+        lines.append(
+            f"{s.in_work_set_aside} earlier 'in paid work' answer(s) removed: "
+            "the person asked not to be contacted."
+        )
+    if s.unchanged:
+        lines.append(f"{s.unchanged} were already recorded; nothing changed for them.")
+    lines.append(
+        "Nobody who has been invited is invited again. People who said 'do not contact' are also "
+        "left out of every other study's searches."
+    )
+    return "\n".join(lines)

@@ -336,27 +336,3 @@ def _conflict(inv: Row, r: _Reply) -> str | None:
             f"({before.isoformat()}); this row's reply is older"
         )
     return None
-
-
-def format_replies_summary(s: RepliesSummary, source: str) -> str:
-    """What was recorded, in words for practice staff and the trial team."""
-    lines = [f"Read {s.rows} reply(ies) from {source}."]
-    if s.recorded:
-        lines.append(f"Recorded {sum(s.recorded.values())} (of which {s.changed} replaced an earlier reply):")
-        lines += [f"  {REPLIES[code]}: {n}" for code, n in sorted(s.recorded.items())]
-    if s.in_work_answers:
-        lines.append(
-            f"'In paid work' answers recorded: {s.in_work_answers[True]} yes, {s.in_work_answers[False]} no."
-        )
-    if s.in_work_set_aside:
-        lines.append(
-            f"{s.in_work_set_aside} earlier 'in paid work' answer(s) removed: "
-            "the person asked not to be contacted."
-        )
-    if s.unchanged:
-        lines.append(f"{s.unchanged} were already recorded; nothing changed for them.")
-    lines.append(
-        "Nobody who has been invited is invited again. People who said 'do not contact' are also "
-        "left out of every other study's searches."
-    )
-    return "\n".join(lines)

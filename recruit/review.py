@@ -1332,32 +1332,3 @@ def review_counts(conn: Connection, run_id: int) -> ReviewCounts:
         not_invited=dict(sorted(not_invited.items(), key=lambda kv: (-kv[1], kv[0]))),
         not_reviewed=candidates - decided,
     )
-
-
-def format_import_summary(s: ImportSummary, source: str) -> str:
-    """What the import did and where the run's review stands, in words for practice staff."""
-    lines = [
-        f"Recorded the GP review from {source} for search run {s.run_id}: "
-        f"{s.recorded} new decision(s), {s.changed} changed, {s.unchanged} unchanged.",
-    ]
-    if s.blank_kept_earlier:
-        lines.append(
-            f"{s.blank_kept_earlier} row(s) were empty here but decided before: the earlier decision stands."
-        )
-    if s.not_in_sheet:
-        whose = f"of practice {s.practice} " if s.practice else ""
-        lines.append(f"{s.not_in_sheet} candidate(s) {whose}in the run were not in this sheet.")
-    if s.refused_rows:
-        lines += ["", f"{len(s.refused_rows)} row(s) were NOT recorded (the other rows were):"]
-        lines += [f"  row {n}: {why}." for n, why in s.refused_rows[:MAX_LISTED]]
-        if len(s.refused_rows) > MAX_LISTED:
-            lines.append(f"  ... and {len(s.refused_rows) - MAX_LISTED} more")
-    lines += [
-        "",
-        f"Search run {s.run_id} now ({s.candidates} candidates):",
-        f"  invite:           {s.invite}",
-        f"  do not invite:    {sum(s.not_invited.values())}",
-    ]
-    lines += [f"    {label}: {n}" for label, n in s.not_invited.items()]
-    lines.append(f"  not yet reviewed: {s.not_reviewed} (nobody is written to until a GP chooses Invite)")
-    return "\n".join(lines)

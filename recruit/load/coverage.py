@@ -52,27 +52,3 @@ def uncovered_systems(
         return "", []
     name, covered = found
     return name, sorted(held - covered)
-
-
-def code_system_lines(
-    coded: dict[str, int], prescribed: dict[str, int], uncovered: list[str], rule_set: str
-) -> list[str]:
-    """What the load says about code systems, in words for practice staff."""
-    lines = []
-    for what, counts in (("coded entries", coded), ("prescriptions", prescribed)):
-        if counts:
-            parts = ", ".join(
-                f"{system_words(s)} {n:,}" for s, n in sorted(counts.items(), key=lambda x: -x[1])
-            )
-            lines.append(f"{what} by code system: {parts}")
-    for system in uncovered:
-        name = system_words(system)
-        n = coded.get(system, 0) + prescribed.get(system, 0)
-        what = " and ".join(
-            w for w, counts in (("coded entries", coded), ("prescriptions", prescribed)) if counts.get(system)
-        )
-        lines.append(
-            f"{n:,} {what} are {name} codes; no codelist of {rule_set or 'the rule set'} has {name} codes, "
-            "so searches cannot find them"
-        )
-    return lines

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from recruit.cli_render import file_lines
 from recruit.load import load_extract
-from recruit.load.loader import file_lines
 from recruit.models import Extract, Patient
 from tests.helpers import run_cli
 from tests.integration.load import fhir_samples as fx

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from recruit.cli_render import patient_lines
 from recruit.load import load_extract
-from recruit.load.loader import patient_lines
 from recruit.models import ClinicalEvent, Patient, SearchResult
 from recruit.query.run import load_search, run_rule_set
 from tests.integration.load import fhir_samples as fx

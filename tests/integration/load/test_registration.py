@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import select
 
 import synthetic_ehr
+from recruit.cli_render import registration_lines
 from recruit.db import make_engine
 from recruit.load import load_extract
 from recruit.load.fhir import FhirReader
-from recruit.load.loader import registration_lines
 from recruit.load.values import DateReader
 from recruit.migrate import upgrade
 from recruit.models import Patient, SearchResult

@@ -20,6 +20,7 @@ from openpyxl import load_workbook
 from sqlalchemy import delete, func, insert, select
 
 import recruit.review as review
+from recruit.cli_render import format_import_summary
 from recruit.errors import RecruitError
 from recruit.models import Invitation, ReviewDecision, ReviewSheet
 from recruit.review import (
@@ -27,7 +28,6 @@ from recruit.review import (
     ReviewSheetError,
     export_review,
     export_review_by_practice,
-    format_import_summary,
     import_review,
 )
 from recruit.work_folders import LOCK_NAME, clean_leftovers, register, staging_path

@@ -9,9 +9,10 @@ import pytest
 from openpyxl import Workbook
 from sqlalchemy import insert, select
 
+from recruit.cli_render import format_replies_summary
 from recruit.errors import RecruitError
 from recruit.models import Invitation, Study
-from recruit.replies import RepliesFileError, format_replies_summary, import_replies
+from recruit.replies import RepliesFileError, import_replies
 from tests.integration.review.practice import candidates, invite, outcomes, search_again
 
 TODAY = dt.date(2025, 8, 1)

@@ -9,8 +9,9 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
+from recruit.cli_render import format_replies_summary
 from recruit.models import Invitation, SearchResult
-from recruit.replies import RepliesFileError, format_replies_summary, import_replies
+from recruit.replies import RepliesFileError, import_replies
 from recruit.waves import run_score_items
 from tests.integration.review.practice import invite
 

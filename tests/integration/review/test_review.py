@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from openpyxl import load_workbook
 from sqlalchemy import func, select, update
 
+from recruit.cli_render import format_import_summary
 from recruit.errors import RecruitError
 from recruit.models import Patient, ReviewDecision
 from recruit.review import (
@@ -24,7 +25,6 @@ from recruit.review import (
     REASONS,
     ReviewSheetError,
     export_review,
-    format_import_summary,
     import_review,
 )
 from tests.integration.review.practice import invite, load_and_search, nhs, practice
