@@ -625,7 +625,8 @@ def waves_fit(
 ) -> None:
     """Fit the evidence weights to the replies (in paid work or not) and order the next wave by them.
     Never changes who may be written to; refuses when there are too few replies."""
-    from recruit.waves import fit_weights, format_fit
+    from recruit.cli_render import format_fit
+    from recruit.waves import fit_weights
 
     before, new = fit_weights(_ready_engine(db), run, fitted_by=by)
     out.print(format_fit(before, new), highlight=False, markup=False, soft_wrap=True)
@@ -637,11 +638,12 @@ def waves_show(
     db: DbOption = None,
 ) -> None:
     """Show the weights that will order the run's next wave of letters."""
-    from recruit.waves import format_weights
+    from recruit.cli_render import format_weights
+    from recruit.waves import run_weights
 
     with _ready_engine(db).connect() as conn:
-        text = format_weights(conn, run)
-    out.print(text, highlight=False, markup=False, soft_wrap=True)
+        weights = run_weights(conn, run)
+    out.print(format_weights(weights), highlight=False, markup=False, soft_wrap=True)
 
 
 # --- recruit audit ------------------------------------------------------------------------------

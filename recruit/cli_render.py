@@ -1,13 +1,15 @@
 """How the CLI shows results in the terminal: the library returns data, this turns it into text.
 
-A search run's flow table (recruit.query.flow's StepFlow rows) and an evaluation against the
-made-up truth (recruit.evaluation's Evaluation). Counts carry thousands separators (10,000), as
-practice staff read numbers.
+A search run's flow table (recruit.query.flow's StepFlow rows), an evaluation against the
+made-up truth (recruit.evaluation's Evaluation), the load, review and replies summaries, and the
+fitted weights that order a run's waves (recruit.waves). Counts carry thousands separators
+(10,000), as practice staff read numbers.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -23,6 +25,7 @@ if TYPE_CHECKING:  # `recruit search` need not import the evaluation (nor synthe
     from recruit.query.flow import StepFlow
     from recruit.replies import RepliesSummary
     from recruit.review import ImportSummary
+    from recruit.waves import FittedWeights, ItemWeight, RunWeights
 
 
 class RunHeading(Protocol):
@@ -370,3 +373,65 @@ def format_replies_summary(s: RepliesSummary, source: str) -> str:
         "left out of every other study's searches."
     )
     return "\n".join(lines)
+
+
+# --- recruit waves: the fitted weights ---------------------------------------------------------
+
+
+def _interval_words(w: ItemWeight, replies: int) -> str:
+    from recruit.waves import MIN_ITEM  # (waves imports numpy; `recruit search` need not)
+
+    if not w.learned:
+        how_many = (
+            f"only {w.replies_with} of the {replies} replies had this item"
+            if w.replies_with < MIN_ITEM
+            else f"all but {replies - w.replies_with} of the {replies} replies had this item"
+        )
+        return f"not learned ({how_many}): the rule file's weight, on the new scale"
+    assert w.low is not None and w.high is not None
+    span = f"{w.low:+.2f} to {w.high:+.2f}"
+    if w.low > 0:
+        return f"{span}: with it, people were more often out of work (odds x{math.exp(w.weight):.1f})"
+    if w.high < 0:
+        return f"{span}: with it, people were more often in paid work (odds x{math.exp(w.weight):.1f})"
+    return f"{span}: these replies cannot tell whether it matters"
+
+
+def format_fit(before: FittedWeights | None, new: FittedWeights) -> str:
+    """Old and new weights, with 95% intervals, in words for the trial manager."""
+    when = new.fitted_at.strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"Weights for search run {new.run_id}, version {new.version} "
+        f"(fitted by {new.fitted_by or 'unknown'}, {when}).",
+        f"Learned from {new.replies_used} replies that said whether the person is in paid work: "
+        f"{new.out_of_work} not in paid work, {new.in_work} in paid work. Replies from anyone who asked "
+        "not to be contacted are never used.",
+        "The new weights are log odds of being out of work, on another scale from the rule file's "
+        "points; only their order and relative size matter. The 95% interval is how far the weight "
+        "could be from this estimate given these replies.",
+        "",
+    ]
+    old_title = f"version {before.version}" if before else "rule file"
+    width = max(len(w.item) for w in new.items) + 2
+    lines.append(f"{'Evidence item'.ljust(width)}{old_title:>12}{'new':>8}   95% interval")
+    old = {w.item: w.weight for w in before.items} if before else {}
+    for w in new.items:
+        was = old.get(w.item, w.rule_weight)
+        words = _interval_words(w, new.replies_used)
+        lines.append(f"{w.item.replace('_', ' ').ljust(width)}{was:>12.2f}{w.weight:>8.2f}   {words}")
+    lines += [
+        "",
+        "The next `recruit letters` wave for this run is put in this new order. Who may be written to "
+        "does not change: the same people, in another order; nobody who declined, asked not to be "
+        "contacted or was already invited is written to.",
+    ]
+    return "\n".join(lines)
+
+
+def format_weights(weights: RunWeights) -> str:
+    """`recruit waves show RUN`: the weights that will rank the run's next wave."""
+    if weights.fitted is None:
+        lines = [f"Search run {weights.run_id} is ranked by the rule file's weights (no fit yet):"]
+        lines += [f"  {item.replace('_', ' ')}: {weight:g}" for item, weight in weights.rule_weights]
+        return "\n".join(lines)
+    return format_fit(weights.earlier, weights.fitted)

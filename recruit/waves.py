@@ -343,64 +343,26 @@ def _has_weights(conn: Connection, run_id: int) -> bool:
     return bool(conn.execute(select(func.count()).where(WEIGHTS.c.run_id == run_id)).scalar())
 
 
-# --- words for people ---------------------------------------------------------------------------
+# --- what ranks the next wave ------------------------------------------------------------------
 
 
-def _interval_words(w: ItemWeight, replies: int) -> str:
-    if not w.learned:
-        how_many = (
-            f"only {w.replies_with} of the {replies} replies had this item"
-            if w.replies_with < MIN_ITEM
-            else f"all but {replies - w.replies_with} of the {replies} replies had this item"
-        )
-        return f"not learned ({how_many}): the rule file's weight, on the new scale"
-    assert w.low is not None and w.high is not None
-    span = f"{w.low:+.2f} to {w.high:+.2f}"
-    if w.low > 0:
-        return f"{span}: with it, people were more often out of work (odds x{math.exp(w.weight):.1f})"
-    if w.high < 0:
-        return f"{span}: with it, people were more often in paid work (odds x{math.exp(w.weight):.1f})"
-    return f"{span}: these replies cannot tell whether it matters"
+@dataclass(frozen=True)
+class RunWeights:
+    """What will rank a run's next wave, as data for `recruit waves show` (worded by
+    recruit.cli_render): the newest fit and the one before it, or, with no fit yet, the rule
+    file's (item, weight) pairs in the order of the bits."""
+
+    run_id: int
+    fitted: FittedWeights | None
+    earlier: FittedWeights | None = None
+    rule_weights: tuple[tuple[str, float], ...] = ()
 
 
-def format_fit(before: FittedWeights | None, new: FittedWeights) -> str:
-    """Old and new weights, with 95% intervals, in words for the trial manager."""
-    when = new.fitted_at.strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        f"Weights for search run {new.run_id}, version {new.version} "
-        f"(fitted by {new.fitted_by or 'unknown'}, {when}).",
-        f"Learned from {new.replies_used} replies that said whether the person is in paid work: "
-        f"{new.out_of_work} not in paid work, {new.in_work} in paid work. Replies from anyone who asked "
-        "not to be contacted are never used.",
-        "The new weights are log odds of being out of work, on another scale from the rule file's "
-        "points; only their order and relative size matter. The 95% interval is how far the weight "
-        "could be from this estimate given these replies.",
-        "",
-    ]
-    old_title = f"version {before.version}" if before else "rule file"
-    width = max(len(w.item) for w in new.items) + 2
-    lines.append(f"{'Evidence item'.ljust(width)}{old_title:>12}{'new':>8}   95% interval")
-    old = {w.item: w.weight for w in before.items} if before else {}
-    for w in new.items:
-        was = old.get(w.item, w.rule_weight)
-        words = _interval_words(w, new.replies_used)
-        lines.append(f"{w.item.replace('_', ' ').ljust(width)}{was:>12.2f}{w.weight:>8.2f}   {words}")
-    lines += [
-        "",
-        "The next `recruit letters` wave for this run is put in this new order. Who may be written to "
-        "does not change: the same people, in another order; nobody who declined, asked not to be "
-        "contacted or was already invited is written to.",
-    ]
-    return "\n".join(lines)
-
-
-def format_weights(conn: Connection, run_id: int) -> str:
-    """`recruit waves show RUN`: the weights that will rank the run's next wave."""
+def run_weights(conn: Connection, run_id: int) -> RunWeights:
+    """The weights that will rank the run's next wave, and the version before them."""
     fitted = latest_weights(conn, run_id)
     if fitted is None:
         rule_set = run_score_items(conn, run_id)
-        lines = [f"Search run {run_id} is ranked by the rule file's weights (no fit yet):"]
-        lines += [f"  {c.id.replace('_', ' ')}: {float(c.weight):g}" for c in rule_set.score]
-        return "\n".join(lines)
+        return RunWeights(run_id, None, rule_weights=tuple((c.id, float(c.weight)) for c in rule_set.score))
     earlier = latest_weights(conn, run_id, fitted.version - 1) if fitted.version > 1 else None
-    return format_fit(earlier, fitted)
+    return RunWeights(run_id, fitted, earlier)

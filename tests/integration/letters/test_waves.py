@@ -16,6 +16,7 @@ from sqlalchemy import insert, select, update
 
 from recruit.audit.report import build_report, render_html, wave_rankings
 from recruit.audit.suppress import Rule
+from recruit.cli_render import format_fit
 from recruit.letters.batch import _letter_codelists, write_letters
 from recruit.letters.select import classify
 from recruit.letters.study import load_study_settings
@@ -30,7 +31,6 @@ from recruit.waves import (
     check_enough,
     fit_items,
     fit_weights,
-    format_fit,
     order_wave,
 )
 from tests.integration.letters.builders import ROOT, STUDY_FILE, Person, build, invited
